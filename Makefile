@@ -1,0 +1,50 @@
+# Fast Loans — entry points. `make help` lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Downloads (pip wheels, Kafka jars, Go tools) are cached outside the repository.
+export FASTLOANS_CACHE ?= $(HOME)/.cache/fastloans
+export PIP_CACHE_DIR ?= $(FASTLOANS_CACHE)/pip
+PYTEST_ARGS ?=
+PACKAGES := -e ./shared[analysis] -e ./services/gateway -e ./services/risk -e ./services/approval -e ./services/recorder
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv up test test-unit test-integration lint images k8s-tools clean-state
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): constraints.txt requirements-dev.txt shared/pyproject.toml $(wildcard services/*/pyproject.toml)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt $(PACKAGES) -r requirements-dev.txt
+	@touch $@
+
+venv: $(STAMP) ## Create .venv with every package (editable) and the `fastloans` command
+
+up: venv ## Run the local stack in the foreground (PostgreSQL primary+replica, Kafka, services)
+	$(BIN)/fastloans up
+
+k8s-tools: ## Install the pinned helm and chart-test tools into $(FASTLOANS_CACHE)/bin
+	@if [ -x scripts/install-k8s-tools.sh ]; then scripts/install-k8s-tools.sh; fi
+
+test: venv k8s-tools ## Run the whole suite: unit, integration (real Kafka + PostgreSQL), e2e, charts
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: venv ## Unit tests only (no I/O)
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+test-integration: venv ## Integration and end-to-end tests only
+	$(BIN)/pytest -m "not unit and not charts" $(PYTEST_ARGS)
+
+lint: venv ## Static checks
+	$(BIN)/ruff check shared services tests
+
+images: ## Build the service images (needs a Docker engine)
+	@if ! docker info >/dev/null 2>&1; then echo "make images: no Docker engine is running here; build where one exists (docker build -f docker/<service>.Dockerfile .)"; exit 1; fi
+	@for s in gateway risk approval recorder; do docker build -f docker/$$s.Dockerfile -t fastloans/$$s:dev . || exit 1; done
+
+clean-state: ## Delete the local stack's data (.fastloans/)
+	rm -rf .fastloans

@@ -1,0 +1,1 @@
+"""Approval: decides scored applications (approve, reject, refer) by the policy's decision rules."""

@@ -1,0 +1,91 @@
+"""The approval service: scored → decided, by the policy's decision rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiokafka import ConsumerRecord
+from pydantic import Field
+
+from fastloans.events import ApplicationDecided, ApplicationScored, EventDecodeError, Topic
+from fastloans.kafka import send_all, trace_headers
+from fastloans.policy import Contribution, decide, score
+from fastloans.policy_runtime import Policies, facts_of, policy_ref
+from fastloans.runtime import run_worker
+from fastloans.settings import Settings, load_settings
+from fastloans.worker import PipelineWorker
+
+
+class ApprovalSettings(Settings):
+    """Approval service settings: health and metrics on port 8002 by default."""
+
+    service_name: str = Field("fastloans-approval")
+    http_port: int = Field(8002, ge=1, le=65535, validation_alias="HTTP_PORT")
+
+
+def contributions_of(event: ApplicationScored) -> tuple[Contribution, ...]:
+    """The scorecard contributions carried by a scored event."""
+    try:
+        return tuple(
+            Contribution(c["rule_id"], c["factor"], int(c["points"]), c["reason_code"], str(c["value"]))
+            for c in event.contributions
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise EventDecodeError(f"invalid contributions: {error}") from None
+
+
+class ApprovalWorker(PipelineWorker):
+    """Decides every scored application."""
+
+    input_topic = Topic.SCORED
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.policies = Policies(settings)
+        self.output = settings.topic(Topic.DECIDED.value)
+
+    async def start(self) -> None:
+        """Start watching the policy file, then consuming."""
+        self.policies.start()
+        await super().start()
+
+    async def stop(self) -> None:
+        """Stop consuming, then stop watching the policy file."""
+        await super().stop()
+        await self.policies.stop()
+
+    async def handle(self, records: list[ConsumerRecord]) -> None:
+        """Decide a batch and produce every decision before returning."""
+        scored = [ApplicationScored.decode(record.value) for record in records]
+        policy = self.policies.champion.current
+        now = datetime.now(UTC)
+        messages = []
+        for event, record in zip(scored, records, strict=True):
+            facts = facts_of(event.facts)
+            risk_score, contributions = event.risk_score, contributions_of(event)
+            if event.policy.hash != policy.content_hash:
+                # Scored under another policy version (a rollout in progress): score again so that
+                # one version makes the whole decision.
+                rescored = score(policy, facts)
+                risk_score, contributions = rescored.risk_score, rescored.contributions
+            decision = decide(policy, facts, risk_score, contributions=contributions)
+            decided = ApplicationDecided(
+                application_id=event.application_id,
+                tenant_id=event.tenant_id,
+                revision=event.revision,
+                submitted_at=event.submitted_at,
+                outcome=decision.outcome,
+                risk_score=risk_score,
+                contributions=[c.to_dict() for c in contributions],
+                principal_reasons=[c.to_dict() for c in decision.principal_reasons],
+                policy=policy_ref(policy),
+                decided_at=now,
+                challenger=event.challenger,
+            )
+            messages.append((self.output, record.key, decided.encode(), trace_headers(record) + decided.headers()))
+        await send_all(self.producer, messages)
+
+
+def main() -> None:
+    """Console entry point: `fastloans-approval`."""
+    run_worker(load_settings(ApprovalSettings), ApprovalWorker)

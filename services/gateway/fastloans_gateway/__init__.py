@@ -1,0 +1,1 @@
+"""The gateway: the loan application API, the web page, and the outbox relay."""

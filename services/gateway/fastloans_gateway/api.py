@@ -1,0 +1,260 @@
+"""The loan application routes: /api/v1/loan_applications."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import BaseModel, ValidationError
+from starlette.responses import JSONResponse
+
+from fastloans_gateway import applications
+from fastloans_gateway.auth import Caller
+from fastloans_gateway.problems import PROBLEM_JSON, Problem, field_errors
+from fastloans_gateway.schemas import (
+    LoanApplication,
+    LoanApplicationCreate,
+    LoanApplicationPage,
+    LoanApplicationUpdate,
+    application_from_row,
+)
+
+PREFIX = "/api/v1/loan_applications"
+MAX_WAIT_SECONDS = 30
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+router = APIRouter(prefix=PREFIX, tags=["loan applications"])
+
+
+async def caller(request: Request) -> Caller:
+    """The authenticated caller of this request."""
+    return await request.app.state.auth.authenticate(request.headers.get("authorization"))
+
+
+CallerDep = Annotated[Caller, Depends(caller)]
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": description, "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    for status, description in (
+        (400, "Malformed request (not JSON, not UTF-8, bad cursor)"),
+        (401, "Missing, unknown or revoked API key"),
+        (403, "The API key lacks the needed scope"),
+        (404, "No such application for this tenant (or withdrawn)"),
+        (413, "Request body over the size limit"),
+        (415, "Body is not application/json"),
+        (422, "A field is invalid; `errors` names it"),
+        (429, "Rate limit for this API key exceeded; see Retry-After"),
+    )
+}
+
+
+class ProblemBody(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, str]] | None = None
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number")
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, with numbers as exact Decimals; clear 4xx errors otherwise."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise Problem(415, "send the body as application/json")
+    limit = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise Problem(413, f"the body may be at most {limit} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise Problem(413, f"the body may be at most {limit} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Problem(400, "the body is not valid UTF-8") from None
+    try:
+        data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:
+        message = error.msg if isinstance(error, json.JSONDecodeError) else str(error) or "too deeply nested"
+        raise Problem(400, f"the body is not valid JSON: {message}") from None
+    if not isinstance(data, dict):
+        raise Problem(422, "the body must be a JSON object", errors=[{"field": "body", "message": "must be an object"}])
+    return data
+
+
+def validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    """Validate `data` as `model`, or answer 422 naming every invalid field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        errors = field_errors(error.errors(include_input=False))
+        names = ", ".join(dict.fromkeys(e["field"] for e in errors))
+        raise Problem(422, f"invalid field(s): {names}", errors=errors) from None
+
+
+def parse_id(application_id: str) -> uuid.UUID:
+    """The application id, or 404 if it is not a UUID."""
+    try:
+        return uuid.UUID(application_id)
+    except ValueError:
+        raise Problem(404, "no such loan application") from None
+
+
+def trace_context(request: Request) -> dict[str, str]:
+    """W3C trace-context headers to carry into the outbox message."""
+    context = {name: request.headers[name] for name in TRACE_HEADERS if name in request.headers}
+    apm = request.app.state.trace_parent()
+    if apm:
+        context["traceparent"] = apm
+    return context
+
+
+def _render(row: Any) -> dict[str, Any]:
+    return application_from_row(row).model_dump(mode="json")
+
+
+def _location(application_id: object) -> str:
+    return f"{PREFIX}/{application_id}"
+
+
+BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LoanApplicationCreate"}}},
+    }
+}
+PATCH_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LoanApplicationUpdate"}}},
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=LoanApplication,
+    responses={**PROBLEM_RESPONSES, 409: PROBLEM_RESPONSES[422] | {"description": "Idempotency conflict"}},
+    openapi_extra=BODY_DOC,
+    summary="Submit a loan application",
+)
+async def submit_application(
+    request: Request,
+    who: CallerDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255, description="Retry-safe submission key")] = None,
+) -> Response:
+    """Store the application (pending) and queue it for scoring; answers 202 with its id and Location."""
+    who.require("submit")
+    body = validate(LoanApplicationCreate, await read_json(request)).model_dump()
+    status, response, replayed = await applications.submit(
+        request.app.state.db, request.app.state.settings, tenant_id=who.tenant_id, body=body,
+        idempotency_key=idempotency_key, trace=trace_context(request), render=_render,
+    )
+    headers = {"Location": _location(response["id"])}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(response, status_code=status, headers=headers)
+
+
+@router.get("", response_model=LoanApplicationPage, responses=PROBLEM_RESPONSES,
+            summary="List this tenant's applications")
+async def list_applications(
+    request: Request,
+    who: CallerDep,
+    status: Annotated[Literal["pending", "approved", "rejected", "referred"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    """Newest first, `limit` per page; follow `next_cursor` for more."""
+    who.require("read")
+    position = _decode_cursor(cursor) if cursor else None
+    rows = await applications.page(request.app.state.db, tenant_id=who.tenant_id, status=status,
+                                   limit=limit, cursor=position)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more and rows else None
+    return JSONResponse({"items": [_render(r) for r in rows], "next_cursor": next_cursor})
+
+
+@router.get("/{application_id}", response_model=LoanApplication, responses=PROBLEM_RESPONSES,
+            summary="Get an application and its decision")
+async def get_application(
+    request: Request,
+    who: CallerDep,
+    application_id: str,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS,
+                                 description="Seconds to wait for the current revision's decision")] = 0,
+) -> Response:
+    """Read from the replica (the primary if the row has not replicated yet); `wait` long-polls."""
+    who.require("read")
+    ident = parse_id(application_id)
+    db = request.app.state.db
+    source = "replica"
+    row = await applications.fetch(db, tenant_id=who.tenant_id, application_id=ident)
+    if row is None:
+        source = "primary"
+        row = await applications.fetch(db, tenant_id=who.tenant_id, application_id=ident, primary=True)
+    if row is None:
+        raise Problem(404, "no such loan application")
+    deadline = time.monotonic() + wait
+    while row["status"] == "pending" and (remaining := deadline - time.monotonic()) > 0:
+        await request.app.state.waiters.wait(ident, min(remaining, 0.5))
+        source = "primary"
+        row = await applications.fetch(db, tenant_id=who.tenant_id, application_id=ident, primary=True)
+        if row is None:
+            raise Problem(404, "no such loan application")
+    return JSONResponse(_render(row), headers={"X-Read-Source": source})
+
+
+@router.patch("/{application_id}", status_code=202, response_model=LoanApplication, responses=PROBLEM_RESPONSES,
+              openapi_extra=PATCH_DOC, summary="Change an application (decided again as a new revision)")
+async def update_application(request: Request, who: CallerDep, application_id: str) -> Response:
+    """Apply the changes as a new pending revision; a late decision for an older revision is ignored."""
+    who.require("submit")
+    ident = parse_id(application_id)
+    changes = validate(LoanApplicationUpdate, await read_json(request)).model_dump(exclude_unset=True)
+    row = await applications.revise(request.app.state.db, request.app.state.settings, tenant_id=who.tenant_id,
+                                    application_id=ident, changes=changes, trace=trace_context(request))
+    if row is None:
+        raise Problem(404, "no such loan application")
+    return JSONResponse(_render(row), status_code=202, headers={"Location": _location(ident)})
+
+
+@router.delete("/{application_id}", status_code=204, responses=PROBLEM_RESPONSES,
+               summary="Withdraw an application")
+async def withdraw_application(request: Request, who: CallerDep, application_id: str) -> Response:
+    """Withdraw: GET answers 404 afterwards and no late decision brings it back."""
+    who.require("submit")
+    ident = parse_id(application_id)
+    if not await applications.withdraw(request.app.state.db, tenant_id=who.tenant_id, application_id=ident):
+        raise Problem(404, "no such loan application")
+    return Response(status_code=204)
+
+
+def _encode_cursor(created_at: datetime, ident: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{ident}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        created, ident = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(created), uuid.UUID(ident)
+    except (ValueError, UnicodeDecodeError):
+        raise Problem(400, "invalid cursor; use next_cursor from the previous page",
+                      errors=[{"field": "cursor", "message": "invalid"}]) from None

@@ -1,0 +1,202 @@
+"""The gateway's FastAPI application: routes, error handling, security headers, metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fastloans.db import Database
+from fastloans.kafka import is_transient
+from fastloans.metrics import HTTP_ERRORS, HTTP_LATENCY, HTTP_REQUESTS, render_metrics
+from fastloans.settings import load_settings
+from fastloans_gateway.api import ProblemBody, router
+from fastloans_gateway.auth import Authenticator
+from fastloans_gateway.problems import Problem, field_errors, problem_response
+from fastloans_gateway.schemas import LoanApplicationCreate, LoanApplicationUpdate
+from fastloans_gateway.settings import GatewaySettings
+from fastloans_gateway.waiting import DecisionWaiters
+
+log = logging.getLogger("fastloans.gateway")
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+    (b"strict-transport-security", b"max-age=31536000; includeSubDomains"),
+    (b"content-security-policy",
+     b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"),
+]
+
+
+class EdgeMiddleware:
+    """Security headers on every response, and request metrics by route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_holder = {"status": 500}
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                present = {name for name, _ in headers}
+                headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+                if not scope["path"].startswith("/static/") and b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "GET")
+            status = str(status_holder["status"])
+            HTTP_REQUESTS.labels(template, method, status).inc()
+            HTTP_LATENCY.labels(template, method).observe(time.perf_counter() - started)
+            if status_holder["status"] >= 400:
+                HTTP_ERRORS.labels(template, status).inc()
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    def build() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (LoanApplicationCreate, LoanApplicationUpdate, ProblemBody):
+            components[model.__name__ if model is not ProblemBody else "Problem"] = model.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+        schema["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
+        for path, operations in schema["paths"].items():
+            if path.startswith("/api/"):
+                for operation in operations.values():
+                    operation["security"] = [{"apiKey": []}]
+        app.openapi_schema = schema
+        return schema
+    return build
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    """Build the gateway application (nothing connects until startup)."""
+    settings = settings or load_settings(GatewaySettings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database.from_settings(settings)
+        app.state.db = db
+        app.state.auth = Authenticator(db, ttl=settings.auth_cache_seconds, rate=settings.rate_limit_per_second,
+                                       burst=settings.rate_limit_burst)
+        app.state.waiters = DecisionWaiters(settings)
+        app.state.waiters.start()
+        try:
+            yield
+        finally:
+            await app.state.waiters.stop()
+            await db.dispose()
+
+    app = FastAPI(
+        title="Fast Loans API",
+        version="1.0.0",
+        description="Submit loan applications and read their decisions. Every error is RFC 9457 "
+                    "`application/problem+json`. Money is decimal with at most two places.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.trace_parent = lambda: None
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    app.include_router(router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        checks = await request.app.state.db.ping()
+        checks["kafka"] = await _kafka_reachable(settings)
+        ok = all(checks.values())
+        return Response(orjson.dumps({"status": "ready" if ok else "not ready", "checks": checks}),
+                        status_code=200 if ok else 503, media_type="application/json")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(render_metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.exception_handler(Problem)
+    async def on_problem(request: Request, problem: Problem) -> Response:
+        return problem_response(problem, request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, error: RequestValidationError) -> Response:
+        errors = field_errors(list(error.errors()))
+        names = ", ".join(dict.fromkeys(e["field"] for e in errors))
+        return problem_response(Problem(422, f"invalid parameter(s): {names}", errors=errors), request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, error: StarletteHTTPException) -> Response:
+        detail = error.detail if isinstance(error.detail, str) else "error"
+        return problem_response(Problem(error.status_code, detail, headers=dict(error.headers or {})),
+                                request.url.path)
+
+    @app.exception_handler(Exception)
+    async def on_error(request: Request, error: Exception) -> Response:
+        if is_transient(error) or isinstance(error, asyncpg.PostgresConnectionError):
+            log.warning("dependency unavailable", extra={"error.type": type(error).__name__})
+            return problem_response(Problem(503, "a dependency is unavailable; retry shortly",
+                                            headers={"Retry-After": "1"}), request.url.path)
+        log.exception("unhandled error", extra={"url.path": request.url.path})
+        return problem_response(Problem(500, "internal error"), request.url.path)
+
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Location", "Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(EdgeMiddleware)
+    return app
+
+
+async def _kafka_reachable(settings: GatewaySettings) -> bool:
+    """Whether a Kafka bootstrap server accepts a TCP connection (the relay does the producing)."""
+    import asyncio
+
+    for server in settings.kafka_bootstrap_servers.split(","):
+        host, _, port = server.rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout=1)
+            writer.close()
+            return True
+        except (TimeoutError, OSError):
+            continue
+    return False

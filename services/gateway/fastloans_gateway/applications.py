@@ -1,0 +1,159 @@
+"""Loan applications: the transactions behind the API (application row + outbox row, atomically)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+import asyncpg
+import orjson
+
+from fastloans.db import Database
+from fastloans.events import ApplicationSubmitted, Facts, Topic
+from fastloans.settings import Settings
+from fastloans_gateway.problems import Problem
+
+OUTBOX_CHANNEL = "fastloans_outbox"
+IDEMPOTENCY_TTL = "24 hours"
+COLUMNS = (
+    "id, tenant_id, revision, status, applicant_name, credit_score, loan_amount, loan_purpose, monthly_income, "
+    "monthly_debt, employment_status, risk_score, is_approved, reasons, policy_version, submitted_at, decided_at, "
+    "created_at"
+)
+FACT_FIELDS = ("credit_score", "loan_amount", "monthly_income", "monthly_debt", "employment_status", "loan_purpose")
+
+
+def request_fingerprint(body: dict[str, Any]) -> str:
+    """A hash of a validated request body, for Idempotency-Key comparisons."""
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
+
+
+async def _enqueue(conn: asyncpg.Connection, settings: Settings, row: asyncpg.Record,
+                   headers: dict[str, str]) -> None:
+    event = ApplicationSubmitted(
+        application_id=row["id"],
+        tenant_id=row["tenant_id"],
+        revision=row["revision"],
+        submitted_at=row["submitted_at"],
+        facts=Facts(**{name: row[name] for name in FACT_FIELDS}),
+    )
+    await conn.execute(
+        "INSERT INTO outbox (topic, key, payload, headers) VALUES ($1, $2, $3, $4::jsonb)",
+        settings.topic(Topic.SUBMITTED.value), str(row["id"]), event.encode(),
+        orjson.dumps({**{k: v.decode() for k, v in event.headers()}, **headers}).decode(),
+    )
+    await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+
+
+async def submit(
+    db: Database, settings: Settings, *, tenant_id: uuid.UUID, body: dict[str, Any],
+    idempotency_key: str | None, trace: dict[str, str], render: Any,
+) -> tuple[int, dict[str, Any], bool]:
+    """Store a new application and its outbox row in one transaction.
+
+    Returns (status, response body, replayed). With an Idempotency-Key, a retry
+    with the same body returns the first response; a different body is refused.
+    """
+    fingerprint = request_fingerprint(body) if idempotency_key else None
+    async with db.connection() as conn, conn.transaction():
+        if idempotency_key:
+            owned = await conn.fetchval(
+                "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status_code, response) "
+                "VALUES ($1, $2, $3, 0, '{}') ON CONFLICT (tenant_id, key) DO UPDATE "
+                "SET request_hash = EXCLUDED.request_hash, status_code = 0, response = '{}', created_at = now() "
+                f"WHERE idempotency_keys.created_at < now() - interval '{IDEMPOTENCY_TTL}' RETURNING true",
+                tenant_id, idempotency_key, fingerprint,
+            )
+            if not owned:
+                first = await conn.fetchrow(
+                    "SELECT request_hash, status_code, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+                    tenant_id, idempotency_key,
+                )
+                if first["request_hash"] != fingerprint:
+                    raise Problem(422, "this Idempotency-Key was already used with a different request body",
+                                  errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}])
+                return first["status_code"], orjson.loads(first["response"]), True
+        row = await conn.fetchrow(
+            f"INSERT INTO loan_applications (id, tenant_id, revision, status, applicant_name, credit_score, "
+            "loan_amount, loan_purpose, monthly_income, monthly_debt, employment_status, submitted_at, created_at, "
+            "updated_at) VALUES ($1, $2, 1, 'pending', $3, $4, $5, $6, $7, $8, $9, clock_timestamp(), "
+            f"clock_timestamp(), clock_timestamp()) RETURNING {COLUMNS}",
+            uuid.uuid4(), tenant_id, body["applicant_name"], body["credit_score"], body["loan_amount"],
+            body["loan_purpose"], body["monthly_income"], body["monthly_debt"], body["employment_status"],
+        )
+        await _enqueue(conn, settings, row, trace)
+        response = render(row)
+        if idempotency_key:
+            await conn.execute(
+                "UPDATE idempotency_keys SET status_code = 202, response = $3::jsonb WHERE tenant_id = $1 AND key = $2",
+                tenant_id, idempotency_key, orjson.dumps(response).decode(),
+            )
+    return 202, response, False
+
+
+async def fetch(db: Database, *, tenant_id: uuid.UUID, application_id: uuid.UUID,
+                primary: bool = False) -> asyncpg.Record | None:
+    """The live (not withdrawn) application, from the replica unless `primary`."""
+    async with db.connection(read=not primary) as conn:
+        return await conn.fetchrow(
+            f"SELECT {COLUMNS} FROM loan_applications WHERE id = $1 AND tenant_id = $2 AND status <> 'withdrawn'",
+            application_id, tenant_id,
+        )
+
+
+async def withdrawn_or_missing(db: Database, *, tenant_id: uuid.UUID, application_id: uuid.UUID) -> bool:
+    """True when the application does not exist for this tenant or was withdrawn (read on the primary)."""
+    async with db.connection() as conn:
+        status = await conn.fetchval(
+            "SELECT status FROM loan_applications WHERE id = $1 AND tenant_id = $2", application_id, tenant_id
+        )
+    return status is None or status == "withdrawn"
+
+
+async def revise(db: Database, settings: Settings, *, tenant_id: uuid.UUID, application_id: uuid.UUID,
+                 changes: dict[str, Any], trace: dict[str, str]) -> asyncpg.Record | None:
+    """Apply `changes` as a new revision, pending again, and queue it for a decision."""
+    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=3))
+    async with db.connection() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"UPDATE loan_applications SET {assignments}, revision = revision + 1, status = 'pending', "
+            "risk_score = NULL, is_approved = NULL, reasons = NULL, policy_version = NULL, decided_at = NULL, "
+            "submitted_at = clock_timestamp(), updated_at = clock_timestamp() "
+            f"WHERE id = $1 AND tenant_id = $2 AND status <> 'withdrawn' RETURNING {COLUMNS}",
+            application_id, tenant_id, *changes.values(),
+        )
+        if row is not None:
+            await _enqueue(conn, settings, row, trace)
+    return row
+
+
+async def withdraw(db: Database, *, tenant_id: uuid.UUID, application_id: uuid.UUID) -> bool:
+    """Withdraw the application; False if it does not exist or is already withdrawn."""
+    async with db.connection() as conn:
+        result = await conn.execute(
+            "UPDATE loan_applications SET status = 'withdrawn', withdrawn_at = clock_timestamp(), "
+            "updated_at = clock_timestamp() WHERE id = $1 AND tenant_id = $2 AND status <> 'withdrawn'",
+            application_id, tenant_id,
+        )
+    return result.endswith(" 1")
+
+
+async def page(db: Database, *, tenant_id: uuid.UUID, status: str | None, limit: int,
+               cursor: tuple[Any, uuid.UUID] | None) -> list[asyncpg.Record]:
+    """A page of the tenant's live applications, newest first (keyset pagination), from the replica."""
+    clauses = ["tenant_id = $1", "status <> 'withdrawn'"]
+    args: list[Any] = [tenant_id]
+    if status:
+        args.append(status)
+        clauses.append(f"status = ${len(args)}")
+    if cursor:
+        args.extend(cursor)
+        clauses.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit + 1)
+    async with db.connection(read=True) as conn:
+        return await conn.fetch(
+            f"SELECT {COLUMNS} FROM loan_applications WHERE {' AND '.join(clauses)} "
+            f"ORDER BY created_at DESC, id DESC LIMIT ${len(args)}",
+            *args,
+        )

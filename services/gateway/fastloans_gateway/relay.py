@@ -1,0 +1,167 @@
+"""`fastloans-relay`: publishes outbox rows to Kafka, promptly after they commit.
+
+Each round locks a batch of rows (`FOR UPDATE SKIP LOCKED`, so several relays
+share the work without publishing the same row at the same time), sends them
+with an idempotent producer, waits for every acknowledgement, and only then
+deletes them in the same transaction. When Kafka is down the transaction rolls
+back and the rows wait. A relay killed between the acknowledgement and the
+commit republishes its batch; consumers absorb that (decisions are keyed on
+application and revision).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import asyncpg
+import orjson
+from pydantic import Field
+
+from fastloans.db import Database, asyncpg_connect
+from fastloans.kafka import is_transient, make_producer, send_all
+from fastloans.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED
+from fastloans.runtime import run_worker
+from fastloans.settings import Settings, load_settings
+from fastloans_gateway.applications import OUTBOX_CHANNEL
+
+log = logging.getLogger("fastloans.relay")
+
+BATCH = 500
+IDLE_POLL_SECONDS = 1.0
+
+
+class RelaySettings(Settings):
+    """Relay settings: health and metrics on port 8004 by default."""
+
+    service_name: str = Field("fastloans-relay")
+    http_port: int = Field(8004, ge=1, le=65535, validation_alias="HTTP_PORT")
+
+
+class OutboxRelay:
+    """Moves outbox rows to Kafka."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database.from_settings(settings)
+        self.producer = make_producer(settings)
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+        self._kafka_ok = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start the producer and the LISTEN connection."""
+        await self.producer.start()
+        self._kafka_ok = True
+        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._gauges())]
+
+    def request_stop(self) -> None:
+        """Stop after the batch in hand."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Flush the producer and close connections."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._listener is not None and not self._listener.is_closed():
+            await self._listener.close()
+        await self.producer.stop()
+        await self.db.dispose()
+
+    async def readiness(self) -> dict[str, bool]:
+        """Kafka producer usable and the primary reachable."""
+        return {"kafka": self._kafka_ok, "database": (await self.db.ping())["primary"]}
+
+    async def run(self) -> None:
+        """Publish until asked to stop; sleep until notified when the outbox is empty."""
+        backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                published = await self.publish_batch()
+                backoff = 0.2
+                self._kafka_ok = True
+            except Exception as error:
+                if not is_transient(error):
+                    log.exception("outbox publish failed")
+                else:
+                    log.warning("outbox publish failed; rows kept for retry",
+                                extra={"error.type": type(error).__name__})
+                self._kafka_ok = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if published < BATCH:
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+
+    async def publish_batch(self) -> int:
+        """Publish up to BATCH rows; returns how many were published."""
+        async with self.db.connection() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                BATCH,
+            )
+            if not rows:
+                return 0
+            await send_all(self.producer, [
+                (row["topic"], row["key"].encode(), row["payload"],
+                 [(name, str(value).encode()) for name, value in _headers(row["headers"]).items()])
+                for row in rows
+            ])
+            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows])
+        OUTBOX_PUBLISHED.inc(len(rows))
+        return len(rows)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                self._listener = await asyncpg_connect(self.settings.primary_dsn(), self.settings)
+                await self._listener.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
+                self._wake.set()  # catch up with anything committed while disconnected
+                while not self._listener.is_closed():
+                    await asyncio.sleep(1)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("outbox listener disconnected", extra={"error.type": type(error).__name__})
+            await asyncio.sleep(1)
+
+    async def _gauges(self) -> None:
+        last_cleanup = 0.0
+        while True:
+            await asyncio.sleep(5)
+            try:
+                async with self.db.connection() as conn:
+                    row = await conn.fetchrow(
+                        "SELECT count(*) AS backlog, "
+                        "COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)), 0)::float8 AS age "
+                        "FROM outbox"
+                    )
+                    OUTBOX_BACKLOG.set(row["backlog"])
+                    OUTBOX_OLDEST_AGE.set(row["age"])
+                    if time.monotonic() - last_cleanup > 600:
+                        await conn.execute("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'")
+                        last_cleanup = time.monotonic()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.debug("outbox gauges unavailable", exc_info=True)
+
+
+def _headers(raw: object) -> dict[str, object]:
+    if isinstance(raw, str):
+        return dict(orjson.loads(raw))
+    return dict(raw) if isinstance(raw, dict) else {}
+
+
+def main() -> None:
+    """Console entry point: `fastloans-relay`."""
+    run_worker(load_settings(RelaySettings), OutboxRelay)

@@ -1,0 +1,189 @@
+"""Request and response bodies of the loan application API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+
+from fastloans.policy import EMPLOYMENT_STATUSES, LOAN_PURPOSES
+
+CREDIT_SCORE_MIN = 300
+CREDIT_SCORE_MAX = 850
+MONEY_MAX = Decimal("999999999999.99")
+
+Money = Annotated[
+    Decimal,
+    Field(max_digits=14, decimal_places=2, le=MONEY_MAX, allow_inf_nan=False,
+          description="Amount in the loan's currency, at most two decimal places; a JSON number or a string."),
+]
+PositiveMoney = Annotated[Money, Field(gt=0)]
+NonNegativeMoney = Annotated[Money, Field(ge=0)]
+CreditScore = Annotated[
+    StrictInt, Field(ge=CREDIT_SCORE_MIN, le=CREDIT_SCORE_MAX, description="FICO-style score, 300 to 850.")
+]
+ApplicantName = Annotated[str, Field(min_length=1, max_length=200, description="The applicant's full name.")]
+
+EMPLOYMENT_HELP = "One of: " + ", ".join(sorted(EMPLOYMENT_STATUSES)) + " (case-insensitive)."
+PURPOSE_HELP = "One of: " + ", ".join(sorted(LOAN_PURPOSES)) + " (case-insensitive)."
+
+
+def _choice(value: object, allowed: tuple[str, ...] | frozenset[str], what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, one of: {', '.join(sorted(allowed))}")
+    normalised = value.strip().lower()
+    for candidate in (normalised, normalised.replace("_", "-"), normalised.replace("-", "_").replace(" ", "_")):
+        if candidate in allowed:
+            return candidate
+    raise ValueError(f"unknown {what}; use one of: {', '.join(sorted(allowed))}")
+
+
+class _Fields(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("employment_status", mode="before", check_fields=False)
+    @classmethod
+    def _employment(cls, value: object) -> object:
+        return value if value is None else _choice(value, EMPLOYMENT_STATUSES, "employment status")
+
+    @field_validator("loan_purpose", mode="before", check_fields=False)
+    @classmethod
+    def _purpose(cls, value: object) -> object:
+        return value if value is None else _choice(value, LOAN_PURPOSES, "loan purpose")
+
+    @field_validator("loan_amount", "monthly_income", "monthly_debt", mode="before", check_fields=False)
+    @classmethod
+    def _money(cls, value: object) -> object:
+        if isinstance(value, bool) or (value is not None and not isinstance(value, (int, str, Decimal))):
+            raise ValueError("must be a number or a numeric string")
+        return value
+
+
+EXAMPLE = {
+    "applicant_name": "Ada Lovelace",
+    "credit_score": 750,
+    "loan_amount": "2000.00",
+    "loan_purpose": "home_improvement",
+    "monthly_income": "5000.00",
+    "monthly_debt": "1000.00",
+    "employment_status": "employed",
+}
+
+
+class LoanApplicationCreate(_Fields):
+    """A new loan application."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [EXAMPLE]})
+
+    applicant_name: ApplicantName
+    credit_score: CreditScore
+    loan_amount: PositiveMoney
+    loan_purpose: str = Field(description=PURPOSE_HELP)
+    monthly_income: PositiveMoney
+    monthly_debt: NonNegativeMoney
+    employment_status: str = Field(description=EMPLOYMENT_HELP)
+
+
+class LoanApplicationUpdate(_Fields):
+    """Changes to an application's data; the application is decided again as a new revision."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True,
+                              json_schema_extra={"examples": [{"monthly_debt": "500.00"}]})
+
+    applicant_name: ApplicantName | None = None
+    credit_score: CreditScore | None = None
+    loan_amount: PositiveMoney | None = None
+    loan_purpose: str | None = Field(None, description=PURPOSE_HELP)
+    monthly_income: PositiveMoney | None = None
+    monthly_debt: NonNegativeMoney | None = None
+    employment_status: str | None = Field(None, description=EMPLOYMENT_HELP)
+
+    @model_validator(mode="after")
+    def _something(self) -> LoanApplicationUpdate:
+        if not self.model_fields_set:
+            raise ValueError("give at least one field to change")
+        for name in self.model_fields_set:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class Reason(BaseModel):
+    """A scorecard rule that added points, in plain language."""
+
+    reason_code: str
+    text: str
+    points: int
+    factor: str
+    value: str
+
+
+Status = Literal["pending", "approved", "rejected", "referred"]
+
+
+class LoanApplication(BaseModel):
+    """An application and, once decided, its decision."""
+
+    id: uuid.UUID
+    status: Status
+    revision: int
+    applicant_name: str
+    credit_score: int
+    loan_amount: str = Field(description="Decimal string, two places.")
+    loan_purpose: str
+    monthly_income: str
+    monthly_debt: str
+    employment_status: str
+    risk_score: int | None = Field(None, description="Sum of the points the policy's rules added.")
+    is_approved: bool | None = None
+    reasons: list[Reason] = Field(default_factory=list, description="Every rule that added points.")
+    principal_reasons: list[Reason] = Field(
+        default_factory=list, description="For adverse decisions: at most four principal reasons, ranked."
+    )
+    policy_version: str | None = None
+    submitted_at: datetime = Field(description="When the current revision was submitted.")
+    decided_at: datetime | None = None
+    created_at: datetime
+
+
+class LoanApplicationPage(BaseModel):
+    """One page of a tenant's applications, newest first."""
+
+    items: list[LoanApplication]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last.")
+
+
+def application_from_row(row: Any) -> LoanApplication:
+    """The API form of a `loan_applications` row."""
+    reasons = row["reasons"] or {}
+    if isinstance(reasons, str):
+        reasons = orjson.loads(reasons)
+    return LoanApplication(
+        id=row["id"],
+        status=row["status"],
+        revision=row["revision"],
+        applicant_name=row["applicant_name"],
+        credit_score=row["credit_score"],
+        loan_amount=f"{row['loan_amount']:.2f}",
+        loan_purpose=row["loan_purpose"],
+        monthly_income=f"{row['monthly_income']:.2f}",
+        monthly_debt=f"{row['monthly_debt']:.2f}",
+        employment_status=row["employment_status"],
+        risk_score=row["risk_score"],
+        is_approved=row["is_approved"],
+        reasons=[_reason(r) for r in reasons.get("contributions", [])],
+        principal_reasons=[_reason(r) for r in reasons.get("principal_reasons", [])],
+        policy_version=row["policy_version"],
+        submitted_at=row["submitted_at"],
+        decided_at=row["decided_at"],
+        created_at=row["created_at"],
+    )
+
+
+def _reason(raw: dict[str, Any]) -> Reason:
+    return Reason(reason_code=raw["reason_code"], text=raw.get("text", ""), points=raw["points"],
+                  factor=raw["factor"], value=str(raw["value"]))

@@ -1,0 +1,27 @@
+"""Gateway settings."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from fastloans.settings import Settings
+
+
+class GatewaySettings(Settings):
+    """Settings of the HTTP API (port 8000 by default)."""
+
+    service_name: str = Field("fastloans-gateway")
+    http_port: int = Field(8000, ge=1, le=65535, validation_alias="HTTP_PORT")
+    web_concurrency: int = Field(1, ge=1, le=64, validation_alias="WEB_CONCURRENCY")
+    max_body_bytes: int = Field(16_384, ge=1024, le=10_485_760, validation_alias="MAX_BODY_BYTES")
+    cors_allow_origins: list[str] = Field(default_factory=list, validation_alias="CORS_ALLOW_ORIGINS")
+    auth_cache_seconds: float = Field(5.0, ge=0, le=300, validation_alias="AUTH_CACHE_SECONDS")
+    rate_limit_per_second: float = Field(200.0, ge=0, validation_alias="RATE_LIMIT_PER_SECOND")
+    rate_limit_burst: int = Field(400, ge=1, validation_alias="RATE_LIMIT_BURST")
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value

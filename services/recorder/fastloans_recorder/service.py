@@ -1,0 +1,103 @@
+"""The recorder: decided → one row per (application, revision) and the application's new status.
+
+Writes are idempotent: a redelivered decision hits the unique key and changes
+nothing; a decision for an older revision, or for a withdrawn application, is
+kept in the history but never applied to the application.
+"""
+
+from __future__ import annotations
+
+import orjson
+from aiokafka import ConsumerRecord
+from pydantic import Field
+
+from fastloans.events import ApplicationDecided, EventDecodeError, Topic
+from fastloans.metrics import DECISION_REASONS, DECISIONS, SUBMISSION_TO_DECISION
+from fastloans.runtime import run_worker
+from fastloans.settings import Settings, load_settings
+from fastloans.worker import PipelineWorker
+
+DECIDED_CHANNEL = "fastloans_decided"
+
+RECORD_BATCH = """
+WITH incoming AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::int[], $6::jsonb[], $7::text[],
+                         $8::text[], $9::text[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[])
+        AS t(application_id, tenant_id, revision, outcome, risk_score, reasons, policy_name, policy_version,
+             policy_hash, challenger, submitted_at, decided_at)
+), inserted AS (
+    INSERT INTO loan_decisions (application_id, tenant_id, revision, outcome, risk_score, reasons, policy_name,
+                                policy_version, policy_hash, challenger, submitted_at, decided_at)
+    SELECT * FROM incoming
+    ON CONFLICT (application_id, revision) DO NOTHING
+    RETURNING application_id, revision, outcome, risk_score, reasons, policy_version
+), applied AS (
+    UPDATE loan_applications a
+       SET status = i.outcome, risk_score = i.risk_score, is_approved = (i.outcome = 'approved'),
+           reasons = i.reasons, policy_version = i.policy_version,
+           decided_at = clock_timestamp(), updated_at = clock_timestamp()
+      FROM inserted i
+     WHERE a.id = i.application_id AND a.revision = i.revision AND a.status = 'pending'
+    RETURNING a.id, a.status, a.policy_version, a.reasons, a.submitted_at, a.decided_at
+)
+SELECT id, status, policy_version, reasons, EXTRACT(EPOCH FROM decided_at - submitted_at)::float8 AS seconds,
+       pg_notify('""" + DECIDED_CHANNEL + """', id::text) AS notified
+  FROM applied
+"""
+
+
+class RecorderSettings(Settings):
+    """Recorder settings: health and metrics on port 8003 by default."""
+
+    service_name: str = Field("fastloans-recorder")
+    http_port: int = Field(8003, ge=1, le=65535, validation_alias="HTTP_PORT")
+
+
+class RecorderWorker(PipelineWorker):
+    """Stores decisions, a whole batch in one statement and one transaction."""
+
+    input_topic = Topic.DECIDED
+    uses_database = True
+
+    async def handle(self, records: list[ConsumerRecord]) -> None:
+        """Record a batch; returns once it is committed."""
+        latest: dict[tuple[object, int], ApplicationDecided] = {}
+        for record in records:
+            event = ApplicationDecided.decode(record.value)
+            latest[(event.application_id, event.revision)] = event
+        events = list(latest.values())
+        assert self.db is not None
+        async with self.db.connection() as conn, conn.transaction():
+            known = {row["id"] for row in await conn.fetch(
+                "SELECT id FROM loan_applications WHERE id = ANY($1::uuid[])", [e.application_id for e in events]
+            )}
+            unknown = [e for e in events if e.application_id not in known]
+            if unknown:
+                raise EventDecodeError(f"decision for unknown application {unknown[0].application_id}")
+            rows = await conn.fetch(
+                RECORD_BATCH,
+                [e.application_id for e in events],
+                [e.tenant_id for e in events],
+                [e.revision for e in events],
+                [e.outcome for e in events],
+                [e.risk_score for e in events],
+                [orjson.dumps({"contributions": e.contributions, "principal_reasons": e.principal_reasons}).decode()
+                 for e in events],
+                [e.policy.name for e in events],
+                [e.policy.version for e in events],
+                [e.policy.hash for e in events],
+                [orjson.dumps(e.challenger).decode() if e.challenger is not None else None for e in events],
+                [e.submitted_at for e in events],
+                [e.decided_at for e in events],
+            )
+        for row in rows:
+            DECISIONS.labels(row["status"], row["policy_version"]).inc()
+            SUBMISSION_TO_DECISION.observe(max(0.0, row["seconds"]))
+            reasons = orjson.loads(row["reasons"]) if isinstance(row["reasons"], str) else row["reasons"]
+            for reason in reasons.get("principal_reasons", []):
+                DECISION_REASONS.labels(reason.get("reason_code", "unknown")).inc()
+
+
+def main() -> None:
+    """Console entry point: `fastloans-recorder`."""
+    run_worker(load_settings(RecorderSettings), RecorderWorker)

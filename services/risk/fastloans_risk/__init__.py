@@ -1,0 +1,1 @@
+"""Risk assessment: scores submitted applications with the active credit policy."""

@@ -1,0 +1,151 @@
+"""The `fastloans` command: the local stack, migrations, topics, tenants and keys, the credit policy."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import click
+
+from fastloans.settings import Settings, load_settings
+
+
+def _settings() -> Settings:
+    return load_settings(Settings, service_name="fastloans-cli")
+
+
+def _with_connection(work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+    settings = _settings()
+
+    async def run() -> Any:
+        conn = await asyncpg.connect(settings.primary_dsn(), ssl=settings.database_ssl(), timeout=10)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(run())
+    except (OSError, asyncpg.PostgresError) as error:
+        raise click.ClickException(f"database error: {error}") from None
+
+
+@click.group()
+def main() -> None:
+    """Fast Loans: loan applications decided by a versioned credit policy over Kafka."""
+
+
+@main.command()
+def up() -> None:
+    """Run the local stack in the foreground: PostgreSQL primary + replica, Kafka, every service."""
+    from fastloans.devstack.stack import up as run_up
+    from fastloans.devstack.system import StackError, state_dir
+
+    try:
+        code = run_up(state_dir())
+    except StackError as error:
+        click.echo(f"error: {error}", err=True)
+        code = 1
+    sys.exit(code)
+
+
+@main.group()
+def db() -> None:
+    """Database migrations (Alembic)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply migrations on the primary (DATABASE_URL) up to REVISION."""
+    from fastloans.db.migrate import upgrade
+
+    upgrade(_settings().primary_dsn(), revision)
+    click.echo(f"database at {revision}")
+
+
+@db.command("downgrade")
+@click.argument("revision", default="base")
+def db_downgrade(revision: str) -> None:
+    """Revert migrations on the primary down to REVISION."""
+    from fastloans.db.migrate import downgrade
+
+    downgrade(_settings().primary_dsn(), revision)
+    click.echo(f"database at {revision}")
+
+
+@main.group()
+def kafka() -> None:
+    """Kafka topics."""
+
+
+@kafka.command("create-topics")
+@click.option("--partitions", default=6, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--replication-factor", default=1, show_default=True, type=click.IntRange(1, 10))
+@click.option("--min-insync-replicas", default=None, type=click.IntRange(1, 10))
+def kafka_create_topics(partitions: int, replication_factor: int, min_insync_replicas: int | None) -> None:
+    """Create the pipeline's topics (existing ones are left alone)."""
+    from fastloans.kafka import create_topics
+
+    created = asyncio.run(create_topics(_settings(), partitions=partitions, replication_factor=replication_factor,
+                                        min_insync_replicas=min_insync_replicas))
+    click.echo("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
+
+
+@main.group()
+def keys() -> None:
+    """API keys of tenants."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="Tenant name (created if new).")
+@click.option("--scopes", default="submit,read", show_default=True, help="Comma-separated: submit, read, admin.")
+@click.option("--label", default=None, help="A note to recognise the key by.")
+def keys_create(tenant: str, scopes: str, label: str | None) -> None:
+    """Create a key and print it once; only its hash is stored."""
+    from fastloans.tenants import issue_key
+
+    wanted = tuple(s.strip() for s in scopes.split(",") if s.strip())
+    try:
+        issued = _with_connection(lambda conn: issue_key(conn, tenant, scopes=wanted, label=label))
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--scopes") from None
+    click.echo(issued.key)
+    click.echo(f"tenant={tenant} prefix={issued.prefix} scopes={','.join(issued.scopes)} "
+               "(store the key now: it cannot be shown again)", err=True)
+
+
+@keys.command("revoke")
+@click.argument("prefix")
+def keys_revoke(prefix: str) -> None:
+    """Revoke the key whose listing prefix is PREFIX."""
+    from fastloans.tenants import revoke_key
+
+    count = _with_connection(lambda conn: revoke_key(conn, prefix))
+    if not count:
+        raise click.ClickException(f"no live key with prefix {prefix}")
+    click.echo(f"revoked {count} key(s) with prefix {prefix}")
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys (prefix, tenant, scopes, state); never the keys themselves."""
+    from fastloans.tenants import list_keys
+
+    for row in _with_connection(list_keys):
+        state = f"revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else "live"
+        click.echo(f"{row['prefix']}  {row['tenant']:<20} {','.join(row['scopes']):<20} {state}")
+
+
+def _mount_policy() -> None:
+    try:
+        from fastloans.policy.cli import policy
+    except ImportError:  # pragma: no cover - the policy package is part of this distribution
+        return
+    main.add_command(policy)
+
+
+_mount_policy()

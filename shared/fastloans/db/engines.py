@@ -1,0 +1,88 @@
+"""Async engines: one for the primary (writes), one for the replica (reads)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from fastloans.settings import Settings
+
+
+def sqlalchemy_url(dsn: str) -> str:
+    """A plain `postgresql://` DSN in the form SQLAlchemy's asyncpg dialect takes."""
+    return "postgresql+asyncpg://" + dsn.split("://", 1)[1]
+
+
+def _engine(dsn: str, settings: Settings, *, name: str) -> AsyncEngine:
+    return create_async_engine(
+        sqlalchemy_url(dsn),
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={
+            "ssl": settings.database_ssl(),
+            "server_settings": {"application_name": f"{settings.service_name}-{name}"},
+            "timeout": 10,
+        },
+    )
+
+
+@dataclass
+class Database:
+    """The primary and replica engines of one process."""
+
+    primary: AsyncEngine
+    replica: AsyncEngine
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        """Create both engines; the replica engine targets the primary if no replica is set."""
+        primary = _engine(settings.primary_dsn(), settings, name="primary")
+        if settings.database_read_url:
+            replica = _engine(settings.replica_dsn(), settings, name="replica")
+        else:
+            replica = primary
+        return cls(primary=primary, replica=replica)
+
+    async def ping(self) -> dict[str, bool]:
+        """Whether the primary and the replica answer `SELECT 1`."""
+        result = {}
+        for name, engine in (("primary", self.primary), ("replica", self.replica)):
+            try:
+                async with engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+                result[name] = True
+            except Exception:
+                result[name] = False
+        return result
+
+    @asynccontextmanager
+    async def connection(self, *, read: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled asyncpg connection from the primary (or the replica when `read`).
+
+        The pool, its size and its health checks are SQLAlchemy's; statements run
+        on asyncpg directly, with its prepared-statement cache.
+        """
+        engine = self.replica if read else self.primary
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            yield raw.driver_connection  # type: ignore[misc]
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.primary.dispose()
+        if self.replica is not self.primary:
+            await self.replica.dispose()
+
+
+async def asyncpg_connect(dsn: str, settings: Settings | None = None, **kwargs: Any) -> asyncpg.Connection:
+    """One raw asyncpg connection (for LISTEN/NOTIFY and bulk reads)."""
+    ssl = settings.database_ssl() if settings is not None else None
+    return await asyncpg.connect(dsn, ssl=ssl, timeout=10, **kwargs)

@@ -1,0 +1,123 @@
+"""The tables of the pipeline, as SQLAlchemy Core metadata (migrations create them)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+metadata = MetaData()
+
+Money = Numeric(14, 2)
+STATUSES = ("pending", "approved", "rejected", "referred", "withdrawn")
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id"), nullable=False),
+    Column("prefix", Text, nullable=False),
+    Column("key_hash", LargeBinary, nullable=False, unique=True),
+    Column("scopes", ARRAY(Text), nullable=False),
+    Column("label", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+loan_applications = Table(
+    "loan_applications",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id"), nullable=False),
+    Column("revision", Integer, nullable=False, server_default=text("1")),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("applicant_name", Text, nullable=False),
+    Column("credit_score", Integer, nullable=False),
+    Column("loan_amount", Money, nullable=False),
+    Column("loan_purpose", Text, nullable=False),
+    Column("monthly_income", Money, nullable=False),
+    Column("monthly_debt", Money, nullable=False),
+    Column("employment_status", Text, nullable=False),
+    Column("risk_score", Integer),
+    Column("is_approved", Boolean),
+    Column("reasons", JSONB),
+    Column("policy_version", Text),
+    Column("submitted_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True)),
+    Column("withdrawn_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint(f"status IN {STATUSES!r}", name="loan_applications_status"),
+    CheckConstraint("monthly_income > 0 AND loan_amount > 0 AND monthly_debt >= 0", name="loan_applications_money"),
+    Index("loan_applications_tenant_created", "tenant_id", "created_at", "id"),
+    Index("loan_applications_submitted", "submitted_at"),
+)
+
+loan_decisions = Table(
+    "loan_decisions",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("application_id", UUID(as_uuid=True), ForeignKey("loan_applications.id"), nullable=False),
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("risk_score", Integer, nullable=False),
+    Column("reasons", JSONB, nullable=False),
+    Column("policy_name", Text, nullable=False),
+    Column("policy_version", Text, nullable=False),
+    Column("policy_hash", Text, nullable=False),
+    Column("challenger", JSONB),
+    Column("submitted_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
+    UniqueConstraint("application_id", "revision", name="loan_decisions_once_per_revision"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("topic", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id"), nullable=False),
+    Column("key", Text, nullable=False),
+    Column("request_hash", Text, nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "key"),
+    Index("idempotency_keys_created", "created_at"),
+)

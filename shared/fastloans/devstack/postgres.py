@@ -1,0 +1,269 @@
+"""A PostgreSQL primary and a streaming replica, run as local processes."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastloans.devstack.system import Child, RunAs, StackError, log, service_user, wait_for
+
+DATABASE = "fastloans"
+SUPERUSER = "postgres"
+
+
+def find_bindir() -> Path | None:
+    """The newest installed PostgreSQL server's bin directory, if any."""
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]), reverse=True
+    )
+    if candidates:
+        return Path(candidates[0]).parent
+    found = shutil.which("initdb")
+    return Path(found).resolve().parent if found else None
+
+
+def ensure_installed() -> Path:
+    """Install PostgreSQL from Debian's packages when no server is present."""
+    bindir = find_bindir()
+    if bindir is not None:
+        return bindir
+    if os.geteuid() != 0:
+        raise StackError("PostgreSQL server binaries not found; install them with: sudo apt-get install postgresql")
+    log("installing PostgreSQL from Debian's packages (apt-get install postgresql)")
+    # Keep the package from creating and starting a system cluster on port 5432.
+    conf = Path("/etc/postgresql-common/createcluster.conf")
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    if not conf.exists():
+        conf.write_text("create_main_cluster = false\n")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"], check=True, env=env)
+    bindir = find_bindir()
+    if bindir is None:
+        raise StackError("apt-get installed postgresql but initdb was not found")
+    return bindir
+
+
+@dataclass
+class PostgresServer:
+    """One PostgreSQL server (primary or standby) in `data_dir`, listening on loopback."""
+
+    name: str
+    data_dir: Path
+    port: int
+    bindir: Path
+    user: RunAs
+    log_dir: Path
+    child: Child | None = None
+
+    @property
+    def socket_dir(self) -> Path:
+        """Unix socket directory, beside the data directory and owned by the server's user."""
+        return self.data_dir.parent / f"{self.data_dir.name}-run"
+
+    def url(self, database: str = DATABASE) -> str:
+        """A `postgresql://` URL for `database` on this server."""
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *argv: str) -> None:
+        result = subprocess.run(
+            argv, capture_output=True, text=True, check=False, **self.user.popen_args()  # type: ignore[call-overload]
+        )
+        if result.returncode != 0:
+            raise StackError(f"{Path(argv[0]).name} failed for {self.name}: {result.stderr.strip() or result.stdout.strip()}")
+
+    @property
+    def initialised(self) -> bool:
+        """Whether the data directory holds a cluster."""
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def init_primary(self, *, durable: bool = True) -> None:
+        """initdb a new primary configured for streaming replication."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.user.chown(self.data_dir)
+        os.chmod(self.data_dir, 0o700)
+        self._run(
+            str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
+            "--auth-local=trust", "--auth-host=trust", "--encoding=UTF8", "--locale=C.UTF-8",
+        )
+        settings = [
+            "listen_addresses = '127.0.0.1'",
+            "wal_level = replica",
+            "max_wal_senders = 10",
+            "max_replication_slots = 10",
+            "wal_keep_size = '256MB'",
+            "hot_standby = on",
+            "hot_standby_feedback = on",
+            "max_connections = 300",
+            "shared_buffers = '128MB'",
+            "log_min_messages = warning",
+            "log_line_prefix = '%m [%p] '",
+        ]
+        if not durable:
+            # Test clusters trade crash safety of the whole machine for speed; a process crash is still safe.
+            settings += ["fsync = off", "full_page_writes = off"]
+        with open(self.data_dir / "postgresql.conf", "a") as conf:
+            conf.write("\n# fastloans local stack\n" + "\n".join(settings) + "\n")
+        with open(self.data_dir / "pg_hba.conf", "a") as hba:
+            hba.write("host replication all 127.0.0.1/32 trust\n")
+
+    def init_standby(self, primary: PostgresServer) -> None:
+        """pg_basebackup from `primary`; `-R` writes standby.signal and primary_conninfo."""
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.user.chown(self.data_dir.parent)
+        self._run(
+            str(self.bindir / "pg_basebackup"), "-D", str(self.data_dir), "-h", "127.0.0.1",
+            "-p", str(primary.port), "-U", SUPERUSER, "-X", "stream", "-R", "--checkpoint=fast",
+            "-C", "-S", "fastloans_replica",
+        )
+        if not (self.data_dir / "standby.signal").exists():
+            raise StackError(f"pg_basebackup did not write standby.signal for {self.name}")
+        os.chmod(self.data_dir, 0o700)
+
+    def start(self) -> None:
+        """Start the server process and wait until it accepts connections."""
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self.user.chown(self.socket_dir)
+        self.child = Child(
+            name=self.name,
+            argv=[str(self.bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+                  "-k", str(self.socket_dir)],
+            log_path=self.log_dir / f"{self.name}.log",
+            popen_extra=self.user.popen_args(),
+            stop_signal=signal.SIGINT,  # fast shutdown: roll back open transactions, checkpoint, exit
+        )
+        self.child.start()
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until `pg_isready` succeeds."""
+        def ready() -> bool:
+            if self.child is not None and not self.child.running:
+                raise StackError(f"{self.name} exited during start:\n{self.child.tail()}")
+            result = subprocess.run(
+                [str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)], check=False
+            )
+            return result.returncode == 0
+        wait_for(ready, timeout=timeout, what=f"{self.name} on port {self.port}")
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """Run one SQL command with psql and return its unaligned output."""
+        result = subprocess.run(
+            [str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "-d", database,
+             "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"psql on {self.name} failed: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+    def stop(self) -> None:
+        """Fast shutdown."""
+        if self.child is not None:
+            self.child.stop(timeout=60)
+
+    def restart(self) -> None:
+        """Stop and start again on the same data directory."""
+        self.stop()
+        self.start()
+
+
+class PostgresPair:
+    """A primary and a streaming replica (`standby.signal`, physical slot)."""
+
+    def __init__(self, root: Path, *, primary_port: int, replica_port: int, log_dir: Path,
+                 durable: bool = True) -> None:
+        self.bindir = ensure_installed()
+        self.user = service_user()
+        self.durable = durable
+        data_root = _usable_root(root, self.user)
+        self.primary = PostgresServer("postgres-primary", data_root / "primary", primary_port, self.bindir,
+                                      self.user, log_dir)
+        self.replica = PostgresServer("postgres-replica", data_root / "replica", replica_port, self.bindir,
+                                      self.user, log_dir)
+
+    def start(self) -> None:
+        """Initialise on first use, then start both servers and make sure the replica streams."""
+        fresh = not self.primary.initialised
+        if fresh:
+            log("initialising the PostgreSQL primary (initdb)")
+            self.primary.init_primary(durable=self.durable)
+        self.primary.start()
+        if fresh:
+            self.primary.psql(f"CREATE DATABASE {DATABASE}")
+        if fresh or not self.replica.initialised:
+            log("cloning the streaming replica (pg_basebackup)")
+            self.primary.psql("SELECT pg_drop_replication_slot('fastloans_replica') "
+                              "FROM pg_replication_slots WHERE slot_name = 'fastloans_replica'")
+            self.replica.init_standby(self.primary)
+        self._set_standby_port()
+        self.replica.start()
+        self.wait_streaming()
+
+    def _set_standby_port(self) -> None:
+        # The replica's primary_conninfo names the primary's port at clone time; keep it current.
+        auto = self.replica.data_dir / "postgresql.auto.conf"
+        lines = [line for line in auto.read_text().splitlines() if not line.startswith("primary_conninfo")]
+        lines.append(f"primary_conninfo = 'host=127.0.0.1 port={self.primary.port} user={SUPERUSER} "
+                     "application_name=fastloans_replica'")
+        lines.append("primary_slot_name = 'fastloans_replica'")
+        lines = list(dict.fromkeys(lines))
+        auto.write_text("\n".join(lines) + "\n")
+
+    def wait_streaming(self, timeout: float = 60.0) -> None:
+        """Wait until the primary shows the replica in `pg_stat_replication` as streaming."""
+        wait_for(
+            lambda: self.primary.psql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'") != "0",
+            timeout=timeout, what="the replica to stream from the primary", interval=0.2,
+        )
+
+    def wait_replayed(self, timeout: float = 30.0) -> None:
+        """Wait until the replica has replayed everything the primary has written so far."""
+        lsn = self.primary.psql("SELECT pg_current_wal_lsn()")
+        wait_for(
+            lambda: self.replica.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn") == "t",
+            timeout=timeout, what="the replica to catch up", interval=0.05,
+        )
+
+    def stop(self) -> None:
+        """Stop the replica, then the primary."""
+        self.replica.stop()
+        self.primary.stop()
+
+    @property
+    def primary_url(self) -> str:
+        """The primary's URL."""
+        return self.primary.url()
+
+    @property
+    def replica_url(self) -> str:
+        """The replica's URL."""
+        return self.replica.url()
+
+
+def _usable_root(root: Path, user: RunAs) -> Path:
+    """`root`, or (when the server's user cannot reach it) a private directory linked from it."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    if root.is_symlink():
+        return root.resolve()
+    if not root.exists():
+        root.mkdir(parents=True)
+        user.chown(root)
+    if user.can_use(root):
+        return root
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    elsewhere = Path("/var/tmp") / f"fastloans-pg-{digest}"
+    elsewhere.mkdir(parents=True, exist_ok=True)
+    user.chown(elsewhere)
+    root.rmdir()
+    root.symlink_to(elsewhere)
+    return elsewhere
+

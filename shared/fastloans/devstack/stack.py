@@ -1,0 +1,290 @@
+"""The whole local stack: infrastructure (PostgreSQL pair, Kafka) and the service processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from fastloans.db.migrate import upgrade
+from fastloans.devstack.kafka import KafkaCluster
+from fastloans.devstack.postgres import PostgresPair
+from fastloans.devstack.system import Child, StackError, log, require_free, wait_for
+from fastloans.kafka import create_topics
+from fastloans.settings import Settings
+from fastloans.tenants import issue_key
+
+# name -> (console script, default port). The relay shares the gateway's package and image.
+SERVICES: dict[str, tuple[str, int]] = {
+    "gateway": ("fastloans-gateway", 8000),
+    "risk": ("fastloans-risk", 8001),
+    "approval": ("fastloans-approval", 8002),
+    "recorder": ("fastloans-recorder", 8003),
+    "relay": ("fastloans-relay", 8004),
+}
+
+
+@dataclass
+class Ports:
+    """Every port the stack listens on (all on 127.0.0.1)."""
+
+    pg_primary: int = 5432
+    pg_replica: int = 5433
+    kafka: list[int] = field(default_factory=lambda: [9092])
+    kafka_controller: list[int] = field(default_factory=lambda: [9093])
+    services: dict[str, int] = field(default_factory=lambda: {n: p for n, (_, p) in SERVICES.items()})
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        """Defaults, overridden by FASTLOANS_PG_PORT, FASTLOANS_REPLICA_PORT, FASTLOANS_KAFKA_PORT, FASTLOANS_<SERVICE>_PORT."""
+        env = os.environ
+        ports = cls(
+            pg_primary=int(env.get("FASTLOANS_PG_PORT", 5432)),
+            pg_replica=int(env.get("FASTLOANS_REPLICA_PORT", 5433)),
+        )
+        kafka = int(env.get("FASTLOANS_KAFKA_PORT", 9092))
+        ports.kafka, ports.kafka_controller = [kafka], [kafka + 1]
+        for name in ports.services:
+            ports.services[name] = int(env.get(f"FASTLOANS_{name.upper()}_PORT", ports.services[name]))
+        return ports
+
+    def named(self) -> dict[str, int]:
+        """Every port with a readable name, for the already-in-use check."""
+        named = {"PostgreSQL primary": self.pg_primary, "PostgreSQL replica": self.pg_replica}
+        for i, (port, cport) in enumerate(zip(self.kafka, self.kafka_controller, strict=True)):
+            named[f"Kafka broker {i + 1}"] = port
+            named[f"Kafka controller {i + 1}"] = cport
+        named.update({f"{name} service": port for name, port in self.services.items()})
+        return named
+
+
+class Infra:
+    """PostgreSQL primary + replica and Kafka, initialised on first start and reused afterwards."""
+
+    def __init__(self, state: Path, ports: Ports, *, durable: bool = True, partitions: int = 6) -> None:
+        self.state = state
+        self.ports = ports
+        self.partitions = partitions
+        self.log_dir = state / "logs"
+        self.postgres = PostgresPair(state / "pg", primary_port=ports.pg_primary, replica_port=ports.pg_replica,
+                                     log_dir=self.log_dir, durable=durable)
+        self.kafka = KafkaCluster(state / "kafka", ports=ports.kafka, controller_ports=ports.kafka_controller,
+                                  log_dir=self.log_dir)
+
+    def env(self) -> dict[str, str]:
+        """The settings every service needs to reach this infrastructure."""
+        return {
+            "DATABASE_URL": self.postgres.primary_url,
+            "DATABASE_READ_URL": self.postgres.replica_url,
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+        }
+
+    def settings(self) -> Settings:
+        """Base settings pointing at this infrastructure."""
+        return Settings(
+            database_url=self.postgres.primary_url,
+            database_read_url=self.postgres.replica_url,
+            kafka_bootstrap_servers=self.kafka.bootstrap_servers,
+            service_name="fastloans-devstack",
+        )
+
+    def start(self) -> None:
+        """Start both databases and Kafka, migrate, and create the topics."""
+        started = time.monotonic()
+        self.postgres.start()
+        log(f"PostgreSQL primary :{self.ports.pg_primary} and streaming replica :{self.ports.pg_replica} ready")
+        upgrade(self.postgres.primary_url)
+        log("migrations applied")
+        self.kafka.start()
+        asyncio.run(self._topics())
+        log(f"Kafka {self.kafka.bootstrap_servers} ready with topics ({time.monotonic() - started:.1f}s)")
+
+    async def _topics(self) -> None:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                await create_topics(self.settings(), partitions=self.partitions,
+                                    replication_factor=self.kafka.replication,
+                                    min_insync_replicas=self.kafka.min_isr)
+                return
+            except Exception as error:
+                if time.monotonic() > deadline:
+                    raise StackError(f"could not create the Kafka topics: {error}") from error
+                await asyncio.sleep(0.5)
+
+    def stop(self) -> None:
+        """Stop Kafka, then the databases."""
+        self.kafka.stop()
+        self.postgres.stop()
+
+
+class ServiceSet:
+    """The service processes, started from the virtualenv's console scripts."""
+
+    def __init__(self, infra: Infra, *, extra_env: dict[str, str] | None = None) -> None:
+        self.infra = infra
+        self.extra_env = extra_env or {}
+        self.children: dict[str, Child] = {}
+
+    @staticmethod
+    def available() -> list[str]:
+        """The services whose console scripts are installed."""
+        bindir = Path(sys.executable).parent
+        return [name for name, (script, _) in SERVICES.items()
+                if (bindir / script).exists() or shutil.which(script)]
+
+    def env_for(self, name: str, port: int) -> dict[str, str]:
+        """The environment of one service process."""
+        return {
+            **os.environ,
+            **self.infra.env(),
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_PORT": str(port),
+            "ENVIRONMENT": os.environ.get("ENVIRONMENT", "development"),
+            **self.extra_env,
+        }
+
+    def start(self, name: str, *, instance: str | None = None, port: int | None = None) -> Child:
+        """Start one instance of a service (several instances get distinct names and ports)."""
+        script, _ = SERVICES[name]
+        bindir = Path(sys.executable).parent
+        executable = str(bindir / script) if (bindir / script).exists() else script
+        key = instance or name
+        port = port or self.infra.ports.services[name]
+        env = self.env_for(name, port)
+        env["FASTLOANS_INSTANCE"] = key
+        child = Child(name=key, argv=[executable], log_path=self.infra.log_dir / f"{key}.log", env=env)
+        child.start()
+        child.port = port  # type: ignore[attr-defined]
+        self.children[key] = child
+        return child
+
+    def wait_ready(self, child: Child, timeout: float = 60.0) -> None:
+        """Wait until the service answers 200 on /readyz."""
+        url = f"http://127.0.0.1:{child.port}/readyz"  # type: ignore[attr-defined]
+
+        def ready() -> bool:
+            if not child.running:
+                raise StackError(f"{child.name} exited during start:\n{child.tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    return bool(response.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
+        wait_for(ready, timeout=timeout, what=f"{child.name} to be ready ({url})", interval=0.2)
+
+    def start_all(self) -> None:
+        """Start every installed service and wait until each is ready."""
+        for name in self.available():
+            self.start(name)
+        for child in self.children.values():
+            self.wait_ready(child)
+
+    def stop_all(self) -> None:
+        """SIGTERM every service (the gateway first) and wait for each to exit."""
+        for name in ["gateway", *[n for n in self.children if n != "gateway"]]:
+            if name in self.children:
+                self.children[name].stop(timeout=30)
+
+
+async def register_demo_key(primary_url: str, key: str | None) -> str:
+    """Make sure the demo tenant exists with `key` (or a new key); returns the key."""
+    conn = await asyncpg.connect(primary_url)
+    try:
+        issued = await issue_key(conn, "demo", scopes=("submit", "read", "admin"), key=key, label="make up demo key")
+    finally:
+        await conn.close()
+    return issued.key
+
+
+def demo_key(state: Path) -> str | None:
+    """$FASTLOANS_DEMO_API_KEY, else the key generated by an earlier start."""
+    if os.environ.get("FASTLOANS_DEMO_API_KEY"):
+        return os.environ["FASTLOANS_DEMO_API_KEY"]
+    path = state / "demo-api-key"
+    return path.read_text().strip() if path.exists() else None
+
+
+def write_stack_env(state: Path, values: dict[str, str]) -> Path:
+    """Write `.fastloans/stack.env` (readable only by its owner: it holds the demo key)."""
+    path = state / "stack.env"
+    tmp = path.with_suffix(".tmp")
+    # Quoted so that `source .fastloans/stack.env` works in a shell (some values hold spaces).
+    tmp.write_text("".join(f'{k}="{v}"\n' for k, v in values.items()))
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+    return path
+
+
+def up(state: Path) -> int:
+    """Run the whole stack in the foreground until SIGINT or SIGTERM."""
+    started = time.monotonic()
+    ports = Ports.from_env()
+    stack_env = state / "stack.env"
+    if stack_env.exists():
+        stack_env.unlink()
+    require_free(ports.named())
+    stopping = {"flag": False}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping["flag"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    infra = Infra(state, ports)
+    services = ServiceSet(infra, extra_env={"FASTLOANS_STATE_DIR": str(state)})
+    try:
+        infra.start()
+        key = asyncio.run(register_demo_key(infra.postgres.primary_url, demo_key(state)))
+        if not os.environ.get("FASTLOANS_DEMO_API_KEY"):
+            key_file = state / "demo-api-key"
+            key_file.write_text(key + "\n")
+            os.chmod(key_file, 0o600)
+        services.start_all()
+        gateway = f"http://127.0.0.1:{ports.services['gateway']}"
+        metrics = " ".join(f"http://127.0.0.1:{c.port}/metrics" for c in services.children.values())  # type: ignore[attr-defined]
+        write_stack_env(state, {
+            "FASTLOANS_API_URL": gateway,
+            **infra.env(),
+            "FASTLOANS_METRICS_URLS": metrics,
+            "FASTLOANS_DEMO_API_KEY": key,
+        })
+        log(f"ready in {time.monotonic() - started:.1f}s")
+        print(f"\n  API        {gateway}/api/v1/loan_applications\n  Web page   {gateway}/\n"
+              f"  API docs   {gateway}/docs\n  Demo key   {key}\n  Primary    {infra.postgres.primary_url}\n"
+              f"  Replica    {infra.postgres.replica_url}\n  Kafka      {infra.kafka.bootstrap_servers}\n"
+              f"  Settings   {stack_env}\n  Logs       {infra.log_dir}/\n\nCtrl-C stops everything.\n", flush=True)
+        while True:
+            for child in list(services.children.values()):
+                if not child.running:
+                    log(f"{child.name} exited (code {child.process.returncode}); restarting it. Last lines:\n"  # type: ignore[union-attr]
+                        f"{child.tail(10)}")
+                    services.start(child.name)
+            time.sleep(1)
+    except KeyboardInterrupt:
+        log("stopping")
+    except StackError as error:
+        log(f"error: {error}")
+        _shutdown(services, infra, stack_env)
+        return 1
+    _shutdown(services, infra, stack_env)
+    log("stopped")
+    return 0
+
+
+def _shutdown(services: ServiceSet, infra: Infra, stack_env: Path) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if stack_env.exists():
+        stack_env.unlink()
+    services.stop_all()
+    infra.stop()

@@ -1,0 +1,47 @@
+"""The champion (active) policy and an optional challenger, as the risk and approval services hold them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from fastloans.events import EventDecodeError, Facts, PolicyRef
+from fastloans.policy import ApplicationFacts, Policy, PolicyStore
+from fastloans.settings import Settings
+
+
+class Policies:
+    """The active policy (hot-reloaded from POLICY_FILE) and the optional shadow challenger."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.champion = PolicyStore(settings.policy_file)
+        self.challenger = (
+            PolicyStore(settings.challenger_policy_file, role="challenger")
+            if settings.challenger_policy_file else None
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Watch the policy files for changes."""
+        self._tasks = [asyncio.create_task(store.watch()) for store in (self.champion, self.challenger) if store]
+
+    async def stop(self) -> None:
+        """Stop watching."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def policy_ref(policy: Policy) -> PolicyRef:
+    """The event form of a policy's identity."""
+    return PolicyRef(name=policy.name, version=policy.version, hash=policy.content_hash)
+
+
+def facts_of(facts: Facts) -> ApplicationFacts:
+    """The policy engine's facts from an event's facts; invalid facts make the event undecodable."""
+    try:
+        return ApplicationFacts.from_mapping(facts.model_dump())
+    except (TypeError, ValueError) as error:
+        raise EventDecodeError(f"invalid facts: {error}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,11 @@ VALUES_CASES = {"defaults": None} | {
 
 
 def tool_path(name: str) -> str | None:
-    """The tool from scripts/install-k8s-tools.sh's bin dir, else from PATH."""
+    """The tool from scripts/install-k8s-tools.sh's bin dir, else beside this Python (a venv), else PATH."""
     cache = Path(os.environ.get("FASTLOANS_CACHE", Path.home() / ".cache" / "fastloans"))
-    candidate = cache / "bin" / name
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return str(candidate)
+    for candidate in (cache / "bin" / name, Path(sys.executable).parent / name):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
     return shutil.which(name)
 
 

@@ -25,6 +25,9 @@ system. Each check adds one readable line; all of them are reported together.
 {{- $errors = append $errors (printf "components.%s: autoscaling.minReplicas (%d) is above autoscaling.maxReplicas (%d)." $name (int $c.autoscaling.minReplicas) (int $c.autoscaling.maxReplicas)) -}}
 {{- end -}}
 {{- end -}}
+{{- if and (not (kindIs "invalid" .Values.topics.minInsyncReplicas)) (gt (int .Values.topics.minInsyncReplicas) (int .Values.topics.replicationFactor)) -}}
+{{- $errors = append $errors (printf "topics.minInsyncReplicas (%d) cannot exceed topics.replicationFactor (%d): acks=all writes would always fail." (int .Values.topics.minInsyncReplicas) (int .Values.topics.replicationFactor)) -}}
+{{- end -}}
 {{- if .Values.kafka.enabled -}}
 {{- if gt (int .Values.kafka.replicationFactor) (int .Values.kafka.replicas) -}}
 {{- $errors = append $errors (printf "kafka.replicationFactor (%d) cannot exceed kafka.replicas (%d)." (int .Values.kafka.replicationFactor) (int .Values.kafka.replicas)) -}}

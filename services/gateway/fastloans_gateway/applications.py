@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from fastloans.db import Database
+from fastloans.db import Database, json_value
 from fastloans.events import ApplicationSubmitted, Facts, Topic
 from fastloans.settings import Settings
 from fastloans_gateway.problems import Problem
@@ -73,7 +73,7 @@ async def submit(
                 if first["request_hash"] != fingerprint:
                     raise Problem(422, "this Idempotency-Key was already used with a different request body",
                                   errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}])
-                return first["status_code"], orjson.loads(first["response"]), True
+                return first["status_code"], json_value(first["response"]), True
         row = await conn.fetchrow(
             f"INSERT INTO loan_applications (id, tenant_id, revision, status, applicant_name, credit_score, "
             "loan_amount, loan_purpose, monthly_income, monthly_debt, employment_status, submitted_at, created_at, "

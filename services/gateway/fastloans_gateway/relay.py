@@ -17,10 +17,9 @@ import logging
 import time
 
 import asyncpg
-import orjson
 from pydantic import Field
 
-from fastloans.db import Database, asyncpg_connect
+from fastloans.db import Database, asyncpg_connect, json_value
 from fastloans.kafka import is_transient, make_producer, send_all
 from fastloans.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED
 from fastloans.runtime import run_worker
@@ -113,7 +112,7 @@ class OutboxRelay:
                 return 0
             await send_all(self.producer, [
                 (row["topic"], row["key"].encode(), row["payload"],
-                 [(name, str(value).encode()) for name, value in _headers(row["headers"]).items()])
+                 [(name, str(value).encode()) for name, value in json_value(row["headers"]).items()])
                 for row in rows
             ])
             await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows])
@@ -154,12 +153,6 @@ class OutboxRelay:
                 raise
             except Exception:
                 log.debug("outbox gauges unavailable", exc_info=True)
-
-
-def _headers(raw: object) -> dict[str, object]:
-    if isinstance(raw, str):
-        return dict(orjson.loads(raw))
-    return dict(raw) if isinstance(raw, dict) else {}
 
 
 def main() -> None:

@@ -7,9 +7,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
+from fastloans.db import json_value
 from fastloans.policy import EMPLOYMENT_STATUSES, LOAN_PURPOSES
 
 CREDIT_SCORE_MIN = 300
@@ -159,9 +159,7 @@ class LoanApplicationPage(BaseModel):
 
 def application_from_row(row: Any) -> LoanApplication:
     """The API form of a `loan_applications` row."""
-    reasons = row["reasons"] or {}
-    if isinstance(reasons, str):
-        reasons = orjson.loads(reasons)
+    reasons = json_value(row["reasons"]) or {}
     return LoanApplication(
         id=row["id"],
         status=row["status"],

@@ -11,6 +11,7 @@ import orjson
 from aiokafka import ConsumerRecord
 from pydantic import Field
 
+from fastloans.db import json_value
 from fastloans.events import ApplicationDecided, EventDecodeError, Topic
 from fastloans.metrics import DECISION_REASONS, DECISIONS, SUBMISSION_TO_DECISION
 from fastloans.runtime import run_worker
@@ -93,8 +94,7 @@ class RecorderWorker(PipelineWorker):
         for row in rows:
             DECISIONS.labels(row["status"], row["policy_version"]).inc()
             SUBMISSION_TO_DECISION.observe(max(0.0, row["seconds"]))
-            reasons = orjson.loads(row["reasons"]) if isinstance(row["reasons"], str) else row["reasons"]
-            for reason in reasons.get("principal_reasons", []):
+            for reason in json_value(row["reasons"]).get("principal_reasons", []):
                 DECISION_REASONS.labels(reason.get("reason_code", "unknown")).inc()
 
 

@@ -8,10 +8,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from fastloans.settings import Settings
+
+
+def json_value(value: Any) -> Any:
+    """A json/jsonb column's value, whether the driver returned it as text or already decoded."""
+    return orjson.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 def sqlalchemy_url(dsn: str) -> str:

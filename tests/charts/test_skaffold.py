@@ -1,0 +1,58 @@
+"""skaffold.yaml: valid for skaffold/v4beta14, one artifact per service image, wired into the chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from .conftest import REPO_ROOT
+
+pytestmark = pytest.mark.charts
+
+CONFIG = yaml.safe_load((REPO_ROOT / "skaffold.yaml").read_text())
+
+
+def test_skaffold_matches_its_schema(schemas_dir: Path) -> None:
+    """skaffold.yaml validates against Skaffold's published v4beta14 schema."""
+    schema = json.loads((schemas_dir / "skaffold-v4beta14.json").read_text())
+    assert CONFIG["apiVersion"] == "skaffold/v4beta14"
+    errors = [
+        f"{'.'.join(map(str, e.path))}: {e.message[:300]}"
+        for e in jsonschema.Draft7Validator(schema).iter_errors(CONFIG)
+    ]
+    assert not errors, "\n".join(errors)
+
+
+def test_one_artifact_per_dockerfile() -> None:
+    """Each docker/<service>.Dockerfile is an artifact built from the repository root."""
+    artifacts = {a["image"]: a for a in CONFIG["build"]["artifacts"]}
+    dockerfiles = {f"docker/{p.name}" for p in (REPO_ROOT / "docker").glob("*.Dockerfile")}
+    assert {a["docker"]["dockerfile"] for a in artifacts.values()} == dockerfiles
+    assert all(a["context"] == "." for a in artifacts.values())
+    assert CONFIG["build"]["tagPolicy"] == {"gitCommit": {}}
+
+
+def test_every_built_image_reaches_the_chart() -> None:
+    """setValueTemplates sets repository and tag of every component from the built images."""
+    release = CONFIG["manifests"]["helm"]["releases"][0]
+    assert (REPO_ROOT / release["chartPath"] / "Chart.yaml").is_file()
+    templates = release["setValueTemplates"]
+    chart_values = yaml.safe_load((REPO_ROOT / release["chartPath"] / "values.yaml").read_text())
+    for component, settings in chart_values["components"].items():
+        key = settings["image"]["repository"].replace("/", "_").replace("-", "_")
+        assert templates[f"components.{component}.image.repository"] == f"{{{{.IMAGE_REPO_{key}}}}}"
+        assert templates[f"components.{component}.image.tag"] == f"{{{{.IMAGE_TAG_{key}}}}}"
+
+
+def test_profiles() -> None:
+    """dev and prod profiles exist, each with the values file it deploys."""
+    profiles = {p["name"]: p for p in CONFIG["profiles"]}
+    assert set(profiles) == {"dev", "prod"}
+    for name, values_file in (("dev", "ci/dev-values.yaml"), ("prod", "ci/production-values.yaml")):
+        patched = [p["value"] for p in profiles[name]["patches"] if p["path"].endswith("/valuesFiles")]
+        assert patched and patched[0][0].endswith(values_file)
+        assert (REPO_ROOT / patched[0][0]).is_file()

@@ -1,0 +1,130 @@
+"""Session fixtures: one real PostgreSQL primary + replica and one real Kafka broker per test run,
+started by the same code as `make up`; the services as real processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def state_dir() -> Path:
+    """The test stack's state, under .fastloans/test-run (kept after the run for its logs)."""
+    path = ROOT / ".fastloans" / "test-run"
+    if path.is_symlink() or path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def infra(state_dir: Path) -> Iterator[object]:
+    """PostgreSQL primary + streaming replica and a Kafka broker on free loopback ports, migrated, with topics."""
+    from fastloans.devstack.stack import SERVICES, Infra, Ports
+    from fastloans.devstack.system import free_port
+
+    ports = Ports(
+        pg_primary=free_port(),
+        pg_replica=free_port(),
+        kafka=[free_port()],
+        kafka_controller=[free_port()],
+        services={name: free_port() for name in SERVICES},
+    )
+    stack = Infra(state_dir, ports, durable=False, partitions=3)
+    try:
+        stack.start()
+    except Exception:
+        stack.stop()
+        raise
+    yield stack
+    stack.stop()
+
+
+@dataclass
+class MigratedDb:
+    """URLs of the migrated test database."""
+
+    primary_url: str
+    replica_url: str
+
+
+@pytest.fixture(scope="session")
+def migrated_db(infra: object) -> MigratedDb:
+    """The test database (migrations already applied by the stack)."""
+    return MigratedDb(primary_url=infra.postgres.primary_url, replica_url=infra.postgres.replica_url)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def services(infra: object) -> Iterator[object]:
+    """Every service as a real process against the test infrastructure."""
+    from fastloans.devstack.stack import ServiceSet
+
+    service_set = ServiceSet(infra, extra_env={  # type: ignore[arg-type]
+        "ENVIRONMENT": "test",
+        "AUTH_CACHE_SECONDS": "0",
+        "RATE_LIMIT_PER_SECOND": "0",
+        "LOG_LEVEL": "INFO",
+    })
+    try:
+        service_set.start_all()
+    except Exception:
+        service_set.stop_all()
+        raise
+    yield service_set
+    service_set.stop_all()
+
+
+@pytest.fixture(scope="session")
+def api_url(services: object, infra: object) -> str:
+    """The gateway's base URL."""
+    return f"http://127.0.0.1:{infra.ports.services['gateway']}"  # type: ignore[attr-defined]
+
+
+async def issue_test_key(primary_url: str, tenant: str, scopes: tuple[str, ...] = ("submit", "read")) -> str:
+    """Create a tenant (if new) and an API key for it."""
+    from fastloans.tenants import issue_key
+
+    conn = await asyncpg.connect(primary_url)
+    try:
+        return (await issue_key(conn, tenant, scopes=scopes)).key
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def tenant_key(migrated_db: MigratedDb) -> str:
+    """An API key (submit + read) of a tenant used by most tests."""
+    return await issue_test_key(migrated_db.primary_url, f"tenant-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+async def client(api_url: str, tenant_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the gateway, authenticated as the test tenant."""
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {tenant_key}"},
+                                 timeout=40) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+async def pg(migrated_db: MigratedDb) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the primary, for checking what the services stored."""
+    pool = await asyncpg.create_pool(migrated_db.primary_url, min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests under tests/unit are marked `unit`; tests under tests/e2e are marked `e2e`."""
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+        if parts[0] in {"unit", "integration", "e2e", "charts", "browser", "chaos"}:
+            item.add_marker(getattr(pytest.mark, parts[0]))

@@ -1,0 +1,207 @@
+"""The gateway's contract: validation, problem+json, authentication, tenants, idempotency, replica reads."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import issue_test_key
+from tests.e2e.test_pipeline import APPROVED, URL, decided, submit
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(response: httpx.Response, status: int, field: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["detail"]
+    if field is not None:
+        assert field in [e["field"] for e in body["errors"]], body
+        assert field in body["detail"]
+    return body
+
+
+INVALID = [
+    ("loan_amount", 0), ("loan_amount", -5), ("loan_amount", "12.345"), ("loan_amount", "abc"),
+    ("loan_amount", True), ("loan_amount", "NaN"), ("loan_amount", "1e400"), ("loan_amount", 1e15),
+    ("monthly_income", 0), ("monthly_income", "-1.00"), ("monthly_income", None),
+    ("monthly_debt", -0.01), ("monthly_debt", [1]),
+    ("credit_score", 299), ("credit_score", 851), ("credit_score", 700.5), ("credit_score", "700"),
+    ("credit_score", True),
+    ("employment_status", "pirate"), ("employment_status", 3), ("employment_status", ""),
+    ("loan_purpose", "yacht"), ("loan_purpose", None),
+    ("applicant_name", ""), ("applicant_name", "x" * 201), ("applicant_name", 12),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), INVALID, ids=[f"{f}={str(v)[:12]}" for f, v in INVALID])
+async def test_each_invalid_field_is_a_422_naming_it(client: httpx.AsyncClient, field: str, value: object) -> None:
+    assert_problem(await client.post(URL, json={**APPROVED, field: value}), 422, field)
+
+
+@pytest.mark.parametrize("field", sorted(APPROVED))
+async def test_each_missing_field_is_named(client: httpx.AsyncClient, field: str) -> None:
+    body = {k: v for k, v in APPROVED.items() if k != field}
+    assert_problem(await client.post(URL, json=body), 422, field)
+
+
+async def test_unknown_fields_are_rejected(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.post(URL, json={**APPROVED, "is_approved": True}), 422, "is_approved")
+
+
+async def test_choices_are_case_insensitive(client: httpx.AsyncClient) -> None:
+    created = await submit(client, {**APPROVED, "employment_status": "Self-Employed", "loan_purpose": "HOME_IMPROVEMENT"})
+    assert (created["employment_status"], created["loan_purpose"]) == ("self-employed", "home_improvement")
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status"),
+    [
+        (b'{"applicant_name": ', "application/json", 400),
+        (b"\xff\xfe{}", "application/json", 400),
+        (b"[1, 2, 3]", "application/json", 422),
+        (b'{"credit_score": NaN}', "application/json", 400),
+        (b'{"credit_score": Infinity}', "application/json", 400),
+        (b'{"credit_score": 1' + b"0" * 5000 + b"}", "application/json", 400),
+        (b"[" * 5000 + b"]" * 5000, "application/json", 400),
+        (b"applicant_name=x", "application/x-www-form-urlencoded", 415),
+        (b"{}", "text/plain", 415),
+        (b'{"applicant_name": "' + b"x" * 20_000 + b'"}', "application/json", 413),
+    ],
+    ids=["truncated", "not-utf8", "array", "nan", "infinity", "huge-int", "deep-nesting", "form", "text",
+         "oversized"],
+)
+async def test_malformed_bodies_get_a_clear_4xx(client: httpx.AsyncClient, content: bytes, content_type: str,
+                                                status: int) -> None:
+    assert_problem(await client.post(URL, content=content, headers={"content-type": content_type}), status)
+
+
+async def test_oversized_body_without_content_length_is_refused(client: httpx.AsyncClient) -> None:
+    async def chunks():
+        for _ in range(40):
+            yield b"x" * 1024
+
+    response = await client.post(URL, content=chunks(), headers={"content-type": "application/json"})
+    assert_problem(response, 413)
+
+
+async def test_authentication(api_url: str, migrated_db) -> None:
+    async with httpx.AsyncClient(base_url=api_url) as anonymous:
+        body = assert_problem(await anonymous.post(URL, json=APPROVED), 401)
+        assert "Bearer" in body["detail"]
+        response = await anonymous.get(f"{URL}/{uuid.uuid4()}", headers={"Authorization": "Bearer not-a-key"})
+        assert_problem(response, 401)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert (await anonymous.get("/healthz")).status_code == 200
+    read_only = await issue_test_key(migrated_db.primary_url, "readers", scopes=("read",))
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {read_only}"}) as reader:
+        assert_problem(await reader.post(URL, json=APPROVED), 403)
+
+
+async def test_revoked_keys_stop_working(api_url: str, migrated_db) -> None:
+    from fastloans.tenants import display_prefix, revoke_key
+
+    key = await issue_test_key(migrated_db.primary_url, "revocation")
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}) as http:
+        assert (await http.post(URL, json=APPROVED)).status_code == 202
+        conn = await asyncpg.connect(migrated_db.primary_url)
+        try:
+            assert await revoke_key(conn, display_prefix(key)) == 1
+        finally:
+            await conn.close()
+        assert_problem(await http.post(URL, json=APPROVED), 401)
+
+
+async def test_a_tenant_never_sees_another_tenants_application(client: httpx.AsyncClient, api_url: str,
+                                                               migrated_db) -> None:
+    created = await submit(client, APPROVED)
+    other = await issue_test_key(migrated_db.primary_url, f"other-{uuid.uuid4().hex[:6]}")
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {other}"}) as intruder:
+        target = f"{URL}/{created['id']}"
+        assert_problem(await intruder.get(target), 404)
+        assert_problem(await intruder.patch(target, json={"credit_score": 800}), 404)
+        assert_problem(await intruder.delete(target), 404)
+        listing = (await intruder.get(URL)).json()
+        assert created["id"] not in {item["id"] for item in listing["items"]}
+    assert (await client.get(target)).status_code == 200
+
+
+async def test_idempotency_key(client: httpx.AsyncClient, pg) -> None:
+    key = f"idem-{uuid.uuid4()}"
+    first = await client.post(URL, json=APPROVED, headers={"Idempotency-Key": key})
+    again = await client.post(URL, json=APPROVED, headers={"Idempotency-Key": key})
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    count = await pg.fetchval("SELECT count(*) FROM loan_applications WHERE id = $1", uuid.UUID(first.json()["id"]))
+    assert count == 1
+    different = await client.post(URL, json={**APPROVED, "loan_amount": "2500"}, headers={"Idempotency-Key": key})
+    assert_problem(different, 422, "Idempotency-Key")
+    # Concurrent retries with one key still make one application.
+    key = f"idem-{uuid.uuid4()}"
+    responses = await asyncio.gather(*[client.post(URL, json=APPROVED, headers={"Idempotency-Key": key})
+                                       for _ in range(5)])
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.json()["id"] for r in responses}) == 1
+    # Keys expire after 24 hours: an expired key may be used again.
+    await pg.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = $1", key)
+    renewed = await client.post(URL, json={**APPROVED, "loan_amount": "2500"}, headers={"Idempotency-Key": key})
+    assert renewed.status_code == 202 and renewed.json()["id"] != responses[0].json()["id"]
+
+
+async def test_reads_come_from_the_replica_and_fall_back_to_the_primary(client: httpx.AsyncClient, infra) -> None:
+    created = await submit(client, APPROVED)
+    await decided(client, created["id"])
+    infra.postgres.wait_replayed()
+    response = await client.get(f"{URL}/{created['id']}")
+    assert response.headers["x-read-source"] == "replica"
+    infra.postgres.replica.psql("SELECT pg_wal_replay_pause()")
+    try:
+        fresh = await submit(client, APPROVED)
+        response = await client.get(f"{URL}/{fresh['id']}")
+        assert response.status_code == 200
+        assert response.headers["x-read-source"] == "primary"
+    finally:
+        infra.postgres.replica.psql("SELECT pg_wal_replay_resume()")
+
+
+async def test_listing_filters_and_pages(api_url: str, migrated_db) -> None:
+    key = await issue_test_key(migrated_db.primary_url, f"lister-{uuid.uuid4().hex[:6]}")
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=40) as http:
+        ids = [(await submit(http, APPROVED))["id"] for _ in range(5)]
+        rejected = await submit(http, {**APPROVED, "credit_score": 500, "monthly_debt": "4000"})
+        for ident in [*ids, rejected["id"]]:
+            await decided(http, ident)
+        await asyncio.sleep(0.3)  # let the replica catch up
+        seen, cursor = [], None
+        while True:
+            page = (await http.get(URL, params={"limit": 2, **({"cursor": cursor} if cursor else {})})).json()
+            seen += [item["id"] for item in page["items"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert seen == [rejected["id"], *reversed(ids)]
+        only = (await http.get(URL, params={"status": "rejected"})).json()["items"]
+        assert [item["id"] for item in only] == [rejected["id"]]
+        assert_problem(await http.get(URL, params={"cursor": "!!"}), 400)
+        assert_problem(await http.get(URL, params={"status": "maybe"}), 422, "query.status")
+
+
+async def test_wait_is_bounded(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get(f"{URL}/{uuid.uuid4()}", params={"wait": 31}), 422, "query.wait")
+    assert_problem(await client.get(f"{URL}/not-a-uuid"), 404)
+
+
+async def test_openapi_documents_the_api(api_url: str) -> None:
+    async with httpx.AsyncClient(base_url=api_url) as http:
+        spec = (await http.get("/openapi.json")).json()
+        assert (await http.get("/docs")).status_code == 200
+    operations = spec["paths"][URL]
+    assert {"post", "get"} <= set(operations)
+    create = spec["components"]["schemas"]["LoanApplicationCreate"]
+    assert create["additionalProperties"] is False and create["examples"]
+    assert "422" in operations["post"]["responses"] and "413" in operations["post"]["responses"]

@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 PACKAGES := -e ./shared[analysis] -e ./services/gateway -e ./services/risk -e ./services/approval -e ./services/recorder
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv up test test-unit test-integration lint images k8s-tools clean-state
+.PHONY: help venv up test test-unit test-integration lint images k8s-tools browser-deps bench chaos clean-state
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -30,7 +30,10 @@ up: venv ## Run the local stack in the foreground (PostgreSQL primary+replica, K
 k8s-tools: ## Install the pinned helm and chart-test tools into $(FASTLOANS_CACHE)/bin
 	@if [ -x scripts/install-k8s-tools.sh ]; then scripts/install-k8s-tools.sh; fi
 
-test: venv k8s-tools ## Run the whole suite: unit, integration (real Kafka + PostgreSQL), e2e, charts
+browser-deps: ## Install Debian's Chromium for the browser tests (when missing)
+	@if [ -x scripts/install-browser.sh ]; then scripts/install-browser.sh; fi
+
+test: venv k8s-tools browser-deps ## Run the whole suite: unit, integration (real Kafka + PostgreSQL), e2e, charts
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: venv ## Unit tests only (no I/O)
@@ -41,6 +44,12 @@ test-integration: venv ## Integration and end-to-end tests only
 
 lint: venv ## Static checks
 	$(BIN)/ruff check shared services tests
+
+bench: venv ## Benchmark the pipeline (open-loop load); writes bench/results/
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+chaos: venv ## Fault injection under load for a few minutes; ends with accepted/decided/lost/duplicates
+	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 
 images: ## Build the service images (needs a Docker engine)
 	@if ! docker info >/dev/null 2>&1; then echo "make images: no Docker engine is running here; build where one exists (docker build -f docker/<service>.Dockerfile .)"; exit 1; fi

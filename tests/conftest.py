@@ -3,6 +3,7 @@ started by the same code as `make up`; the services as real processes for end-to
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,13 +17,34 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @pytest.fixture(scope="session")
 def state_dir() -> Path:
-    """The test stack's state, under .fastloans/test-run (kept after the run for its logs)."""
-    path = ROOT / ".fastloans" / "test-run"
-    if path.is_symlink() or path.exists():
-        shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
+    """This test run's stack state: .fastloans/test-run-<pid> (kept afterwards for its logs).
+
+    Runs at the same time get separate directories and ports; directories of
+    finished runs are removed when the next run starts.
+    """
+    base = ROOT / ".fastloans"
+    base.mkdir(exist_ok=True)
+    for old in base.glob("test-run-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            target = old.resolve()
+            shutil.rmtree(target, ignore_errors=True)
+            if old.is_symlink() or old.exists():
+                old.unlink() if old.is_symlink() else shutil.rmtree(old, ignore_errors=True)
+    path = base / f"test-run-{os.getpid()}"
+    path.mkdir()
     return path
 
 

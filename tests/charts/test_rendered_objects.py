@@ -278,7 +278,7 @@ def test_network_policies(render) -> None:
 
     assert allowed(f"{FULL}-postgresql-primary") == {"gateway", "relay", "recorder", "migrations", "postgresql-read"}
     assert allowed(f"{FULL}-postgresql-read") == {"gateway", "relay", "recorder", "migrations"}
-    assert allowed(f"{FULL}-kafka") == {"relay", "risk", "approval", "recorder", "topics", "kafka"}
+    assert allowed(f"{FULL}-kafka") == {"gateway", "relay", "risk", "approval", "recorder", "topics", "kafka"}
     gateway = named(objects, "NetworkPolicy", f"{FULL}-gateway")
     sources = [rule["from"][0]["namespaceSelector"] for rule in gateway["spec"]["ingress"]]
     assert {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}} in sources

@@ -97,9 +97,9 @@ spec:
             - name: WEB_CONCURRENCY
               value: {{ . | quote }}
             {{- end }}
-            {{- if hasKey $c "corsAllowOrigins" }}
+            {{- with $c.corsAllowOrigins }}
             - name: CORS_ALLOW_ORIGINS
-              value: {{ join "," $c.corsAllowOrigins | quote }}
+              value: {{ join "," . | quote }}
             {{- end }}
             {{- include "fastloans.env" . | nindent 12 }}
             {{- with $c.env }}

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     # The original project's single topic; here it names the submitted-applications topic.
     kafka_submitted_topic: str | None = Field(None, validation_alias=_alias("KAFKA_TOPIC"))
     kafka_consumer_group: str | None = Field(None, validation_alias=_alias("KAFKA_CONSUMER_GROUP"))
+    # Static group membership (KIP-345): an instance restarted within the session timeout gets its
+    # partitions back without a rebalance. Must be unique per consumer group and stable across restarts
+    # (a StatefulSet pod name, or the local stack's instance name); empty turns it off.
+    kafka_group_instance_id: str | None = Field(
+        None, validation_alias=_alias("KAFKA_GROUP_INSTANCE_ID", "FASTLOANS_INSTANCE")
+    )
 
     # This process's HTTP port (the API for the gateway; health and metrics for the others).
     http_host: str = Field("127.0.0.1", validation_alias=_alias("HTTP_HOST"))

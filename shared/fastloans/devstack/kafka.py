@@ -110,7 +110,7 @@ class KafkaNode:
         if (self.data_dir / "meta.properties").exists():
             return
         result = subprocess.run(
-            ["java", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format", "-t", cluster_id,
+            ["java", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
              "-c", str(self.properties_path), "--ignore-formatted"],
             capture_output=True, text=True, check=False,
         )

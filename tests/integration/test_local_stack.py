@@ -1,0 +1,97 @@
+"""`fastloans up` (what `make up` runs): ready with stack.env, streaming replica, clean stop, warm restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from fastloans.devstack.system import free_port, port_in_use
+
+READY_TIMEOUT = 240
+
+
+def _start(state: Path, ports: dict[str, int]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "FASTLOANS_STATE_DIR": str(state), "FASTLOANS_DEMO_API_KEY": "fl_test_demo_key_0123456789"}
+    env.update({f"FASTLOANS_{name}_PORT": str(port) for name, port in ports.items()})
+    fastloans = Path(sys.executable).with_name("fastloans")
+    return subprocess.Popen([str(fastloans), "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _wait_ready(process: subprocess.Popen[bytes], stack_env: Path) -> float:
+    started = time.monotonic()
+    while not stack_env.exists():
+        if process.poll() is not None:
+            pytest.fail(f"fastloans up exited early:\n{process.stdout.read().decode()}")  # type: ignore[union-attr]
+        if time.monotonic() - started > READY_TIMEOUT:
+            process.kill()
+            pytest.fail("fastloans up was not ready in time")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def _stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
+    children = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout=120)
+    output = process.stdout.read().decode()  # type: ignore[union-attr]
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"children left running: {[p.pid for p in alive]}"
+    return code, output
+
+
+def test_up_is_ready_then_stops_cleanly_and_restarts_warm(tmp_path: Path) -> None:
+    state = Path(__file__).resolve().parents[2] / ".fastloans" / f"up-test-{os.getpid()}"
+    ports = {"PG": free_port(), "REPLICA": free_port(), "KAFKA": free_port(),
+             **{name: free_port() for name in ("GATEWAY", "RISK", "APPROVAL", "RECORDER", "RELAY")}}
+    while port_in_use(ports["KAFKA"] + 1):
+        ports["KAFKA"] = free_port()
+    stack_env = state / "stack.env"
+    try:
+        process = _start(state, ports)
+        cold = _wait_ready(process, stack_env)
+        values = dict(line.split("=", 1) for line in stack_env.read_text().splitlines())
+        values = {k: v.strip('"') for k, v in values.items()}
+        assert values["FASTLOANS_API_URL"] == f"http://127.0.0.1:{ports['GATEWAY']}"
+        assert values["DATABASE_URL"].endswith(f":{ports['PG']}/fastloans")
+        assert values["DATABASE_READ_URL"].endswith(f":{ports['REPLICA']}/fastloans")
+        assert values["KAFKA_BOOTSTRAP_SERVERS"] == f"127.0.0.1:{ports['KAFKA']}"
+        assert len(values["FASTLOANS_METRICS_URLS"].split()) == 5
+        streaming = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(ports["PG"]), "-U", "postgres", "-At", "-c",
+             "SELECT state FROM pg_stat_replication"], capture_output=True, text=True, check=True,
+        ).stdout.split()
+        assert streaming == ["streaming"]
+        code, output = _stop(process)
+        assert code == 0, output
+        assert "stopped" in output and not stack_env.exists()
+        assert not port_in_use(ports["GATEWAY"]) and not port_in_use(ports["PG"])
+
+        process = _start(state, ports)
+        warm = _wait_ready(process, stack_env)
+        code, output = _stop(process)
+        assert code == 0, output
+        print(f"fastloans up: cold start {cold:.1f}s, warm start {warm:.1f}s")
+    finally:
+        subprocess.run(["pkill", "-f", str(state)], check=False)
+
+
+def test_a_port_in_use_gets_a_clear_message(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        taken = sock.getsockname()[1]
+        process = _start(tmp_path / "state", {"GATEWAY": taken, "PG": free_port(), "REPLICA": free_port(),
+                                              "KAFKA": free_port()})
+        code = process.wait(timeout=60)
+        output = process.stdout.read().decode()  # type: ignore[union-attr]
+    assert code == 1
+    assert f"gateway service port {taken}" in output and "already in use" in output

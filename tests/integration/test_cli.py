@@ -1,0 +1,50 @@
+"""The `fastloans` command against the real database and broker."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from fastloans.cli import main
+
+
+@pytest.fixture
+def env(infra, monkeypatch: pytest.MonkeyPatch, tmp_path) -> dict[str, str]:
+    monkeypatch.chdir(tmp_path)
+    return {"DATABASE_URL": infra.postgres.primary_url, "KAFKA_BOOTSTRAP_SERVERS": infra.kafka.bootstrap_servers}
+
+
+def test_keys_create_list_revoke(env: dict[str, str]) -> None:
+    runner = CliRunner()
+    created = runner.invoke(main, ["keys", "create", "--tenant", "cli-tenant", "--scopes", "read"], env=env)
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip()
+    assert key.startswith("fl_") and len(key) > 40
+    listing = runner.invoke(main, ["keys", "list"], env=env)
+    assert listing.exit_code == 0 and key[:11] in listing.output and key not in listing.output
+    revoked = runner.invoke(main, ["keys", "revoke", key[:11]], env=env)
+    assert revoked.exit_code == 0 and "revoked 1" in revoked.output
+    again = runner.invoke(main, ["keys", "revoke", key[:11]], env=env)
+    assert again.exit_code != 0 and "no live key" in again.output
+
+
+def test_bad_scope_is_refused(env: dict[str, str]) -> None:
+    result = CliRunner().invoke(main, ["keys", "create", "--tenant", "x", "--scopes", "everything"], env=env)
+    assert result.exit_code == 2 and "unknown scope" in result.output
+
+
+def test_migrations_and_topics_are_idempotent(env: dict[str, str]) -> None:
+    runner = CliRunner()
+    upgraded = runner.invoke(main, ["db", "upgrade"], env=env)
+    assert upgraded.exit_code == 0, upgraded.output
+    topics = runner.invoke(main, ["kafka", "create-topics", "--partitions", "3"], env=env)
+    assert topics.exit_code == 0 and "nothing (all topics exist)" in topics.output
+
+
+def test_missing_setting_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("DB_URL", raising=False)
+    result = CliRunner().invoke(main, ["keys", "list"], env={"KAFKA_BOOTSTRAP_SERVERS": "k:9092"})
+    assert result.exit_code == 2
+    assert "configuration error: DATABASE_URL is required but not set" in result.output

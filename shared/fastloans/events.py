@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 DecimalStr = Annotated[Decimal, PlainSerializer(lambda d: str(d), return_type=str, when_used="json")]
 
 
-class Topic(str, enum.Enum):
+class Topic(enum.StrEnum):
     """The pipeline's topics; the key of every message is the application id."""
 
     SUBMITTED = "loan-applications.submitted"

@@ -55,7 +55,8 @@ async def test_unknown_fields_are_rejected(client: httpx.AsyncClient) -> None:
 
 
 async def test_choices_are_case_insensitive(client: httpx.AsyncClient) -> None:
-    created = await submit(client, {**APPROVED, "employment_status": "Self-Employed", "loan_purpose": "HOME_IMPROVEMENT"})
+    body = {**APPROVED, "employment_status": "Self-Employed", "loan_purpose": "HOME_IMPROVEMENT"}
+    created = await submit(client, body)
     assert (created["employment_status"], created["loan_purpose"]) == ("self-employed", "home_improvement")
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from tests.e2e.test_pipeline import APPROVED, URL, decided, submit
+from tests.e2e.test_pipeline import APPROVED, decided, submit
 
 
 async def test_submissions_survive_a_kafka_outage(client: httpx.AsyncClient, infra, pg) -> None:

@@ -41,17 +41,15 @@ def _stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
     process.send_signal(signal.SIGTERM)
     code = process.wait(timeout=120)
     output = process.stdout.read().decode()  # type: ignore[union-attr]
-    gone, alive = psutil.wait_procs(children, timeout=30)
+    _, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"children left running: {[p.pid for p in alive]}"
     return code, output
 
 
 def test_up_is_ready_then_stops_cleanly_and_restarts_warm(tmp_path: Path) -> None:
     state = Path(__file__).resolve().parents[2] / ".fastloans" / f"up-test-{os.getpid()}"
-    ports = {"PG": free_port(), "REPLICA": free_port(), "KAFKA": free_port(),
-             **{name: free_port() for name in ("GATEWAY", "RISK", "APPROVAL", "RECORDER", "RELAY")}}
-    while port_in_use(ports["KAFKA"] + 1):
-        ports["KAFKA"] = free_port()
+    ports = {name: free_port() for name in ("PG", "REPLICA", "KAFKA", "KAFKA_CONTROLLER", "GATEWAY", "RISK",
+                                             "APPROVAL", "RECORDER", "RELAY")}
     stack_env = state / "stack.env"
     try:
         process = _start(state, ports)
@@ -90,7 +88,7 @@ def test_a_port_in_use_gets_a_clear_message(tmp_path: Path) -> None:
         sock.listen()
         taken = sock.getsockname()[1]
         process = _start(tmp_path / "state", {"GATEWAY": taken, "PG": free_port(), "REPLICA": free_port(),
-                                              "KAFKA": free_port()})
+                                              "KAFKA": free_port(), "KAFKA_CONTROLLER": free_port()})
         code = process.wait(timeout=60)
         output = process.stdout.read().decode()  # type: ignore[union-attr]
     assert code == 1

@@ -54,7 +54,7 @@ def test_dotenv_file_is_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_replica_url_defaults_to_primary_and_password_is_injected() -> None:
-    settings = make(**BASE, DATABASE_PASSWORD="p@ss/word")
+    settings = make(**BASE, DATABASE_PASSWORD="p@ss/word")  # noqa: S106 - a test value
     assert settings.replica_dsn() == settings.primary_dsn() == "postgresql://app:p%40ss%2Fword@db:5432/loans"
     replica = make(**BASE, DATABASE_READ_URL="postgresql+asyncpg://app@replica:5432/loans")
     assert replica.replica_dsn() == "postgresql://app@replica:5432/loans"

@@ -51,10 +51,7 @@ class Database:
     def from_settings(cls, settings: Settings) -> Database:
         """Create both engines; the replica engine targets the primary if no replica is set."""
         primary = _engine(settings.primary_dsn(), settings, name="primary")
-        if settings.database_read_url:
-            replica = _engine(settings.replica_dsn(), settings, name="replica")
-        else:
-            replica = primary
+        replica = _engine(settings.replica_dsn(), settings, name="replica") if settings.database_read_url else primary
         return cls(primary=primary, replica=replica)
 
     async def ping(self) -> dict[str, bool]:

@@ -70,6 +70,7 @@ class KafkaNode:
     extra: dict[str, str] = field(default_factory=dict)
     listener_protocol: str = "PLAINTEXT"
     child: Child | None = None
+    format_args: list[str] = field(default_factory=list)  # e.g. --add-scram credentials
 
     @property
     def properties_path(self) -> Path:
@@ -111,7 +112,7 @@ class KafkaNode:
             return
         result = subprocess.run(
             ["java", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
-             "-c", str(self.properties_path), "--ignore-formatted"],
+             "-c", str(self.properties_path), "--ignore-formatted", *self.format_args],
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
@@ -151,14 +152,18 @@ class KafkaCluster:
 
     def __init__(self, root: Path, *, ports: list[int], controller_ports: list[int], log_dir: Path,
                  min_isr: int | None = None, extra: dict[str, str] | None = None,
-                 listener_protocol: str = "PLAINTEXT") -> None:
+                 listener_protocol: str = "PLAINTEXT", heap: str = "512m",
+                 format_args: list[str] | None = None) -> None:
         self.root = root
+        self.heap = heap
         self.replication = len(ports)
         self.min_isr = min_isr if min_isr is not None else max(1, min(2, len(ports) - 1))
         self.nodes = [
             KafkaNode(i + 1, port, cport, root / f"node-{i + 1}", log_dir, dict(extra or {}), listener_protocol)
             for i, (port, cport) in enumerate(zip(ports, controller_ports, strict=True))
         ]
+        for node in self.nodes:
+            node.format_args = list(format_args or [])
 
     @property
     def bootstrap_servers(self) -> str:
@@ -182,16 +187,26 @@ class KafkaCluster:
             node.format(libs, cluster_id)
         log(f"starting Kafka (KRaft, {len(self.nodes)} node{'s' if len(self.nodes) > 1 else ''})")
         for node in self.nodes:
-            node.start(libs)
+            node.start(libs, self.heap)
         for node in self.nodes:
             node.wait_listening()
         self._libs = libs
 
     def restart_node(self, index: int) -> None:
         """Stop and start one node (fault injection)."""
+        self.nodes[index].stop()
+        self.start_node(index)
+
+    def kill_node(self, index: int) -> None:
+        """SIGKILL one node (fault injection); `start_node` brings it back."""
+        child = self.nodes[index].child
+        if child is not None:
+            child.kill()
+
+    def start_node(self, index: int) -> None:
+        """Start one stopped node again and wait for its port."""
         node = self.nodes[index]
-        node.stop()
-        node.start(self._libs)
+        node.start(self._libs, self.heap)
         node.wait_listening()
 
     def stop(self) -> None:

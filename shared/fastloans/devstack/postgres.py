@@ -76,7 +76,8 @@ class PostgresServer:
             argv, capture_output=True, text=True, check=False, **self.user.popen_args()  # type: ignore[call-overload]
         )
         if result.returncode != 0:
-            raise StackError(f"{Path(argv[0]).name} failed for {self.name}: {result.stderr.strip() or result.stdout.strip()}")
+            detail = result.stderr.strip() or result.stdout.strip()
+            raise StackError(f"{Path(argv[0]).name} failed for {self.name}: {detail}")
 
     @property
     def initialised(self) -> bool:
@@ -260,7 +261,7 @@ def _usable_root(root: Path, user: RunAs) -> Path:
     if user.can_use(root):
         return root
     digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
-    elsewhere = Path("/var/tmp") / f"fastloans-pg-{digest}"
+    elsewhere = Path("/var/tmp") / f"fastloans-pg-{digest}"  # noqa: S108 - a private, per-checkout directory
     elsewhere.mkdir(parents=True, exist_ok=True)
     user.chown(elsewhere)
     root.rmdir()

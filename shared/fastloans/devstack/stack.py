@@ -18,7 +18,7 @@ import asyncpg
 from fastloans.db.migrate import upgrade
 from fastloans.devstack.kafka import KafkaCluster
 from fastloans.devstack.postgres import PostgresPair
-from fastloans.devstack.system import Child, StackError, log, require_free, wait_for
+from fastloans.devstack.system import Child, StackError, free_port, log, require_free, wait_for
 from fastloans.kafka import create_topics
 from fastloans.settings import Settings
 from fastloans.tenants import issue_key
@@ -45,14 +45,18 @@ class Ports:
 
     @classmethod
     def from_env(cls) -> Ports:
-        """Defaults, overridden by FASTLOANS_PG_PORT, FASTLOANS_REPLICA_PORT, FASTLOANS_KAFKA_PORT, FASTLOANS_<SERVICE>_PORT."""
+        """Defaults, overridden by FASTLOANS_{PG,REPLICA,KAFKA}_PORT and FASTLOANS_<SERVICE>_PORT."""
         env = os.environ
         ports = cls(
             pg_primary=int(env.get("FASTLOANS_PG_PORT", 5432)),
             pg_replica=int(env.get("FASTLOANS_REPLICA_PORT", 5433)),
         )
         kafka = int(env.get("FASTLOANS_KAFKA_PORT", 9092))
-        ports.kafka, ports.kafka_controller = [kafka], [kafka + 1]
+        nodes = int(env.get("FASTLOANS_KAFKA_NODES", 1))
+        controller = int(env.get("FASTLOANS_KAFKA_CONTROLLER_PORT", kafka + 1))
+        # Node i listens on FASTLOANS_KAFKA_PORT + 2i and its controller on FASTLOANS_KAFKA_CONTROLLER_PORT + 2i.
+        ports.kafka = [kafka + 2 * i for i in range(nodes)]
+        ports.kafka_controller = [controller + 2 * i for i in range(nodes)]
         for name in ports.services:
             ports.services[name] = int(env.get(f"FASTLOANS_{name.upper()}_PORT", ports.services[name]))
         return ports
@@ -70,7 +74,12 @@ class Ports:
 class Infra:
     """PostgreSQL primary + replica and Kafka, initialised on first start and reused afterwards."""
 
-    def __init__(self, state: Path, ports: Ports, *, durable: bool = True, partitions: int = 6) -> None:
+    def __init__(self, state: Path, ports: Ports, *, durable: bool = True, partitions: int = 6,
+                 kafka_nodes: int | None = None, kafka_heap: str = "512m") -> None:
+        if kafka_nodes is not None and kafka_nodes != len(ports.kafka):
+            # More (or fewer) brokers than ports given: the extra ones get free ports.
+            ports.kafka = (ports.kafka + [free_port() for _ in range(kafka_nodes)])[:kafka_nodes]
+            ports.kafka_controller = (ports.kafka_controller + [free_port() for _ in range(kafka_nodes)])[:kafka_nodes]
         self.state = state
         self.ports = ports
         self.partitions = partitions
@@ -78,7 +87,7 @@ class Infra:
         self.postgres = PostgresPair(state / "pg", primary_port=ports.pg_primary, replica_port=ports.pg_replica,
                                      log_dir=self.log_dir, durable=durable)
         self.kafka = KafkaCluster(state / "kafka", ports=ports.kafka, controller_ports=ports.kafka_controller,
-                                  log_dir=self.log_dir)
+                                  log_dir=self.log_dir, heap=kafka_heap)
 
     def env(self) -> dict[str, str]:
         """The settings every service needs to reach this infrastructure."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
@@ -165,10 +166,8 @@ class Child:
         """Send `signum` to the process if it is alive."""
         if self.running:
             assert self.process is not None
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signum)
-            except ProcessLookupError:
-                pass
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """Ask the process to stop, then kill it if it takes longer than `timeout`."""

@@ -206,3 +206,15 @@ async def test_openapi_documents_the_api(api_url: str) -> None:
     create = spec["components"]["schemas"]["LoanApplicationCreate"]
     assert create["additionalProperties"] is False and create["examples"]
     assert "422" in operations["post"]["responses"] and "413" in operations["post"]["responses"]
+
+
+async def test_reads_survive_a_replica_outage(client: httpx.AsyncClient, infra) -> None:
+    created = await submit(client, APPROVED)
+    infra.postgres.replica.stop()
+    try:
+        response = await client.get(f"{URL}/{created['id']}")
+        assert response.status_code == 200 and response.json()["id"] == created["id"]
+        assert (await client.get(URL)).status_code == 200
+    finally:
+        infra.postgres.replica.start()
+        infra.postgres.wait_streaming()

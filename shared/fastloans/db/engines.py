@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -10,9 +13,12 @@ from typing import Any
 import asyncpg
 import orjson
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from fastloans.settings import Settings
+
+log = logging.getLogger("fastloans.db")
 
 
 def json_value(value: Any) -> Any:
@@ -73,8 +79,17 @@ class Database:
         The pool, its size and its health checks are SQLAlchemy's; statements run
         on asyncpg directly, with its prepared-statement cache.
         """
-        engine = self.replica if read else self.primary
-        async with engine.connect() as conn:
+        async with contextlib.AsyncExitStack() as stack:
+            if read and self.replica is not self.primary:
+                try:
+                    conn = await stack.enter_async_context(self.replica.connect())
+                except (OSError, asyncio.TimeoutError, DBAPIError) as error:
+                    # A replica outage degrades reads to the primary instead of failing them.
+                    log.warning("replica unavailable; reading from the primary",
+                                extra={"error.type": type(error).__name__})
+                    conn = await stack.enter_async_context(self.primary.connect())
+            else:
+                conn = await stack.enter_async_context(self.primary.connect())
             raw = await conn.get_raw_connection()
             yield raw.driver_connection  # type: ignore[misc]
 

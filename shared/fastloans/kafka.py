@@ -21,7 +21,10 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
 from fastloans.events import EventDecodeError, Topic
+from fastloans.metrics import DEAD_LETTERS
+from fastloans.observability import error_scope
 from fastloans.settings import Settings
+from fastloans.tracing import outgoing_headers
 
 log = logging.getLogger("fastloans.kafka")
 
@@ -116,7 +119,10 @@ TRACE_HEADERS = frozenset({"traceparent", "tracestate", "elastic-apm-traceparent
 
 
 def trace_headers(record: ConsumerRecord) -> list[tuple[str, bytes]]:
-    """The trace-context headers of a consumed message, to carry on to the next topic."""
+    """The trace-context headers to carry on to the next topic: the consuming transaction's, else the record's."""
+    traced = outgoing_headers((record.topic, record.partition, record.offset))
+    if traced is not None:
+        return traced
     return [(key, value) for key, value in (record.headers or ()) if key in TRACE_HEADERS]
 
 
@@ -183,7 +189,8 @@ class BatchConsumer:
         self.max_batch = max_batch
         self.max_attempts = max_attempts
         self.stats = ConsumerStats()
-        self.consumer = make_consumer(settings, self.topic, group=group, max_poll_records=max_batch)
+        self.consumer = make_consumer(settings, self.topic, group=group, max_poll_records=max_batch,
+                                      group_instance_id=settings.kafka_group_instance_id or None)
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
@@ -290,12 +297,17 @@ class BatchConsumer:
         ]
         await send_all(self.producer, [(self.settings.topic(Topic.DLQ.value), record.key, record.value, headers)])
         self.stats.dead_lettered += 1
-        log.error(
-            "message sent to the dead-letter topic",
-            extra={
-                "error.type": type(error).__name__,
-                "event.dataset": record.topic,
-                "kafka.partition": record.partition,
-                "kafka.offset": record.offset,
-            },
-        )
+        DEAD_LETTERS.labels(self.settings.service_name, record.topic).inc()
+        application_id = record.key.decode("utf-8", "replace") if record.key else None
+        with error_scope(application_id):
+            # Logged with the exception: this is also the error report (Sentry's logging integration).
+            log.error(
+                "message sent to the dead-letter topic",
+                exc_info=error,  # sets error.type, error.message and error.stack_trace
+                extra={
+                    "event.dataset": record.topic,
+                    "kafka.partition": record.partition,
+                    "kafka.offset": record.offset,
+                    "labels.application_id": application_id,
+                },
+            )

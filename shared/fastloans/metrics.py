@@ -3,11 +3,17 @@
 With several worker processes (gateway `WEB_CONCURRENCY` > 1) set
 `PROMETHEUS_MULTIPROC_DIR`: each process writes its samples there and
 `/metrics` adds them up (prometheus-client's multiprocess mode).
+
+Pipeline metrics are labelled `consumer` (not `service`, which the Prometheus
+Operator sets on every scraped series to the Kubernetes Service's name).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     REGISTRY,
@@ -18,6 +24,11 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+if TYPE_CHECKING:
+    from fastloans.db import Database
+
+log = logging.getLogger("fastloans.metrics")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 DECISION_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -35,23 +46,23 @@ HTTP_ERRORS = Counter(
     ["route", "status"],
 )
 MESSAGES_PROCESSED = Counter(
-    "fastloans_messages_processed_total", "Kafka messages processed, by service and topic.", ["service", "topic"]
+    "fastloans_messages_processed_total", "Kafka messages processed, by consumer and topic.", ["consumer", "topic"]
 )
 MESSAGE_LATENCY = Histogram(
-    "fastloans_message_processing_seconds", "Time to process one batch of messages, by service.",
-    ["service"], buckets=LATENCY_BUCKETS,
+    "fastloans_message_processing_seconds", "Time to process one batch of messages, by consumer.",
+    ["consumer"], buckets=LATENCY_BUCKETS,
 )
 MESSAGE_FAILURES = Counter(
-    "fastloans_message_failures_total", "Failed attempts to process a batch, by service and kind.",
-    ["service", "kind"],
+    "fastloans_message_failures_total", "Failed attempts to process a batch, by consumer and error type.",
+    ["consumer", "kind"],
 )
 DEAD_LETTERS = Counter(
-    "fastloans_dead_letters_total", "Messages sent to the dead-letter topic, by service and source topic.",
-    ["service", "topic"],
+    "fastloans_dead_letters_total", "Messages sent to the dead-letter topic, by consumer and source topic.",
+    ["consumer", "topic"],
 )
 CONSUMER_LAG = Gauge(
-    "fastloans_consumer_lag", "Messages not yet consumed, by service, topic and partition.",
-    ["service", "topic", "partition"], multiprocess_mode="max",
+    "fastloans_consumer_lag", "Messages not yet consumed, by consumer, topic and partition.",
+    ["consumer", "topic", "partition"], multiprocess_mode="max",
 )
 OUTBOX_BACKLOG = Gauge(
     "fastloans_outbox_backlog", "Outbox rows not yet published to Kafka.", multiprocess_mode="max"
@@ -92,3 +103,32 @@ def render_metrics() -> bytes:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
     return generate_latest(REGISTRY)
+
+
+# Zero on the primary and while the replica has replayed everything it received; otherwise the
+# age of the last transaction it replayed.
+REPLICA_LAG_SQL = """
+SELECT CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+            ELSE COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp()), 0)
+       END::float8
+"""
+
+
+async def sample_database(db: Database, *, interval: float = 5.0) -> None:
+    """Keep the connection-pool and replica-lag gauges current until cancelled."""
+    pools = {"primary": db.primary} if db.replica is db.primary else {"primary": db.primary, "replica": db.replica}
+    while True:
+        for name, engine in pools.items():
+            pool = engine.pool
+            in_use = pool.checkedout()  # type: ignore[attr-defined]
+            DB_POOL_IN_USE.labels(name).set(in_use)
+            DB_POOL_SIZE.labels(name).set(in_use + pool.checkedin())  # type: ignore[attr-defined]
+        if "replica" in pools:
+            try:
+                async with db.connection(read=True) as conn:
+                    REPLICA_LAG.set(await conn.fetchval(REPLICA_LAG_SQL))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.debug("replica lag unavailable", exc_info=True)
+        await asyncio.sleep(interval)

@@ -100,8 +100,10 @@ def run_worker(settings: Settings, factory: Callable[[Settings], Worker]) -> Non
     configure_logging(service=settings.service_name, level=settings.log_level,
                       environment=settings.environment, log_file=settings.log_file)
     from fastloans.observability import init_error_reporting
+    from fastloans.tracing import init_tracing
 
     init_error_reporting(settings)
+    init_tracing(settings)
     try:
         import uvloop
 

@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = Field(None, validation_alias=_alias("SENTRY_DSN"))
     sentry_environment: str | None = Field(None, validation_alias=_alias("SENTRY_ENVIRONMENT"))
     sentry_release: str | None = Field(None, validation_alias=_alias("SENTRY_RELEASE"))
+    sentry_sample_rate: float = Field(1.0, ge=0.0, le=1.0, validation_alias=_alias("SENTRY_SAMPLE_RATE"))
     sentry_traces_sample_rate: float = Field(
         0.0, ge=0.0, le=1.0, validation_alias=_alias("SENTRY_TRACES_SAMPLE_RATE")
     )

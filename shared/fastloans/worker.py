@@ -12,27 +12,35 @@ from aiokafka import ConsumerRecord
 from fastloans.db import Database
 from fastloans.events import Topic
 from fastloans.kafka import BatchConsumer, make_producer
-from fastloans.metrics import CONSUMER_LAG, MESSAGE_FAILURES, MESSAGE_LATENCY, MESSAGES_PROCESSED
+from fastloans.metrics import (
+    CONSUMER_LAG,
+    MESSAGE_FAILURES,
+    MESSAGE_LATENCY,
+    MESSAGES_PROCESSED,
+    sample_database,
+)
 from fastloans.settings import Settings
+from fastloans.tracing import message_transactions
 
 log = logging.getLogger("fastloans.worker")
+trail = logging.getLogger("fastloans.pipeline")
 
 
 class PipelineWorker:
     """Consumes one topic in batches; subclasses implement `handle`.
 
-    Readiness means: the consumer holds partitions, and (when the worker uses
-    the database) the primary answers.
+    Readiness means: the consumer holds partitions and the primary answers.
+    Each message gets an APM transaction continuing its trace (when APM is on)
+    and one log line naming its application and trace.
     """
 
     input_topic: ClassVar[Topic]
-    uses_database: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.name = settings.service_name
         self.producer = make_producer(settings)
-        self.db = Database.from_settings(settings) if self.uses_database else None
+        self.db = Database.from_settings(settings)
         self.consumer = BatchConsumer(
             settings,
             topic=self.input_topic,
@@ -40,7 +48,7 @@ class PipelineWorker:
             handler=self._timed_handle,
             producer=self.producer,
         )
-        self._lag_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
         """Process one batch; raise to have it retried (or dead-lettered if it keeps failing)."""
@@ -48,13 +56,21 @@ class PipelineWorker:
 
     async def _timed_handle(self, records: list[ConsumerRecord]) -> None:
         started = time.perf_counter()
-        try:
-            await self.handle(records)
-        except Exception as error:
-            MESSAGE_FAILURES.labels(self.name, type(error).__name__).inc()
-            raise
-        MESSAGE_LATENCY.labels(self.name).observe(time.perf_counter() - started)
-        MESSAGES_PROCESSED.labels(self.name, records[0].topic).inc(len(records))
+        topic = records[0].topic
+        messages = [((r.topic, r.partition, r.offset), r.key, r.headers) for r in records]
+        with message_transactions(f"Kafka RECEIVE from {topic}", messages) as traces:
+            try:
+                await self.handle(records)
+            except Exception as error:
+                MESSAGE_FAILURES.labels(self.name, type(error).__name__).inc()
+                raise
+            MESSAGE_LATENCY.labels(self.name).observe(time.perf_counter() - started)
+            MESSAGES_PROCESSED.labels(self.name, topic).inc(len(records))
+            if trail.isEnabledFor(logging.INFO):
+                for trace, record in zip(traces, records, strict=True):
+                    trail.info("message processed", extra={**trace.log_fields(), "event.dataset": topic,
+                                                           "kafka.partition": record.partition,
+                                                           "kafka.offset": record.offset})
 
     async def start(self) -> None:
         """Start the producer, then join the consumer group."""
@@ -64,7 +80,7 @@ class PipelineWorker:
         except Exception:
             await self.producer.stop()
             raise
-        self._lag_task = asyncio.create_task(self._watch_lag())
+        self._tasks = [asyncio.create_task(self._watch_lag()), asyncio.create_task(sample_database(self.db))]
 
     async def run(self) -> None:
         """Consume until asked to stop."""
@@ -76,32 +92,33 @@ class PipelineWorker:
 
     async def stop(self) -> None:
         """Leave the group, flush the producer, close the database pools."""
-        if self._lag_task is not None:
-            self._lag_task.cancel()
+        for task in self._tasks:
+            task.cancel()
         await self.consumer.stop()
         await self.producer.stop()
-        if self.db is not None:
-            await self.db.dispose()
+        await self.db.dispose()
 
     async def readiness(self) -> dict[str, bool]:
-        """Partitions assigned, and the database reachable when used."""
-        checks = {"kafka_partitions": self.consumer.ready}
-        if self.db is not None:
-            checks["database"] = (await self.db.ping())["primary"]
-        return checks
+        """Partitions assigned, and the primary answers."""
+        return {"kafka_partitions": self.consumer.ready, "database": (await self.db.ping())["primary"]}
 
     async def _watch_lag(self) -> None:
         consumer = self.consumer.consumer
+        reported: set[tuple[str, str]] = set()
         while True:
             await asyncio.sleep(5)
             try:
                 partitions = list(consumer.assignment())
-                if not partitions:
-                    continue
-                ends = await consumer.end_offsets(partitions)
+                ends = await consumer.end_offsets(partitions) if partitions else {}
+                current = set()
                 for tp in partitions:
                     position = await consumer.position(tp)
                     CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, ends[tp] - position))
+                    current.add((tp.topic, str(tp.partition)))
+                for topic, partition in reported - current:
+                    # Revoked in a rebalance: another member reports it now.
+                    CONSUMER_LAG.remove(self.name, topic, partition)
+                reported = current
             except asyncio.CancelledError:
                 raise
             except Exception:

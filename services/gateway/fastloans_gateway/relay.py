@@ -20,13 +20,15 @@ import asyncpg
 from pydantic import Field
 
 from fastloans.db import Database, asyncpg_connect, json_value
-from fastloans.kafka import is_transient, make_producer, send_all
-from fastloans.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED
+from fastloans.kafka import TRACE_HEADERS, is_transient, make_producer, send_all
+from fastloans.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED, sample_database
 from fastloans.runtime import run_worker
 from fastloans.settings import Settings, load_settings
+from fastloans.tracing import message_transactions, outgoing_headers
 from fastloans_gateway.applications import OUTBOX_CHANNEL
 
 log = logging.getLogger("fastloans.relay")
+trail = logging.getLogger("fastloans.pipeline")
 
 BATCH = 500
 IDLE_POLL_SECONDS = 1.0
@@ -56,7 +58,8 @@ class OutboxRelay:
         """Start the producer and the LISTEN connection."""
         await self.producer.start()
         self._kafka_ok = True
-        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._gauges())]
+        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._gauges()),
+                       asyncio.create_task(sample_database(self.db))]
 
     def request_stop(self) -> None:
         """Stop after the batch in hand."""
@@ -110,13 +113,21 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
-            await send_all(self.producer, [
-                (row["topic"], row["key"].encode(), row["payload"],
+            messages = [
+                ((row["topic"], 0, row["id"]), row["key"].encode(),
                  [(name, str(value).encode()) for name, value in json_value(row["headers"]).items()])
                 for row in rows
-            ])
-            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows])
+            ]
+            with message_transactions("Outbox PUBLISH", messages) as traces:
+                await send_all(self.producer, [
+                    (row["topic"], kafka_key, row["payload"], _with_trace(headers, outgoing_headers(key)))
+                    for row, (key, kafka_key, headers) in zip(rows, messages, strict=True)
+                ])
+                await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows])
         OUTBOX_PUBLISHED.inc(len(rows))
+        if trail.isEnabledFor(logging.INFO):
+            for trace, row in zip(traces, rows, strict=True):
+                trail.info("outbox row published", extra={**trace.log_fields(), "event.dataset": row["topic"]})
         return len(rows)
 
     async def _listen(self) -> None:
@@ -153,6 +164,13 @@ class OutboxRelay:
                 raise
             except Exception:
                 log.debug("outbox gauges unavailable", exc_info=True)
+
+
+def _with_trace(headers: list[tuple[str, bytes]], traced: list[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:
+    """The row's headers, with the relay's transaction as the trace context when traced."""
+    if traced is None:
+        return headers
+    return [(name, value) for name, value in headers if name not in TRACE_HEADERS] + traced
 
 
 def main() -> None:

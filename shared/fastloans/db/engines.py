@@ -34,9 +34,13 @@ def sqlalchemy_url(dsn: str) -> str:
 def _engine(dsn: str, settings: Settings, *, name: str) -> AsyncEngine:
     return create_async_engine(
         sqlalchemy_url(dsn),
-        pool_size=settings.database_pool_size,
-        max_overflow=settings.database_pool_size,
-        pool_pre_ping=True,
+        # Up to twice DATABASE_POOL_SIZE connections, all kept: overflow connections would be closed on
+        # return and reopened in the next burst (a new server process each time).
+        pool_size=settings.database_pool_size * 2,
+        max_overflow=0,
+        # No pre-ping (three round trips per checkout with asyncpg): `Database.connection` checks the
+        # socket locally and replaces connections the server has closed.
+        pool_pre_ping=False,
         pool_recycle=1800,
         connect_args={
             "ssl": settings.database_ssl(),
@@ -44,6 +48,19 @@ def _engine(dsn: str, settings: Settings, *, name: str) -> AsyncEngine:
             "timeout": 10,
         },
     )
+
+
+async def _checkout(stack: contextlib.AsyncExitStack, engine: AsyncEngine) -> asyncpg.Connection:
+    """A pooled connection whose socket is open; ones the server closed (a restart) are discarded."""
+    for _ in range(engine.pool.size() * 2 + 1):
+        conn = await engine.connect()
+        raw = await conn.get_raw_connection()
+        if not raw.driver_connection.is_closed():  # type: ignore[union-attr]
+            stack.push_async_callback(conn.close)
+            return raw.driver_connection  # type: ignore[return-value]
+        await conn.invalidate()
+        await conn.close()
+    raise DBAPIError("checkout", None, ConnectionError("every pooled connection was closed"))
 
 
 @dataclass
@@ -82,16 +99,15 @@ class Database:
         async with contextlib.AsyncExitStack() as stack:
             if read and self.replica is not self.primary:
                 try:
-                    conn = await stack.enter_async_context(self.replica.connect())
+                    driver = await _checkout(stack, self.replica)
                 except (OSError, asyncio.TimeoutError, DBAPIError) as error:
                     # A replica outage degrades reads to the primary instead of failing them.
                     log.warning("replica unavailable; reading from the primary",
                                 extra={"error.type": type(error).__name__})
-                    conn = await stack.enter_async_context(self.primary.connect())
+                    driver = await _checkout(stack, self.primary)
             else:
-                conn = await stack.enter_async_context(self.primary.connect())
-            raw = await conn.get_raw_connection()
-            yield raw.driver_connection  # type: ignore[misc]
+                driver = await _checkout(stack, self.primary)
+            yield driver
 
     async def dispose(self) -> None:
         """Close every pooled connection."""

@@ -96,6 +96,7 @@ loan_decisions = Table(
     Column("decided_at", DateTime(timezone=True), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
     UniqueConstraint("application_id", "revision", name="loan_decisions_once_per_revision"),
+    Index("loan_decisions_tenant_decided", "tenant_id", "decided_at"),
 )
 
 outbox = Table(

@@ -1,4 +1,4 @@
-"""`fastloans policy ...`: check, show and simulate credit policies."""
+"""`fastloans policy ...`: check, show and simulate credit policies; report challenger agreement."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from .agreement import ChallengerAgreement, challenger_agreement
 from .loader import PolicyValidationError, load_default_policy, load_policy, parse_policy
 from .model import OUTCOMES, BandRule, Policy
 from .replay import ReplayReport, replay
@@ -186,3 +187,62 @@ def simulate(
 
     write_simulation_chart(report, folder / "simulation.png")
     click.echo(f"\nwrote {folder / 'simulation.json'} and {folder / 'simulation.png'}")
+
+
+def _agreement_summary(report: ChallengerAgreement) -> str:
+    rate = report.agreement_rate()
+    window = f"{report.since.isoformat() if report.since else 'the beginning'} to " + (
+        report.until.isoformat() if report.until else "now"
+    )
+    lines = [
+        f"decisions with a challenger outcome: {report.decisions} ({window})",
+        f"agreed: {report.agreed}" + ("" if rate is None else f" ({rate * 100:.2f}%)"),
+        "\nchampion \\ challenger",
+        _table(
+            ("", *OUTCOMES),
+            [(champion, *(report.confusion[(champion, other)] for other in OUTCOMES)) for champion in OUTCOMES],
+        ),
+        "\n" + _table(
+            ("CHAMPION VERSION", "CHALLENGER VERSION", "DECISIONS", "AGREED"),
+            [(item["champion_version"], item["challenger_version"], item["decisions"], item["agreed"])
+             for item in report.to_dict()["policies"]],
+        ),
+    ]
+    return "\n".join(lines)
+
+
+async def _stored_agreement(
+    url: str, since: datetime | None, until: datetime | None, tenant: str | None
+) -> ChallengerAgreement:
+    import asyncpg
+
+    from .replay import asyncpg_dsn
+
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        tenant_id = None
+        if tenant is not None:
+            tenant_id = await connection.fetchval("SELECT id FROM tenants WHERE name = $1", tenant)
+            if tenant_id is None:
+                raise click.BadParameter(f"no tenant named {tenant!r}", param_hint="--tenant")
+        return await challenger_agreement(connection, since=since, until=until, tenant_id=tenant_id)
+    finally:
+        await connection.close()
+
+
+@policy.command()
+@click.option("--since", help="First decision date or date-time to include (ISO, UTC by default).")
+@click.option("--until", help="Decision date (inclusive) or date-time (exclusive) to stop at.")
+@click.option("--tenant", help="Only this tenant's decisions (its name; default: every tenant).")
+@click.option("--database-url", help="PostgreSQL read replica URL (default: $DATABASE_READ_URL, $DATABASE_URL).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def agreement(
+    since: str | None, until: str | None, tenant: str | None, database_url: str | None, as_json: bool
+) -> None:
+    """Compare the challenger's shadow outcomes with the champion's recorded decisions."""
+    url = _database_url(database_url)
+    report = asyncio.run(_stored_agreement(url, _bound(since, end=False), _bound(until, end=True), tenant))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), sort_keys=True, indent=2))
+    else:
+        click.echo(_agreement_summary(report))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, Inexact, InvalidOperation, localcontext
+from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
 from typing import Any, Final
 
 EMPLOYMENT_STATUSES: Final = ("employed", "self-employed", "unemployed", "retired", "student")
@@ -29,6 +29,9 @@ CATEGORICAL_FACTORS: Final[Mapping[str, tuple[str, ...]]] = {
 FACTORS: Final = NUMERIC_FACTORS + tuple(CATEGORICAL_FACTORS)
 
 _RATIO_PLACES: Final = Decimal("0.0001")
+# Wide enough that comparing any money amount with any policy bound is exact; Inexact would be a bug.
+_EXACT: Final = Context(prec=200, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
+_DISPLAY: Final = Context(prec=50)
 
 
 def _money(name: str, value: object) -> Decimal:
@@ -121,19 +124,14 @@ class Measure:
 
     def compare(self, bound: Decimal) -> int:
         """Return -1, 0 or 1 as the value is below, at or above ``bound`` (exact, no division)."""
-        with localcontext() as ctx:
-            ctx.prec = 200
-            ctx.traps[Inexact] = True
-            difference = self.numerator - bound * self.denominator
+        difference = _EXACT.subtract(self.numerator, _EXACT.multiply(bound, self.denominator))
         return (difference > 0) - (difference < 0)
 
     def display(self) -> str:
         """Return the value as shown to people: an integer, or a ratio with four decimals."""
         if not self.is_ratio:
             return str(self.numerator)
-        with localcontext() as ctx:
-            ctx.prec = 50
-            return str((self.numerator / self.denominator).quantize(_RATIO_PLACES))
+        return str(_DISPLAY.divide(self.numerator, self.denominator).quantize(_RATIO_PLACES, context=_DISPLAY))
 
 
 def measure(factor: str, facts: ApplicationFacts) -> Measure:

@@ -225,9 +225,7 @@ class Condition:
             return False
         if self.employment_status_in is not None and employment_status not in self.employment_status_in:
             return False
-        if self.employment_status_not_in is not None and employment_status in self.employment_status_not_in:
-            return False
-        return True
+        return self.employment_status_not_in is None or employment_status not in self.employment_status_not_in
 
     def to_dict(self) -> dict[str, Any]:
         """Return the canonical JSON form (sets as sorted lists)."""

@@ -218,3 +218,20 @@ async def test_reads_survive_a_replica_outage(client: httpx.AsyncClient, infra) 
     finally:
         infra.postgres.replica.start()
         infra.postgres.wait_streaming()
+
+
+@pytest.mark.parametrize("field", ["applicant_name", "credit_score", "monthly_debt", "loan_purpose"])
+async def test_patch_refuses_nulls_and_empty_changes(client: httpx.AsyncClient, field: str) -> None:
+    created = await submit(client, APPROVED)
+    assert_problem(await client.patch(f"{URL}/{created['id']}", json={field: None}), 422, field)
+    assert_problem(await client.patch(f"{URL}/{created['id']}", json={}), 422)
+
+
+async def test_docs_page_may_load_swagger_ui(api_url: str) -> None:
+    async with httpx.AsyncClient(base_url=api_url) as http:
+        docs = await http.get("/docs")
+        api = await http.get("/openapi.json")
+    assert "https://cdn.jsdelivr.net" in docs.headers["content-security-policy"]
+    assert "cdn.jsdelivr.net" not in api.headers["content-security-policy"]
+    schema = api.json()["components"]["schemas"]["LoanApplicationUpdate"]["properties"]["credit_score"]
+    assert "anyOf" not in schema and schema["type"] == "integer"

@@ -165,6 +165,7 @@ async def submit_application(
     status, response, replayed = await applications.submit(
         request.app.state.db, request.app.state.settings, tenant_id=who.tenant_id, body=body,
         idempotency_key=idempotency_key, trace=trace_context(request), render=_render,
+        notify=request.app.state.outbox.poke,
     )
     headers = {"Location": _location(response["id"])}
     if replayed:
@@ -230,7 +231,8 @@ async def update_application(request: Request, who: CallerDep, application_id: s
     ident = parse_id(application_id)
     changes = validate(LoanApplicationUpdate, await read_json(request)).model_dump(exclude_unset=True)
     row = await applications.revise(request.app.state.db, request.app.state.settings, tenant_id=who.tenant_id,
-                                    application_id=ident, changes=changes, trace=trace_context(request))
+                                    application_id=ident, changes=changes, trace=trace_context(request),
+                                    notify=request.app.state.outbox.poke)
     if row is None:
         raise Problem(404, "no such loan application")
     return JSONResponse(_render(row), status_code=202, headers={"Location": _location(ident)})

@@ -48,6 +48,10 @@ SECURITY_HEADERS = [
     (b"content-security-policy",
      b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"),
 ]
+# FastAPI's Swagger UI page loads its bundle from jsDelivr and starts it with an inline script.
+DOCS_CSP = (b"default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.com; "
+            b"style-src 'self' https://cdn.jsdelivr.net; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+            b"frame-ancestors 'none'")
 
 
 UNLOGGED_ROUTES = {"/healthz", "/readyz", "/metrics"}
@@ -74,6 +78,8 @@ class EdgeMiddleware:
                 present = {name for name, _ in headers}
                 location.extend(value for name, value in headers if name == b"location")
                 headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+                if scope["path"] == "/docs":
+                    headers = [(n, DOCS_CSP if n == b"content-security-policy" else v) for n, v in headers]
                 if not scope["path"].startswith("/static/") and b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -13,6 +17,8 @@ from fastloans.db import Database, json_value
 from fastloans.events import ApplicationSubmitted, Facts, Topic
 from fastloans.settings import Settings
 from fastloans_gateway.problems import Problem
+
+log = logging.getLogger("fastloans.gateway")
 
 OUTBOX_CHANNEL = "fastloans_outbox"
 IDEMPOTENCY_TTL = "24 hours"
@@ -29,8 +35,48 @@ def request_fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
 
 
+class OutboxNotifier:
+    """Wakes the relay after commits, outside their transactions: at most one NOTIFY in flight per process.
+
+    A NOTIFY inside the transaction would serialise every commit on PostgreSQL's notification-queue
+    lock (held through the WAL flush), and cost a round trip per request. A lost wake-up only delays
+    publishing until the relay's next poll.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._wanted = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start sending notifications in the background."""
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the background task."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def poke(self) -> None:
+        """Ask for a NOTIFY after what has been committed so far."""
+        self._wanted.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            try:
+                async with self.db.connection() as conn:
+                    await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+            except Exception as error:
+                log.warning("could not wake the outbox relay", extra={"error.type": type(error).__name__})
+                await asyncio.sleep(0.5)
+
+
 async def _enqueue(conn: asyncpg.Connection, settings: Settings, row: asyncpg.Record,
-                   headers: dict[str, str]) -> None:
+                   headers: dict[str, str], *, notify: bool = True) -> None:
     event = ApplicationSubmitted(
         application_id=row["id"],
         tenant_id=row["tenant_id"],
@@ -43,12 +89,13 @@ async def _enqueue(conn: asyncpg.Connection, settings: Settings, row: asyncpg.Re
         settings.topic(Topic.SUBMITTED.value), str(row["id"]), event.encode(),
         orjson.dumps({**{k: v.decode() for k, v in event.headers()}, **headers}).decode(),
     )
-    await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+    if notify:
+        await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
 
 
 async def submit(
     db: Database, settings: Settings, *, tenant_id: uuid.UUID, body: dict[str, Any],
-    idempotency_key: str | None, trace: dict[str, str], render: Any,
+    idempotency_key: str | None, trace: dict[str, str], render: Any, notify: Callable[[], None] | None = None,
 ) -> tuple[int, dict[str, Any], bool]:
     """Store a new application and its outbox row in one transaction.
 
@@ -82,13 +129,15 @@ async def submit(
             uuid.uuid4(), tenant_id, body["applicant_name"], body["credit_score"], body["loan_amount"],
             body["loan_purpose"], body["monthly_income"], body["monthly_debt"], body["employment_status"],
         )
-        await _enqueue(conn, settings, row, trace)
+        await _enqueue(conn, settings, row, trace, notify=notify is None)
         response = render(row)
         if idempotency_key:
             await conn.execute(
                 "UPDATE idempotency_keys SET status_code = 202, response = $3::jsonb WHERE tenant_id = $1 AND key = $2",
                 tenant_id, idempotency_key, orjson.dumps(response).decode(),
             )
+    if notify is not None:
+        notify()
     return 202, response, False
 
 
@@ -112,7 +161,8 @@ async def withdrawn_or_missing(db: Database, *, tenant_id: uuid.UUID, applicatio
 
 
 async def revise(db: Database, settings: Settings, *, tenant_id: uuid.UUID, application_id: uuid.UUID,
-                 changes: dict[str, Any], trace: dict[str, str]) -> asyncpg.Record | None:
+                 changes: dict[str, Any], trace: dict[str, str],
+                 notify: Callable[[], None] | None = None) -> asyncpg.Record | None:
     """Apply `changes` as a new revision, pending again, and queue it for a decision."""
     assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=3))
     async with db.connection() as conn, conn.transaction():
@@ -124,7 +174,9 @@ async def revise(db: Database, settings: Settings, *, tenant_id: uuid.UUID, appl
             application_id, tenant_id, *changes.values(),
         )
         if row is not None:
-            await _enqueue(conn, settings, row, trace)
+            await _enqueue(conn, settings, row, trace, notify=notify is None)
+    if row is not None and notify is not None:
+        notify()
     return row
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
@@ -42,6 +43,7 @@ class Authenticator:
         self.burst = burst
         self._cache: dict[bytes, tuple[float, Caller | None]] = {}
         self._buckets: dict[bytes, _Bucket] = {}
+        self._lookups: dict[bytes, asyncio.Future[Caller | None]] = {}
 
     async def authenticate(self, authorization: str | None) -> Caller:
         """The caller for an `Authorization: Bearer <key>` header, or a 401."""
@@ -57,7 +59,7 @@ class Authenticator:
         if cached is not None and cached[0] > now:
             caller = cached[1]
         else:
-            caller = await self._lookup(digest)
+            caller = await self._shared_lookup(digest)
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[digest] = (now + self.ttl, caller)
@@ -65,6 +67,14 @@ class Authenticator:
             raise _unauthorized("unknown or revoked API key")
         self._throttle(digest, now)
         return caller
+
+    async def _shared_lookup(self, digest: bytes) -> Caller | None:
+        # Requests that miss the cache at the same moment share one query instead of one each.
+        pending = self._lookups.get(digest)
+        if pending is None:
+            pending = self._lookups[digest] = asyncio.ensure_future(self._lookup(digest))
+            pending.add_done_callback(lambda _: self._lookups.pop(digest, None))
+        return await asyncio.shield(pending)
 
     async def _lookup(self, digest: bytes) -> Caller | None:
         async with self.db.connection() as conn:
@@ -81,8 +91,9 @@ class Authenticator:
         bucket = self._buckets.get(digest)
         if bucket is None:
             bucket = self._buckets[digest] = _Bucket(tokens=float(self.burst), updated=now)
-        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
-        bucket.updated = now
+        # `now` was read before the key lookup awaited; a request that overtook it may have moved `updated` on.
+        bucket.tokens = min(float(self.burst), bucket.tokens + max(0.0, now - bucket.updated) * self.rate)
+        bucket.updated = max(bucket.updated, now)
         if bucket.tokens < 1.0:
             retry = max(1, math.ceil((1.0 - bucket.tokens) / self.rate))
             raise Problem(429, "rate limit exceeded for this API key; retry later",

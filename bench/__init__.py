@@ -1,0 +1,1 @@
+"""Open-loop benchmark of the Fast Loans pipeline (`make bench`)."""

@@ -1,0 +1,369 @@
+"""The load generator: raw HTTP/1.1 keep-alive connections, one request in flight per connection.
+
+Open loop: request i is due at `start + i / rate` whether or not earlier ones
+have answered, and its latency is measured from that intended time, so a slow
+server shows up as queueing instead of being hidden by a client that waits.
+Closed loop (`rate=None`): `connections` clients send back to back, for
+throughput ceilings. Each generator runs in its own process (uvloop, httptools).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import multiprocessing as mp
+import time
+from array import array
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import httptools
+import orjson
+
+REQUEST_TIMEOUT = 30.0
+PROGRESS_SECONDS = 1.0
+
+
+@dataclass
+class Job:
+    """One generator process's share of a phase."""
+
+    host: str
+    port: int
+    requests: list[bytes]
+    duration: float
+    rate: float | None
+    connections: int
+    start_at: float
+    phase_offset: float = 0.0
+    keep_ids: bool = False
+
+
+@dataclass
+class Outcome:
+    """What one generator process saw: one entry per request, in send order."""
+
+    intended: array = field(default_factory=lambda: array("d"))
+    latency: array = field(default_factory=lambda: array("d"))
+    status: array = field(default_factory=lambda: array("H"))
+    accepted: list[str] = field(default_factory=list)
+    send_lag: array = field(default_factory=lambda: array("d"))
+    timeouts: int = 0
+
+
+class _Conn(asyncio.Protocol):
+    """A keep-alive HTTP/1.1 client connection with an httptools response parser."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.body = bytearray()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            self._fail(error)
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result((self.parser.get_status_code(), bytes(self.body)))
+        self.body.clear()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(exc or ConnectionResetError("closed by the server"))
+
+    def _fail(self, error: BaseException) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(error)
+
+    async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        """Send one request and wait for its response."""
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return await asyncio.wait_for(self.waiter, REQUEST_TIMEOUT)
+
+    def close(self) -> None:
+        """Close the socket."""
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _Pool:
+    """Idle connections for reuse; a new one when none is idle, up to `limit` open at once."""
+
+    def __init__(self, host: str, port: int, limit: int) -> None:
+        self.host, self.port, self.limit = host, port, limit
+        self.idle: list[_Conn] = []
+        self.open = 0
+        self.freed = asyncio.Condition()
+
+    async def acquire(self) -> _Conn:
+        """An idle connection, a new one, or the next one freed."""
+        while True:
+            while self.idle:
+                conn = self.idle.pop()
+                if not conn.closed:
+                    return conn
+                self.open -= 1
+            if self.open < self.limit:
+                self.open += 1
+                try:
+                    _, conn = await asyncio.get_running_loop().create_connection(_Conn, self.host, self.port)
+                except BaseException:
+                    self.open -= 1
+                    raise
+                return conn
+            async with self.freed:
+                await self.freed.wait()
+
+    async def release(self, conn: _Conn) -> None:
+        """Return a connection (a broken one is dropped)."""
+        if conn.closed:
+            self.open -= 1
+            conn.close()
+        else:
+            self.idle.append(conn)
+        async with self.freed:
+            self.freed.notify()
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        for conn in self.idle:
+            conn.close()
+
+
+class _Run:
+    """The state of one generator process during a phase."""
+
+    def __init__(self, job: Job, progress: Connection | None) -> None:
+        self.job = job
+        self.progress = progress
+        self.outcome = Outcome()
+        self.pool = _Pool(job.host, job.port, job.connections)
+        self.done = 0
+        self.errors = 0
+
+    def _record(self, index: int, status: int, latency: float, body: bytes) -> None:
+        self.outcome.latency[index] = latency
+        self.outcome.status[index] = status
+        if self.job.keep_ids and status == 202:
+            self.outcome.accepted.append(orjson.loads(body)["id"])
+        self.done += 1
+        if not 200 <= status < 300:
+            self.errors += 1
+
+    def _slot(self, intended: float, send_lag: float) -> int:
+        out = self.outcome
+        out.intended.append(intended)
+        out.latency.append(float("nan"))
+        out.status.append(0)
+        out.send_lag.append(send_lag)
+        return len(out.intended) - 1
+
+    async def _one(self, index: int, request: bytes, intended_mono: float) -> None:
+        status, body = 0, b""
+        try:
+            conn = await self.pool.acquire()
+            try:
+                status, body = await conn.exchange(request)
+            except (TimeoutError, OSError, httptools.HttpParserError):
+                conn.closed = True
+                conn.close()
+            finally:
+                await self.pool.release(conn)
+        except OSError:
+            await asyncio.sleep(0.01)
+        self._record(index, status, time.monotonic() - intended_mono, body)
+
+    async def _report(self) -> None:
+        while self.progress is not None:
+            await asyncio.sleep(PROGRESS_SECONDS)
+            self.progress.send(("progress", self.done, self.errors))
+
+    async def open_loop(self) -> None:
+        """Send at the fixed rate; latency counts from each request's intended send time."""
+        job = self.job
+        assert job.rate is not None
+        interval = 1.0 / job.rate
+        total = int(job.duration * job.rate)
+        base_mono = time.monotonic() + (job.start_at - time.time()) + job.phase_offset * interval
+        tasks: set[asyncio.Task[None]] = set()
+        requests = itertools.cycle(job.requests)
+        for i in range(total):
+            due = base_mono + i * interval
+            wait = due - time.monotonic()
+            if wait > 0.0005:
+                await asyncio.sleep(wait)
+            index = self._slot(job.start_at + job.phase_offset * interval + i * interval,
+                               max(0.0, time.monotonic() - due))
+            task = asyncio.create_task(self._one(index, next(requests), due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.wait(tasks, timeout=REQUEST_TIMEOUT + 5)
+        self.outcome.timeouts = sum(1 for t in tasks if not t.done())
+        for task in tasks:
+            task.cancel()
+
+    async def closed_loop(self) -> None:
+        """`connections` clients send back to back until the duration is over."""
+        job = self.job
+        await asyncio.sleep(max(0.0, job.start_at - time.time()))
+        deadline = time.monotonic() + job.duration
+        requests = itertools.cycle(job.requests)
+
+        async def client() -> None:
+            while time.monotonic() < deadline:
+                now = time.monotonic()
+                index = self._slot(time.time(), 0.0)
+                await self._one(index, next(requests), now)
+
+        await asyncio.gather(*(client() for _ in range(job.connections)))
+
+    async def run(self) -> Outcome:
+        """Run the job and return what was measured."""
+        reporter = asyncio.create_task(self._report())
+        try:
+            if self.job.rate is None:
+                await self.closed_loop()
+            else:
+                await self.open_loop()
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+            self.pool.close()
+        return self.outcome
+
+
+def _main(job: Job, pipe: Connection) -> None:
+    import uvloop
+
+    uvloop.install()
+    outcome = asyncio.run(_Run(job, pipe).run())
+    pipe.send(("done", outcome))
+    pipe.close()
+
+
+class Generator:
+    """One generator process running one job; results come back over a pipe."""
+
+    def __init__(self, job: Job) -> None:
+        context = mp.get_context("spawn")
+        self.pipe, child = context.Pipe(duplex=False)
+        self.process = context.Process(target=_main, args=(job, child), daemon=True)
+        self._child_end = child
+        self.done = 0
+        self.errors = 0
+        self.outcome: Outcome | None = None
+
+    def start(self) -> None:
+        """Start the process."""
+        self.process.start()
+        self._child_end.close()
+
+    @property
+    def pid(self) -> int | None:
+        """The process id, once started."""
+        return self.process.pid
+
+    def poll(self) -> None:
+        """Read any progress or result messages waiting in the pipe."""
+        while self.outcome is None and self.pipe.poll():
+            try:
+                message: Any = self.pipe.recv()
+            except EOFError:
+                self.outcome = Outcome()
+                return
+            if message[0] == "progress":
+                self.done, self.errors = message[1], message[2]
+            else:
+                self.outcome = message[1]
+                self.done = len(self.outcome.latency)
+
+    @property
+    def finished(self) -> bool:
+        """True once the result arrived (or the process died)."""
+        if self.outcome is None and not self.process.is_alive():
+            self.poll()
+            if self.outcome is None:
+                self.outcome = Outcome()
+        return self.outcome is not None
+
+    def join(self) -> Outcome:
+        """Wait for the process and return its outcome."""
+        while not self.finished:
+            self.pipe.poll(0.2)
+            self.poll()
+        self.process.join(5)
+        assert self.outcome is not None
+        return self.outcome
+
+
+def merge(outcomes: list[Outcome]) -> Outcome:
+    """Several processes' outcomes as one."""
+    merged = Outcome()
+    for out in outcomes:
+        merged.intended.extend(out.intended)
+        merged.latency.extend(out.latency)
+        merged.status.extend(out.status)
+        merged.accepted.extend(out.accepted)
+        merged.send_lag.extend(out.send_lag)
+        merged.timeouts += out.timeouts
+    return merged
+
+
+NOOP_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n"
+                 b"connection: keep-alive\r\n\r\n{}")
+
+
+class _NoopProtocol(asyncio.Protocol):
+    """Answers every request head with a fixed 200 (requests without bodies only)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.pending = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.pending += data
+        count = self.pending.count(b"\r\n\r\n")
+        if count:
+            self.pending = self.pending.rsplit(b"\r\n\r\n", 1)[1]
+            assert self.transport is not None
+            self.transport.write(NOOP_RESPONSE * count)
+
+
+def _serve_noop(port: int) -> None:
+    import uvloop
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(_NoopProtocol, "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    uvloop.install()
+    asyncio.run(serve())
+
+
+def start_noop_server(port: int) -> mp.process.BaseProcess:
+    """A trivial HTTP server in its own process: the generator's own ceiling is measured against it."""
+    process = mp.get_context("spawn").Process(target=_serve_noop, args=(port,), daemon=True)
+    process.start()
+    return process

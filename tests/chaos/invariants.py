@@ -1,0 +1,234 @@
+"""The guarantees, checked against the database, the API and the topics after a run under faults."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from fastloans.events import ApplicationDecided, Topic
+from fastloans.kafka import connection_options
+from fastloans.settings import Settings
+from tests.chaos.fleet import GROUPS
+from tests.chaos.load import URL, LoadStats, Tracked
+
+
+@dataclass
+class Verdict:
+    """What the checks found; `ok` when nothing was lost, duplicated or resurrected."""
+
+    accepted: int = 0
+    decided: int = 0
+    withdrawn: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    resurrected: int = 0
+    api_mismatches: int = 0
+    dead_lettered: int = 0
+    redelivered: int = 0
+    outbox: int = 0
+    lag: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No loss, no duplicate, nothing resurrected, every read agrees, everything drained."""
+        return not (self.lost or self.duplicates or self.resurrected or self.api_mismatches or self.dead_lettered
+                    or self.outbox or any(self.lag.values()))
+
+    def summary(self) -> str:
+        """The counts, as one `key=value` line."""
+        return (f"accepted={self.accepted} decided={self.decided} lost={self.lost} duplicates={self.duplicates} "
+                f"resurrected={self.resurrected} withdrawn={self.withdrawn} api_mismatches={self.api_mismatches} "
+                f"dead_lettered={self.dead_lettered} redelivered_absorbed={self.redelivered} outbox={self.outbox} "
+                f"lag={sum(self.lag.values())}")
+
+    def note(self, problem: str) -> None:
+        """Keep a few examples of what went wrong, for the report."""
+        if len(self.examples) < 10:
+            self.examples.append(problem)
+
+
+async def consumer_lag(settings: Settings) -> dict[str, int]:
+    """Messages not yet committed by each pipeline consumer group."""
+    admin = AIOKafkaAdminClient(**connection_options(settings))
+    reader = AIOKafkaConsumer(**connection_options(settings))
+    await admin.start()
+    await reader.start()
+    try:
+        lag = {}
+        for group, topic in GROUPS.items():
+            name = settings.topic(topic)
+            partitions = await _partitions(admin, name)
+            ends = await reader.end_offsets(partitions)
+            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            lag[group] = sum(max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in partitions)
+        return lag
+    finally:
+        await reader.stop()
+        await admin.close()
+
+
+async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> list[TopicPartition]:
+    for _ in range(50):
+        for described in await admin.describe_topics([topic]):
+            found = sorted(p.get("partition", p.get("partition_index")) for p in described.get("partitions") or [])
+            if found:
+                return [TopicPartition(topic, p) for p in found]
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"topic {topic} has no partitions")
+
+
+async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes, bytes]]:
+    """(key, value) of every message now on `topic` (read without a consumer group)."""
+    name = settings.topic(topic)
+    admin = AIOKafkaAdminClient(**connection_options(settings))
+    reader = AIOKafkaConsumer(**connection_options(settings), enable_auto_commit=False,
+                              isolation_level="read_committed")
+    await admin.start()
+    await reader.start()
+    seen: list[tuple[bytes, bytes]] = []
+    try:
+        partitions = await _partitions(admin, name)
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        ends = await reader.end_offsets(partitions)
+        while [tp for tp in partitions if await reader.position(tp) < ends[tp]]:
+            for records in (await reader.getmany(timeout_ms=1000, max_records=5000)).values():
+                for record in records:
+                    seen.append((record.key or b"", record.value or b""))
+    finally:
+        await reader.stop()
+        await admin.close()
+    return seen
+
+
+async def pending_work(pool: asyncpg.Pool, settings: Settings, ids: list[uuid.UUID]) -> tuple[int, int, int]:
+    """(outbox rows, consumer lag, tracked applications still pending)."""
+    outbox = await pool.fetchval("SELECT count(*) FROM outbox")
+    pending = await pool.fetchval(
+        "SELECT count(*) FROM loan_applications WHERE id = ANY($1::uuid[]) AND status = 'pending'", ids)
+    lag = sum((await consumer_lag(settings)).values())
+    return outbox, lag, pending
+
+
+async def wait_drained(pool: asyncpg.Pool, settings: Settings, tracked: list[Tracked], *, within: float,
+                       progress: Callable[[str], None] = lambda _: None) -> None:
+    """Wait (bounded) until the outbox is empty, every group has caught up and no tracked application is pending."""
+    ids = [uuid.UUID(t.id) for t in tracked]
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            outbox, lag, pending = await pending_work(pool, settings, ids)
+        except Exception as error:  # a broker or the database may still be recovering
+            progress(f"drain check failed ({type(error).__name__}); retrying")
+            outbox = lag = pending = -1
+        if (outbox, lag, pending) == (0, 0, 0) or time.monotonic() > deadline:
+            return
+        progress(f"draining: outbox={outbox} lag={lag} pending={pending}")
+        await asyncio.sleep(2)
+
+
+async def verify(pool: asyncpg.Pool, settings: Settings, api_url: str, api_key: str, stats: LoadStats) -> Verdict:
+    """Check every accepted application against the database, the API and the decided topic."""
+    tracked = list(stats.accepted.values())
+    verdict = Verdict(accepted=len(tracked))
+    ids = [uuid.UUID(t.id) for t in tracked]
+    rows = {str(r["id"]): r for r in await pool.fetch(
+        "SELECT id, status, revision, risk_score FROM loan_applications WHERE id = ANY($1::uuid[])", ids)}
+    decisions: dict[str, dict[int, list[asyncpg.Record]]] = {}
+    for d in await pool.fetch("SELECT application_id, revision, outcome, risk_score FROM loan_decisions "
+                              "WHERE application_id = ANY($1::uuid[])", ids):
+        decisions.setdefault(str(d["application_id"]), {}).setdefault(d["revision"], []).append(d)
+    for t in tracked:
+        _check_one(verdict, t, rows.get(t.id), decisions.get(t.id, {}))
+    verdict.outbox = await pool.fetchval("SELECT count(*) FROM outbox")
+    verdict.lag = await consumer_lag(settings)
+    await _check_api(verdict, api_url, api_key, tracked, rows)
+    await _check_topics(verdict, settings, {t.id.encode() for t in tracked})
+    return verdict
+
+
+def _check_one(verdict: Verdict, t: Tracked, row: asyncpg.Record | None,
+               history: dict[int, list[asyncpg.Record]]) -> None:
+    if row is None:
+        verdict.lost += 1
+        verdict.note(f"{t.id}: acknowledged but not in the database")
+        return
+    for revision, records in history.items():
+        if len(records) > 1 or revision > row["revision"]:
+            verdict.duplicates += 1
+            verdict.note(f"{t.id}: {len(records)} decisions for revision {revision} (current {row['revision']})")
+    if row["status"] == "withdrawn":
+        if t.delete_sent:
+            verdict.withdrawn += 1
+        else:
+            verdict.lost += 1
+            verdict.note(f"{t.id}: withdrawn without a DELETE")
+        return
+    if t.withdrawn:
+        verdict.resurrected += 1
+        verdict.note(f"{t.id}: withdrawn (204) but now {row['status']}")
+        return
+    current = history.get(row["revision"], [])
+    if row["status"] == "pending" or not current:
+        verdict.lost += 1
+        verdict.note(f"{t.id}: revision {row['revision']} is {row['status']} with {len(current)} decisions")
+        return
+    if (current[0]["outcome"], current[0]["risk_score"]) != (row["status"], row["risk_score"]):
+        verdict.duplicates += 1
+        verdict.note(f"{t.id}: applied {row['status']}/{row['risk_score']} but recorded "
+                     f"{current[0]['outcome']}/{current[0]['risk_score']}")
+        return
+    verdict.decided += 1
+
+
+async def _check_api(verdict: Verdict, api_url: str, api_key: str, tracked: list[Tracked],
+                     rows: dict[str, asyncpg.Record]) -> None:
+    """Each application reads back over the API as the database has it (withdrawn ones answer 404)."""
+    gate = asyncio.Semaphore(16)
+
+    async def one(http: httpx.AsyncClient, t: Tracked) -> None:
+        row = rows.get(t.id)
+        if row is None:
+            return
+        async with gate:
+            for _ in range(20):
+                response = await http.get(f"{URL}/{t.id}")
+                if row["status"] == "withdrawn":
+                    if response.status_code == 404:
+                        return
+                elif response.status_code == 200 and (response.json()["status"], response.json()["revision"]) == (
+                        row["status"], row["revision"]):
+                    return
+                await asyncio.sleep(0.5)  # the replica may not have replayed the last change yet
+        if row["status"] == "withdrawn":
+            verdict.resurrected += 1
+            verdict.note(f"{t.id}: withdrawn but GET answers {response.status_code}")
+        else:
+            verdict.api_mismatches += 1
+            verdict.note(f"{t.id}: GET answers {response.status_code} {response.text[:120]}")
+
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {api_key}"},
+                                 timeout=30) as http:
+        await asyncio.gather(*(one(http, t) for t in tracked))
+
+
+async def _check_topics(verdict: Verdict, settings: Settings, keys: set[bytes]) -> None:
+    """Redelivered decisions (absorbed by the recorder) and dead letters among the tracked applications."""
+    revisions = Counter(
+        (key, ApplicationDecided.decode(value).revision)
+        for key, value in await read_topic(settings, Topic.DECIDED.value) if key in keys
+    )
+    verdict.redelivered = sum(n - 1 for n in revisions.values())
+    verdict.dead_lettered = sum(key in keys for key, _ in await read_topic(settings, Topic.DLQ.value))
+    if verdict.dead_lettered:
+        verdict.note(f"{verdict.dead_lettered} messages of accepted applications were dead-lettered")

@@ -1,0 +1,196 @@
+"""`make chaos`: the pipeline under load while services, brokers and the database fail; then the invariants.
+
+Starts a stack of its own (PostgreSQL pair, Kafka, several instances of every
+service) under `.fastloans/chaos-<pid>/`, submits applications at a steady
+rate, injects faults at random moments, waits for the pipeline to drain and
+checks every acknowledged application. Ends with one summary line and exits
+non-zero on any loss, duplicate or resurrection.
+
+    python -m tests.chaos.run --duration 180 --rate 15 --instances 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from fastloans.devstack.stack import SERVICES, Infra, Ports
+from fastloans.devstack.system import free_port
+from fastloans.tenants import issue_key
+from tests.chaos.faults import ALL_FAULTS, DEFAULT_FAULTS, FaultInjector, schedule
+from tests.chaos.fleet import Fleet
+from tests.chaos.invariants import Verdict, verify, wait_drained
+from tests.chaos.load import LoadGenerator, LoadStats
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class ChaosConfig:
+    """How long, how hard, and which faults."""
+
+    duration: float = 180.0
+    rate: float = 15.0
+    instances: int = 2
+    kafka_nodes: int = 1
+    faults: tuple[str, ...] = DEFAULT_FAULTS
+    seed: int = field(default_factory=lambda: random.SystemRandom().randrange(1_000_000))
+    drain_timeout: float = 300.0
+    durable: bool = True
+    state_dir: Path | None = None
+
+
+@dataclass
+class ChaosReport:
+    """The outcome of one run."""
+
+    config: ChaosConfig
+    verdict: Verdict
+    load: LoadStats
+    faults: dict[str, int]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """Nothing lost, duplicated or resurrected, every planned fault injected."""
+        return self.verdict.ok and sum(self.faults.values()) > 0 and self.load.rejected == 0
+
+    def line(self) -> str:
+        """The one-line summary."""
+        faults = " ".join(f"{kind}={n}" for kind, n in sorted(self.faults.items()))
+        answers = " ".join(f"{k.replace(' ', ':')}={n}" for k, n in sorted(self.load.attempts.items()))
+        return (f"{self.verdict.summary()} faults[{faults}] retries={self.load.retries} "
+                f"abandoned={self.load.abandoned} rejected={self.load.rejected} answers[{answers}] "
+                f"duration={self.seconds:.0f}s seed={self.config.seed}")
+
+
+def _say(message: str) -> None:
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+async def chaos(config: ChaosConfig, infra: Infra, fleet: Fleet, api_key: str,
+                log: Callable[[str], None] = _say) -> ChaosReport:
+    """Load + faults on a running stack, then drain and verify."""
+    rng = random.Random(config.seed)  # noqa: S311 - reproducible fault timing, not secrets
+    settings = infra.settings()
+    gateways = [fleet.url(name) for name in fleet.instances("gateway")]
+    load = LoadGenerator(gateways, api_key, rate=config.rate, seed=config.seed)
+    injector = FaultInjector(fleet, infra, rng, log)
+    plan = schedule(config.faults, config.duration, rng)
+    log(f"load {config.rate}/s for {config.duration:.0f}s; faults planned: "
+        + ", ".join(f"{kind}@{at:.0f}s" for at, kind in plan))
+    pool = await asyncpg.create_pool(infra.postgres.primary_url, min_size=0, max_size=4)
+    started = time.monotonic()
+    try:
+        # The load goes on until the duration has passed and the last fault has recovered.
+        loading = asyncio.create_task(load.run(config.duration * 10))
+        faults = asyncio.create_task(injector.run(plan, asyncio.get_running_loop().time()))
+        while not loading.done():
+            await asyncio.wait({loading}, timeout=10)
+            if faults.done() and time.monotonic() - started >= config.duration:
+                load.stop()
+            log(f"t={time.monotonic() - started:.0f}s accepted={len(load.stats.accepted)} "
+                f"in_flight={load.in_flight} retries={load.stats.retries} decided={await _decided(pool)} "
+                f"faults={sum(injector.counts.values())}")
+        await loading
+        await faults
+        log("load finished; waiting for the pipeline to drain")
+        tracked = list(load.stats.accepted.values())
+        await wait_drained(pool, settings, tracked, within=config.drain_timeout, progress=log)
+        verdict = await verify(pool, settings, gateways[0], api_key, load.stats)
+    finally:
+        await pool.close()
+    report = ChaosReport(config, verdict, load.stats, dict(injector.counts), time.monotonic() - started)
+    for example in verdict.examples:
+        log(f"problem: {example}")
+    return report
+
+
+async def _decided(pool: asyncpg.Pool) -> str:
+    try:
+        return str(await pool.fetchval(
+            "SELECT count(*) FROM loan_applications WHERE status NOT IN ('pending', 'withdrawn')", timeout=5))
+    except (TimeoutError, OSError, asyncpg.PostgresError):
+        return "?"
+
+
+async def _api_key(primary_url: str) -> str:
+    conn = await asyncpg.connect(primary_url)
+    try:
+        return (await issue_key(conn, f"chaos-{os.getpid()}", scopes=("submit", "read"))).key
+    finally:
+        await conn.close()
+
+
+def _fresh_state() -> Path:
+    base = ROOT / ".fastloans"
+    for old in base.glob("chaos-*"):
+        pid = old.name.removeprefix("chaos-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old.resolve(), ignore_errors=True)
+            if old.is_symlink():
+                old.unlink()
+    path = base / f"chaos-{os.getpid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run(config: ChaosConfig, log: Callable[[str], None] = _say) -> ChaosReport:
+    """Start a stack of its own, run `chaos` on it, and stop everything."""
+    state = config.state_dir or _fresh_state()
+    ports = Ports(pg_primary=free_port(), pg_replica=free_port(), kafka=[free_port()],
+                  kafka_controller=[free_port()], services={name: free_port() for name in SERVICES})
+    infra = Infra(state, ports, durable=config.durable, partitions=6, kafka_nodes=config.kafka_nodes,
+                  kafka_heap="384m")
+    fleet: Fleet | None = None
+    try:
+        log(f"starting the stack in {state} (Kafka nodes: {config.kafka_nodes}, "
+            f"{config.instances} instance(s) of every service)")
+        infra.start()
+        api_key = asyncio.run(_api_key(infra.postgres.primary_url))
+        fleet = Fleet.on(infra)
+        fleet.start_all(config.instances)
+        return asyncio.run(chaos(config, infra, fleet, api_key, log))
+    finally:
+        log(f"stopping the stack (logs kept in {infra.log_dir})")
+        if fleet is not None:
+            fleet.stop_all()
+        infra.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: run, print the summary line, exit 1 on any loss."""
+    parser = argparse.ArgumentParser(prog="make chaos", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=180.0, help="seconds of load (default 180)")
+    parser.add_argument("--rate", type=float, default=15.0, help="submissions per second (default 15)")
+    parser.add_argument("--instances", type=int, default=2, help="instances of every service (default 2)")
+    parser.add_argument("--kafka-nodes", type=int, default=1, help="Kafka brokers (1 or 3)")
+    parser.add_argument("--faults", default=",".join(DEFAULT_FAULTS),
+                        help=f"comma-separated, from: {', '.join(ALL_FAULTS)}")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (printed at the end)")
+    args = parser.parse_args(argv)
+    faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
+    unknown = set(faults) - set(ALL_FAULTS)
+    if unknown:
+        parser.error(f"unknown fault(s): {', '.join(sorted(unknown))}")
+    config = ChaosConfig(duration=args.duration, rate=args.rate, instances=args.instances,
+                         kafka_nodes=args.kafka_nodes, faults=faults)
+    if args.seed is not None:
+        config.seed = args.seed
+    report = run(config)
+    print(report.line(), flush=True)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -86,7 +86,7 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{_fmt(usage['peak_rss_mb'])} | {_fmt(usage['peak_process_rss_mb'])} | "
                      f"{usage['processes_max']} |")
     if results.get("profiles"):
-        lines += ["", f"## Where the time goes (py-spy, POST at {results['plan']['profile_rate']}/s)", ""]
+        lines += ["", "## Where the time goes (py-spy: the functions most often on top of the stack)", ""]
         for name, profile in results["profiles"].items():
             top = ", ".join(f"{frame} {pct}%" for frame, pct in profile.get("self_percent", [])[:6])
             lines.append(f"- **{name}** ({profile.get('samples', 0)} samples): {top}")
@@ -116,7 +116,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("latency (ms, log scale)")
     ax.set_title(f"Fast Loans latency against load ({results['date']}{', quick' if results.get('quick') else ''})")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -145,8 +145,9 @@ class Runner:
             if gen.pid:
                 self.monitor.add("load generator", gen.pid)
         backlog: list[Backlog] = []
-        profiled = self.plan.profile_rate is not None and name == f"post@{self.plan.profile_rate}/s"
-        profilers = self._start_profilers(seconds) if profiled else []
+        profiled = self.plan.profile_rate is not None and (
+            name == f"post@{self.plan.profile_rate}/s" or name == f"GET@{self.plan.get_rate}/s")
+        profilers = self._start_profilers(name, seconds) if profiled else []
         last_print = 0.0
         while not all(g.finished for g in gens):
             await asyncio.sleep(1.0)
@@ -208,7 +209,7 @@ class Runner:
 
     # -- profiles ------------------------------------------------------------
 
-    def _start_profilers(self, seconds: float) -> list[tuple[str, subprocess.Popen[bytes], Path]]:
+    def _start_profilers(self, phase: str, seconds: float) -> list[tuple[str, subprocess.Popen[bytes], Path]]:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         folder = self.results_dir / "profiles"
         folder.mkdir(parents=True, exist_ok=True)
@@ -217,21 +218,23 @@ class Runner:
             roots = self.monitor.roots.get(component)
             if not roots:
                 continue
-            out = folder / f"{component}.txt"
+            out = folder / f"{phase.split('/')[0].replace('@', '-at-')}-{component}.txt"
             argv = [spy, "record", "--format", "raw", "--subprocesses", "--nonblocking", "-r", "50",
                     "-d", str(int(seconds) + 1), "-p", str(roots[0].pid), "-o", str(out)]
+            if phase.startswith("GET") and component != "gateway":
+                continue
             started.append((component, subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                                         stderr=subprocess.DEVNULL), out))
         return started
 
     def _finish_profilers(self, profilers: list[tuple[str, subprocess.Popen[bytes], Path]]) -> None:
-        for component, proc, out in profilers:
+        for _component, proc, out in profilers:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
             if out.exists():
-                self.profiles[component] = summarise_profile(out)
+                self.profiles[out.stem] = summarise_profile(out)
 
     # -- the benchmark -------------------------------------------------------
 
@@ -298,18 +301,16 @@ class Runner:
     async def sustained(self) -> dict[str, Any]:
         """Step the rate up in short probes while the backlog stays flat, then hold the best for the full time."""
         plan = self.plan
-        best, rate, probes = 0, plan.search_start, []
-        while rate <= plan.search_max:
-            result, outcome, _ = await self.phase(f"probe@{rate}/s", "post",
-                                                  self._posts(int(rate * plan.probe_seconds)), rate=rate,
-                                                  seconds=plan.probe_seconds, connections=plan.connections)
-            self.accepted += accepted_ids(outcome)
-            flat = is_flat(result.backlog or {}, rate, plan.probe_seconds) and result.errors <= result.sent * 0.001
-            probes.append({"rate": rate, "flat": flat, "backlog": _without_series(result.backlog)})
-            await self.drain()
-            if not flat:
-                break
+        probes: list[dict[str, Any]] = []
+        best, rate = 0, plan.search_start
+        while rate <= plan.search_max and await self._probe(rate, probes):
             best, rate = rate, rate + plan.search_step
+        rate = plan.search_start - plan.search_step
+        while best == 0 and rate > 0:
+            # Not even the starting rate held: step down until one does.
+            if await self._probe(rate, probes):
+                best = rate
+            rate -= plan.search_step
         held: dict[str, Any] = {"rate": 0, "decided_per_s": 0.0, "flat": False}
         candidate = best
         attempts = 0
@@ -330,6 +331,17 @@ class Runner:
                 break
             candidate -= plan.search_step
         return {"probes": probes, "held": held}
+
+    async def _probe(self, rate: int, probes: list[dict[str, Any]]) -> bool:
+        """One short step of the search; True if the backlog stayed flat."""
+        seconds = self.plan.probe_seconds
+        result, outcome, _ = await self.phase(f"probe@{rate}/s", "post", self._posts(int(rate * seconds)),
+                                              rate=rate, seconds=seconds, connections=self.plan.connections)
+        self.accepted += accepted_ids(outcome)
+        flat = is_flat(result.backlog or {}, rate, seconds) and result.errors <= result.sent * 0.001
+        probes.append({"rate": rate, "flat": flat, "backlog": _without_series(result.backlog)})
+        await self.drain()
+        return flat
 
     def usage(self) -> dict[str, dict[str, float]]:
         """CPU seconds, average CPU and peak RSS of each component over the run."""

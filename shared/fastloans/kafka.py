@@ -9,6 +9,7 @@ topic with the error in their headers, and the consumer moves on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -95,10 +96,8 @@ async def create_topics(
             if settings.topic(t.value) not in existing
         ]
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process created them meanwhile
                 await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass
             created = [t.name for t in wanted]
     finally:
         await admin.close()
@@ -288,7 +287,8 @@ class BatchConsumer:
                 await asyncio.sleep(backoff)
 
     async def _dead_letter(self, record: ConsumerRecord, error: BaseException) -> None:
-        headers = list(record.headers or []) + [
+        headers = [
+            *(record.headers or []),
             ("dlq-error", f"{type(error).__name__}: {error}"[:1000].encode("utf-8", "replace")),
             ("dlq-source-topic", record.topic.encode()),
             ("dlq-source-partition", str(record.partition).encode()),

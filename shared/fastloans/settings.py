@@ -122,12 +122,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        if self.kafka_security_protocol.startswith("SASL_"):
-            if not (self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password):
-                raise ValueError(
-                    "KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required "
-                    f"when KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
-                )
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                "KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required "
+                f"when KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
+            )
         if self.environment == "production":
             for name, secret in (("DATABASE_PASSWORD", self.database_password),
                                  ("KAFKA_SASL_PASSWORD", self.kafka_sasl_password)):

@@ -235,3 +235,11 @@ async def test_docs_page_may_load_swagger_ui(api_url: str) -> None:
     assert "cdn.jsdelivr.net" not in api.headers["content-security-policy"]
     schema = api.json()["components"]["schemas"]["LoanApplicationUpdate"]["properties"]["credit_score"]
     assert "anyOf" not in schema and schema["type"] == "integer"
+
+
+async def test_noop_floor_endpoint_is_unauthenticated_and_undocumented(api_url: str) -> None:
+    async with httpx.AsyncClient(base_url=api_url) as http:
+        response = await http.get("/noop")
+        spec = (await http.get("/openapi.json")).json()
+    assert response.status_code == 200
+    assert "/noop" not in spec["paths"]

@@ -40,7 +40,8 @@ async def caller(request: Request) -> Caller:
 CallerDep = Annotated[Caller, Depends(caller)]
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"description": description, "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    status: {"description": description,
+             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     for status, description in (
         (400, "Malformed request (not JSON, not UTF-8, bad cursor)"),
         (401, "Missing, unknown or revoked API key"),

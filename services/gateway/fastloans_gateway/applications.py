@@ -114,7 +114,8 @@ async def submit(
             )
             if not owned:
                 first = await conn.fetchrow(
-                    "SELECT request_hash, status_code, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+                    "SELECT request_hash, status_code, response FROM idempotency_keys "
+                    "WHERE tenant_id = $1 AND key = $2",
                     tenant_id, idempotency_key,
                 )
                 if first["request_hash"] != fingerprint:

@@ -136,7 +136,7 @@ class OutboxRelay:
                 self._listener = await asyncpg_connect(self.settings.primary_dsn(), self.settings)
                 await self._listener.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
                 self._wake.set()  # catch up with anything committed while disconnected
-                while not self._listener.is_closed():
+                while not self._listener.is_closed():  # noqa: ASYNC110 - asyncpg exposes no awaitable close
                     await asyncio.sleep(1)
             except asyncio.CancelledError:
                 raise
@@ -158,7 +158,8 @@ class OutboxRelay:
                     OUTBOX_BACKLOG.set(row["backlog"])
                     OUTBOX_OLDEST_AGE.set(row["age"])
                     if time.monotonic() - last_cleanup > 600:
-                        await conn.execute("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'")
+                        await conn.execute(
+                            "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'")
                         last_cleanup = time.monotonic()
             except asyncio.CancelledError:
                 raise

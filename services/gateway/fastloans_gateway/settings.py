@@ -18,7 +18,8 @@ class GatewaySettings(Settings):
     web_concurrency: int = Field(1, ge=1, le=64, validation_alias="WEB_CONCURRENCY")
     max_body_bytes: int = Field(16_384, ge=1024, le=10_485_760, validation_alias="MAX_BODY_BYTES")
     # Comma-separated origins; empty keeps CORS closed. NoDecode: the raw string is split below, not parsed as JSON.
-    cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="CORS_ALLOW_ORIGINS")
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="CORS_ALLOW_ORIGINS")
     auth_cache_seconds: float = Field(5.0, ge=0, le=300, validation_alias="AUTH_CACHE_SECONDS")
     rate_limit_per_second: float = Field(200.0, ge=0, validation_alias="RATE_LIMIT_PER_SECOND")
     rate_limit_burst: int = Field(400, ge=1, validation_alias="RATE_LIMIT_BURST")

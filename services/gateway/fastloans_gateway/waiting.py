@@ -45,13 +45,13 @@ class DecisionWaiters:
         if self._conn is not None and not self._conn.is_closed():
             await self._conn.close()
 
-    async def wait(self, application_id: uuid.UUID, timeout: float) -> None:
-        """Return when a decision for the application is announced, or after `timeout` seconds."""
+    async def wait(self, application_id: uuid.UUID, seconds: float) -> None:
+        """Return when a decision for the application is announced, or after `seconds`."""
         event = asyncio.Event()
         self._waiters[application_id].add(event)
         try:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+                await asyncio.wait_for(event.wait(), seconds)
         finally:
             waiters = self._waiters.get(application_id)
             if waiters is not None:
@@ -72,7 +72,7 @@ class DecisionWaiters:
             try:
                 self._conn = await asyncpg_connect(self.settings.primary_dsn(), self.settings)
                 await self._conn.add_listener(DECIDED_CHANNEL, self._notified)
-                while not self._conn.is_closed():
+                while not self._conn.is_closed():  # noqa: ASYNC110 - asyncpg exposes no awaitable close
                     await asyncio.sleep(1)
             except asyncio.CancelledError:
                 raise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -100,7 +99,7 @@ class Database:
             if read and self.replica is not self.primary:
                 try:
                     driver = await _checkout(stack, self.replica)
-                except (OSError, asyncio.TimeoutError, DBAPIError) as error:
+                except (TimeoutError, OSError, DBAPIError) as error:
                     # A replica outage degrades reads to the primary instead of failing them.
                     log.warning("replica unavailable; reading from the primary",
                                 extra={"error.type": type(error).__name__})

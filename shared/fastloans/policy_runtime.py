@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import ClassVar
 
-from fastloans.events import EventDecodeError, Facts, PolicyRef
+from fastloans.events import EventDecodeError, Facts, PolicyRef, Topic
 from fastloans.policy import ApplicationFacts, Policy, PolicyStore
 from fastloans.settings import Settings
+from fastloans.worker import PipelineWorker
 
 
 class Policies:
@@ -45,3 +47,24 @@ def facts_of(facts: Facts) -> ApplicationFacts:
         return ApplicationFacts.from_mapping(facts.model_dump())
     except (TypeError, ValueError) as error:
         raise EventDecodeError(f"invalid facts: {error}") from None
+
+
+class PolicyWorker(PipelineWorker):
+    """A pipeline consumer that decides with the credit policy (risk, approval) and produces to `output_topic`."""
+
+    output_topic: ClassVar[Topic]
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.policies = Policies(settings)
+        self.output = settings.topic(self.output_topic.value)
+
+    async def start(self) -> None:
+        """Start watching the policy files, then consuming."""
+        self.policies.start()
+        await super().start()
+
+    async def stop(self) -> None:
+        """Stop consuming, then stop watching the policy files."""
+        await super().stop()
+        await self.policies.stop()

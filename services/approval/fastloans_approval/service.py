@@ -10,10 +10,9 @@ from pydantic import Field
 from fastloans.events import ApplicationDecided, ApplicationScored, EventDecodeError, Topic
 from fastloans.kafka import send_all, trace_headers
 from fastloans.policy import Contribution, decide, score
-from fastloans.policy_runtime import Policies, facts_of, policy_ref
+from fastloans.policy_runtime import PolicyWorker, facts_of, policy_ref
 from fastloans.runtime import run_worker
 from fastloans.settings import Settings, load_settings
-from fastloans.worker import PipelineWorker
 
 
 class ApprovalSettings(Settings):
@@ -34,25 +33,11 @@ def contributions_of(event: ApplicationScored) -> tuple[Contribution, ...]:
         raise EventDecodeError(f"invalid contributions: {error}") from None
 
 
-class ApprovalWorker(PipelineWorker):
+class ApprovalWorker(PolicyWorker):
     """Decides every scored application."""
 
     input_topic = Topic.SCORED
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.policies = Policies(settings)
-        self.output = settings.topic(Topic.DECIDED.value)
-
-    async def start(self) -> None:
-        """Start watching the policy file, then consuming."""
-        self.policies.start()
-        await super().start()
-
-    async def stop(self) -> None:
-        """Stop consuming, then stop watching the policy file."""
-        await super().stop()
-        await self.policies.stop()
+    output_topic = Topic.DECIDED
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
         """Decide a batch and produce every decision before returning."""

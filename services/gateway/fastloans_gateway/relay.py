@@ -16,10 +16,9 @@ import contextlib
 import logging
 import time
 
-import asyncpg
 from pydantic import Field
 
-from fastloans.db import Database, asyncpg_connect, json_value
+from fastloans.db import Database, json_value, listen_forever
 from fastloans.kafka import TRACE_HEADERS, is_transient, make_producer, send_all
 from fastloans.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED, sample_database
 from fastloans.runtime import run_worker
@@ -50,7 +49,6 @@ class OutboxRelay:
         self.producer = make_producer(settings)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
         self._kafka_ok = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -58,7 +56,9 @@ class OutboxRelay:
         """Start the producer and the LISTEN connection."""
         await self.producer.start()
         self._kafka_ok = True
-        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._gauges()),
+        # After a reconnection, `on_connect` wakes the loop to catch up with rows committed meanwhile.
+        listener = listen_forever(self.settings, OUTBOX_CHANNEL, lambda *_: self._wake.set(), on_connect=self._wake.set)
+        self._tasks = [asyncio.create_task(listener), asyncio.create_task(self._gauges()),
                        asyncio.create_task(sample_database(self.db))]
 
     def request_stop(self) -> None:
@@ -72,8 +72,6 @@ class OutboxRelay:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._listener is not None and not self._listener.is_closed():
-            await self._listener.close()
         await self.producer.stop()
         await self.db.dispose()
 
@@ -129,20 +127,6 @@ class OutboxRelay:
             for trace, row in zip(traces, rows, strict=True):
                 trail.info("outbox row published", extra={**trace.log_fields(), "event.dataset": row["topic"]})
         return len(rows)
-
-    async def _listen(self) -> None:
-        while True:
-            try:
-                self._listener = await asyncpg_connect(self.settings.primary_dsn(), self.settings)
-                await self._listener.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
-                self._wake.set()  # catch up with anything committed while disconnected
-                while not self._listener.is_closed():  # noqa: ASYNC110 - asyncpg exposes no awaitable close
-                    await asyncio.sleep(1)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("outbox listener disconnected", extra={"error.type": type(error).__name__})
-            await asyncio.sleep(1)
 
     async def _gauges(self) -> None:
         last_cleanup = 0.0

@@ -13,9 +13,7 @@ import logging
 import uuid
 from collections import defaultdict
 
-import asyncpg
-
-from fastloans.db import asyncpg_connect
+from fastloans.db import listen_forever
 from fastloans.settings import Settings
 
 log = logging.getLogger("fastloans.gateway.waiting")
@@ -30,11 +28,10 @@ class DecisionWaiters:
         self.settings = settings
         self._waiters: dict[uuid.UUID, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
-        self._conn: asyncpg.Connection | None = None
 
     def start(self) -> None:
         """Keep a LISTEN connection open in the background."""
-        self._task = asyncio.create_task(self._listen())
+        self._task = asyncio.create_task(listen_forever(self.settings, DECIDED_CHANNEL, self._notified))
 
     async def stop(self) -> None:
         """Close the LISTEN connection."""
@@ -42,8 +39,6 @@ class DecisionWaiters:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._conn is not None and not self._conn.is_closed():
-            await self._conn.close()
 
     async def wait(self, application_id: uuid.UUID, seconds: float) -> None:
         """Return when a decision for the application is announced, or after `seconds`."""
@@ -66,16 +61,3 @@ class DecisionWaiters:
             return
         for event in self._waiters.get(application_id, ()):
             event.set()
-
-    async def _listen(self) -> None:
-        while True:
-            try:
-                self._conn = await asyncpg_connect(self.settings.primary_dsn(), self.settings)
-                await self._conn.add_listener(DECIDED_CHANNEL, self._notified)
-                while not self._conn.is_closed():  # noqa: ASYNC110 - asyncpg exposes no awaitable close
-                    await asyncio.sleep(1)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("decision listener disconnected; reconnecting", extra={"error.type": type(error).__name__})
-            await asyncio.sleep(1)

@@ -10,10 +10,9 @@ from pydantic import Field
 from fastloans.events import ApplicationScored, ApplicationSubmitted, Topic
 from fastloans.kafka import send_all, trace_headers
 from fastloans.policy import evaluate, score
-from fastloans.policy_runtime import Policies, facts_of, policy_ref
+from fastloans.policy_runtime import PolicyWorker, facts_of, policy_ref
 from fastloans.runtime import run_worker
 from fastloans.settings import Settings, load_settings
-from fastloans.worker import PipelineWorker
 
 
 class RiskSettings(Settings):
@@ -23,25 +22,11 @@ class RiskSettings(Settings):
     http_port: int = Field(8001, ge=1, le=65535, validation_alias="HTTP_PORT")
 
 
-class RiskWorker(PipelineWorker):
+class RiskWorker(PolicyWorker):
     """Scores every submitted application."""
 
     input_topic = Topic.SUBMITTED
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.policies = Policies(settings)
-        self.output = settings.topic(Topic.SCORED.value)
-
-    async def start(self) -> None:
-        """Start watching the policy files, then consuming."""
-        self.policies.start()
-        await super().start()
-
-    async def stop(self) -> None:
-        """Stop consuming, then stop watching the policy files."""
-        await super().stop()
-        await self.policies.stop()
+    output_topic = Topic.SCORED
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
         """Score a batch and produce every score before returning."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -119,3 +120,30 @@ async def asyncpg_connect(dsn: str, settings: Settings | None = None, **kwargs: 
     """One raw asyncpg connection (for LISTEN/NOTIFY and bulk reads)."""
     ssl = settings.database_ssl() if settings is not None else None
     return await asyncpg.connect(dsn, ssl=ssl, timeout=10, **kwargs)
+
+
+async def listen_forever(settings: Settings, channel: str, callback: Callable[..., None],
+                         *, on_connect: Callable[[], None] | None = None) -> None:
+    """LISTEN on `channel` of the primary until cancelled, reconnecting after any failure.
+
+    `on_connect` runs after each (re)connection, so a caller can catch up with
+    notifications it missed while disconnected.
+    """
+    while True:
+        conn: asyncpg.Connection | None = None
+        try:
+            conn = await asyncpg_connect(settings.primary_dsn(), settings)
+            await conn.add_listener(channel, callback)
+            if on_connect is not None:
+                on_connect()
+            while not conn.is_closed():  # noqa: ASYNC110 - asyncpg exposes no awaitable close
+                await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("listener disconnected; reconnecting", extra={"error.type": type(error).__name__,
+                                                                      "event.dataset": channel})
+        finally:
+            if conn is not None and not conn.is_closed():
+                await conn.close()
+        await asyncio.sleep(1)

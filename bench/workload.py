@@ -8,11 +8,12 @@ import uuid
 import orjson
 
 from bench.loadgen import Outcome
+from fastloans.policy import EMPLOYMENT_STATUSES, LOAN_PURPOSES
 
 API_PATH = "/api/v1/loan_applications"
 NOOP_PATH = "/noop"
-PURPOSES = ("home_improvement", "auto", "business", "education", "debt_consolidation", "medical", "personal")
-EMPLOYMENT = ("employed", "self-employed", "unemployed", "retired", "student")
+PURPOSES = LOAN_PURPOSES
+EMPLOYMENT = EMPLOYMENT_STATUSES
 FIRST = ("Alex", "Sam", "Robin", "Kim", "Jordan", "Taylor", "Casey", "Morgan")
 LAST = ("Smith", "Jones", "Brown", "Garcia", "Martin", "Lee", "Walker", "Young")
 

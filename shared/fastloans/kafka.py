@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
@@ -156,8 +155,6 @@ class ConsumerStats:
     processed: int = 0
     dead_lettered: int = 0
     failures: int = 0
-    last_batch_at: float = 0.0
-    assigned: set[TopicPartition] = field(default_factory=set)
 
 
 class BatchConsumer:
@@ -218,7 +215,6 @@ class BatchConsumer:
                 continue
             await self._process(records)
             await self._commit()
-            self.stats.last_batch_at = time.monotonic()
 
     async def _commit(self) -> None:
         backoff = 0.1

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from bench.workload import application
+
 URL = "/api/v1/loan_applications"
-PURPOSES = ("home_improvement", "business", "education", "debt_consolidation", "auto", "medical", "other")
-EMPLOYMENT = ("employed", "self-employed", "unemployed")
 
 
 @dataclass
@@ -43,20 +43,6 @@ class LoadStats:
     unexpected_404: int = 0
     replayed: int = 0
     skipped: int = 0
-
-
-def application_body(rng: random.Random, n: int) -> dict[str, object]:
-    """A valid application with varied facts (so every outcome occurs)."""
-    income = rng.randint(1500, 12000)
-    return {
-        "applicant_name": f"Load Applicant {n}",
-        "credit_score": rng.randint(520, 840),
-        "loan_amount": f"{rng.randint(500, 9000)}.00",
-        "loan_purpose": rng.choice(PURPOSES),
-        "monthly_income": f"{income}.00",
-        "monthly_debt": f"{rng.randint(0, income // 2)}.00",
-        "employment_status": rng.choice(EMPLOYMENT),
-    }
 
 
 class LoadGenerator:
@@ -94,7 +80,7 @@ class LoadGenerator:
                     if len(self._tasks) >= self.max_in_flight:
                         self.stats.skipped += 1
                         continue
-                    self._spawn(self._submit(n))
+                    self._spawn(self._submit())
                 await asyncio.sleep(min(0.05, 1 / self.rate))
             while self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -141,8 +127,8 @@ class LoadGenerator:
             await asyncio.sleep(wait)
             backoff = min(backoff * 2, 2.0)
 
-    async def _submit(self, n: int) -> None:
-        body = application_body(self.rng, n)
+    async def _submit(self) -> None:
+        body = application(self.rng)
         key = str(uuid.uuid4())
         response, _ = await self._request("POST", URL, json=body, headers={"Idempotency-Key": key})
         if response is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +53,7 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     options = {
         "acks": "all",
         "enable_idempotence": True,
-        "linger_ms": 2,
+        "linger_ms": settings.kafka_linger_ms,
         "max_batch_size": 256 * 1024,
         "request_timeout_ms": 30_000,
         **connection_options(settings),
@@ -69,6 +70,8 @@ def make_consumer(settings: Settings, *topics: str, group: str, **overrides: Any
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
         "max_poll_records": 500,
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+        "fetch_min_bytes": settings.kafka_fetch_min_bytes,
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 1_000,
         "rebalance_timeout_ms": 30_000,
@@ -207,13 +210,29 @@ class BatchConsumer:
         return bool(self.consumer.assignment())
 
     async def run(self) -> None:
-        """Consume until `request_stop` is called."""
+        """Consume until `request_stop` is called.
+
+        Offsets are committed only for batches already handled, at most every
+        KAFKA_COMMIT_INTERVAL_MS while busy and at once when the topic goes quiet or
+        the consumer stops. A crash in between redelivers those batches, which
+        every stage absorbs (decisions are keyed on application and revision).
+        """
+        interval = self.settings.kafka_commit_interval_ms / 1000
+        pending = False
+        last_commit = time.monotonic()
         while not self._stopping.is_set():
             batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
             records = [record for partition_records in batches.values() for record in partition_records]
-            if not records:
-                continue
-            await self._process(records)
+            if records:
+                await self._process(records)
+                pending = True
+            if pending and (not records or time.monotonic() - last_commit >= interval):
+                await self._commit()
+                pending = False
+                last_commit = time.monotonic()
+        # Only after a finished batch: an exception or cancellation above leaves a batch half done,
+        # and committing the consumer's position then would skip it.
+        if pending:
             await self._commit()
 
     async def _commit(self) -> None:

@@ -118,11 +118,9 @@ async def sample_database(db: Database, *, interval: float = 5.0) -> None:
     """Keep the connection-pool and replica-lag gauges current until cancelled."""
     pools = {"primary": db.primary} if db.replica is db.primary else {"primary": db.primary, "replica": db.replica}
     while True:
-        for name, engine in pools.items():
-            pool = engine.pool
-            in_use = pool.checkedout()  # type: ignore[attr-defined]
-            DB_POOL_IN_USE.labels(name).set(in_use)
-            DB_POOL_SIZE.labels(name).set(in_use + pool.checkedin())  # type: ignore[attr-defined]
+        for name, pool in pools.items():
+            DB_POOL_IN_USE.labels(name).set(pool.in_use)
+            DB_POOL_SIZE.labels(name).set(pool.opened)
         if "replica" in pools:
             try:
                 async with db.connection(read=True) as conn:

@@ -79,6 +79,20 @@ class Settings(BaseSettings):
         None, validation_alias=_alias("KAFKA_GROUP_INSTANCE_ID", "FASTLOANS_INSTANCE")
     )
 
+    # Batching: how long a producer waits to fill a batch, how long a fetch waits for data, and how often
+    # a consumer commits its offsets (0: after every batch). Longer means fewer, larger Kafka requests
+    # (less CPU per message) and a little more latency per hop; see docs/performance.md.
+    kafka_linger_ms: int = Field(2, ge=0, le=1000, validation_alias=_alias("KAFKA_LINGER_MS"))
+    kafka_fetch_max_wait_ms: int = Field(500, ge=0, le=10_000, validation_alias=_alias("KAFKA_FETCH_MAX_WAIT_MS"))
+    kafka_fetch_min_bytes: int = Field(1, ge=1, le=10 * 1024 * 1024, validation_alias=_alias("KAFKA_FETCH_MIN_BYTES"))
+    kafka_commit_interval_ms: int = Field(
+        100, ge=0, le=60_000, validation_alias=_alias("KAFKA_COMMIT_INTERVAL_MS")
+    )
+
+    # The outbox relay waits this long after a partial batch before taking the next, so rows arriving
+    # meanwhile share one transaction and one produce request; the gateway wakes it at most this often.
+    outbox_linger_ms: int = Field(5, ge=0, le=1000, validation_alias=_alias("OUTBOX_LINGER_MS"))
+
     # This process's HTTP port (the API for the gateway; health and metrics for the others).
     http_host: str = Field("127.0.0.1", validation_alias=_alias("HTTP_HOST"))
     http_port: int = Field(8000, ge=1, le=65535, validation_alias=_alias("HTTP_PORT", "PORT"))

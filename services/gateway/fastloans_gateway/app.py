@@ -135,7 +135,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                                        burst=settings.rate_limit_burst)
         app.state.waiters = DecisionWaiters(settings)
         app.state.waiters.start()
-        app.state.outbox = OutboxNotifier(db)
+        app.state.outbox = OutboxNotifier(db, interval=settings.outbox_linger_ms / 1000)
         app.state.outbox.start()
         sampler = asyncio.create_task(sample_database(db))
         try:

@@ -7,7 +7,8 @@ import contextlib
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -36,15 +37,17 @@ def request_fingerprint(body: dict[str, Any]) -> str:
 
 
 class OutboxNotifier:
-    """Wakes the relay after commits, outside their transactions: at most one NOTIFY in flight per process.
+    """Wakes the relay after commits, outside their transactions: at most one NOTIFY per `interval`.
 
     A NOTIFY inside the transaction would serialise every commit on PostgreSQL's notification-queue
-    lock (held through the WAL flush), and cost a round trip per request. A lost wake-up only delays
-    publishing until the relay's next poll.
+    lock (held through the WAL flush), and cost a round trip per request. A NOTIFY is itself a small
+    write transaction, so under load one is sent per `interval` (OUTBOX_LINGER_MS) for every commit
+    since the last. A lost wake-up only delays publishing until the relay's next poll.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, interval: float = 0.0) -> None:
         self.db = db
+        self.interval = interval
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -73,70 +76,114 @@ class OutboxNotifier:
             except Exception as error:
                 log.warning("could not wake the outbox relay", extra={"error.type": type(error).__name__})
                 await asyncio.sleep(0.5)
+            if self.interval:
+                await asyncio.sleep(self.interval)
+
+
+def _outbox_values(settings: Settings, application: Mapping[str, Any],
+                   headers: dict[str, str]) -> tuple[str, str, bytes, str]:
+    """(topic, key, payload, headers) of the outbox row announcing `application` (a row or its values)."""
+    event = ApplicationSubmitted(
+        application_id=application["id"],
+        tenant_id=application["tenant_id"],
+        revision=application["revision"],
+        submitted_at=application["submitted_at"],
+        facts=Facts(**{name: application[name] for name in FACT_FIELDS}),
+    )
+    return (settings.topic(Topic.SUBMITTED.value), str(application["id"]), event.encode(),
+            orjson.dumps({**{k: v.decode() for k, v in event.headers()}, **headers}).decode())
 
 
 async def _enqueue(conn: asyncpg.Connection, settings: Settings, row: asyncpg.Record,
                    headers: dict[str, str], *, notify: bool = True) -> None:
-    event = ApplicationSubmitted(
-        application_id=row["id"],
-        tenant_id=row["tenant_id"],
-        revision=row["revision"],
-        submitted_at=row["submitted_at"],
-        facts=Facts(**{name: row[name] for name in FACT_FIELDS}),
-    )
     await conn.execute(
         "INSERT INTO outbox (topic, key, payload, headers) VALUES ($1, $2, $3, $4::jsonb)",
-        settings.topic(Topic.SUBMITTED.value), str(row["id"]), event.encode(),
-        orjson.dumps({**{k: v.decode() for k, v in event.headers()}, **headers}).decode(),
+        *_outbox_values(settings, row, headers),
     )
     if notify:
         await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+
+
+# The application row and its outbox row in one statement: one round trip, atomic without BEGIN/COMMIT.
+SUBMIT = """
+WITH application AS (
+    INSERT INTO loan_applications (id, tenant_id, revision, status, applicant_name, credit_score, loan_amount,
+                                   loan_purpose, monthly_income, monthly_debt, employment_status, submitted_at,
+                                   created_at, updated_at)
+    VALUES ($1, $2, 1, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $10, $10)
+)
+INSERT INTO outbox (topic, key, payload, headers) VALUES ($11, $12, $13, $14::jsonb)
+"""
+
+
+def _new_application(tenant_id: uuid.UUID, body: dict[str, Any]) -> dict[str, Any]:
+    """The row a new application will have (revision 1, pending, submitted now)."""
+    now = datetime.now(UTC)
+    return {
+        "id": uuid.uuid4(), "tenant_id": tenant_id, "revision": 1, "status": "pending",
+        **{name: body[name] for name in ("applicant_name", *FACT_FIELDS)},
+        "risk_score": None, "is_approved": None, "reasons": None, "policy_version": None,
+        "submitted_at": now, "decided_at": None, "created_at": now,
+    }
+
+
+async def _insert(conn: asyncpg.Connection, settings: Settings, application: dict[str, Any],
+                  trace: dict[str, str]) -> None:
+    await conn.execute(
+        SUBMIT,
+        application["id"], application["tenant_id"], application["applicant_name"], application["credit_score"],
+        application["loan_amount"], application["loan_purpose"], application["monthly_income"],
+        application["monthly_debt"], application["employment_status"], application["submitted_at"],
+        *_outbox_values(settings, application, trace),
+    )
 
 
 async def submit(
     db: Database, settings: Settings, *, tenant_id: uuid.UUID, body: dict[str, Any],
     idempotency_key: str | None, trace: dict[str, str], render: Any, notify: Callable[[], None] | None = None,
 ) -> tuple[int, dict[str, Any], bool]:
-    """Store a new application and its outbox row in one transaction.
+    """Store a new application and its outbox row atomically.
 
     Returns (status, response body, replayed). With an Idempotency-Key, a retry
     with the same body returns the first response; a different body is refused.
+    `submitted_at` is the gateway's clock at acceptance, so the outbox event can
+    be encoded before the one statement that stores both rows.
     """
-    fingerprint = request_fingerprint(body) if idempotency_key else None
+    application = _new_application(tenant_id, body)
+    response = render(application)
+    if not idempotency_key:
+        async with db.connection() as conn:
+            await _insert(conn, settings, application, trace)
+            if notify is None:
+                await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+        if notify is not None:
+            notify()
+        return 202, response, False
+    fingerprint = request_fingerprint(body)
     async with db.connection() as conn, conn.transaction():
-        if idempotency_key:
-            owned = await conn.fetchval(
-                "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status_code, response) "
-                "VALUES ($1, $2, $3, 0, '{}') ON CONFLICT (tenant_id, key) DO UPDATE "
-                "SET request_hash = EXCLUDED.request_hash, status_code = 0, response = '{}', created_at = now() "
-                f"WHERE idempotency_keys.created_at < now() - interval '{IDEMPOTENCY_TTL}' RETURNING true",
-                tenant_id, idempotency_key, fingerprint,
-            )
-            if not owned:
-                first = await conn.fetchrow(
-                    "SELECT request_hash, status_code, response FROM idempotency_keys "
-                    "WHERE tenant_id = $1 AND key = $2",
-                    tenant_id, idempotency_key,
-                )
-                if first["request_hash"] != fingerprint:
-                    raise Problem(422, "this Idempotency-Key was already used with a different request body",
-                                  errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}])
-                return first["status_code"], json_value(first["response"]), True
-        row = await conn.fetchrow(
-            f"INSERT INTO loan_applications (id, tenant_id, revision, status, applicant_name, credit_score, "
-            "loan_amount, loan_purpose, monthly_income, monthly_debt, employment_status, submitted_at, created_at, "
-            "updated_at) VALUES ($1, $2, 1, 'pending', $3, $4, $5, $6, $7, $8, $9, clock_timestamp(), "
-            f"clock_timestamp(), clock_timestamp()) RETURNING {COLUMNS}",
-            uuid.uuid4(), tenant_id, body["applicant_name"], body["credit_score"], body["loan_amount"],
-            body["loan_purpose"], body["monthly_income"], body["monthly_debt"], body["employment_status"],
+        owned = await conn.fetchval(
+            "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status_code, response) "
+            "VALUES ($1, $2, $3, 0, '{}') ON CONFLICT (tenant_id, key) DO UPDATE "
+            "SET request_hash = EXCLUDED.request_hash, status_code = 0, response = '{}', created_at = now() "
+            f"WHERE idempotency_keys.created_at < now() - interval '{IDEMPOTENCY_TTL}' RETURNING true",
+            tenant_id, idempotency_key, fingerprint,
         )
-        await _enqueue(conn, settings, row, trace, notify=notify is None)
-        response = render(row)
-        if idempotency_key:
-            await conn.execute(
-                "UPDATE idempotency_keys SET status_code = 202, response = $3::jsonb WHERE tenant_id = $1 AND key = $2",
-                tenant_id, idempotency_key, orjson.dumps(response).decode(),
+        if not owned:
+            first = await conn.fetchrow(
+                "SELECT request_hash, status_code, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+                tenant_id, idempotency_key,
             )
+            if first["request_hash"] != fingerprint:
+                raise Problem(422, "this Idempotency-Key was already used with a different request body",
+                              errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}])
+            return first["status_code"], json_value(first["response"]), True
+        await _insert(conn, settings, application, trace)
+        await conn.execute(
+            "UPDATE idempotency_keys SET status_code = 202, response = $3::jsonb WHERE tenant_id = $1 AND key = $2",
+            tenant_id, idempotency_key, orjson.dumps(response).decode(),
+        )
+        if notify is None:
+            await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
     if notify is not None:
         notify()
     return 202, response, False

@@ -80,9 +80,15 @@ class OutboxRelay:
         return {"kafka": self._kafka_ok, "database": (await self.db.ping())["primary"]}
 
     async def run(self) -> None:
-        """Publish until asked to stop; sleep until notified when the outbox is empty."""
+        """Publish until asked to stop; sleep until notified when the outbox is empty.
+
+        After a partial batch the relay lingers OUTBOX_LINGER_MS, so that under load rows
+        share transactions and produce requests instead of going one or two at a time.
+        """
         backoff = 0.2
+        linger = self.settings.outbox_linger_ms / 1000
         while not self._stopping.is_set():
+            self._wake.clear()
             try:
                 published = await self.publish_batch()
                 backoff = 0.2
@@ -97,10 +103,11 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if published < BATCH:
-                self._wake.clear()
+            if published == 0:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+            elif published < BATCH and linger:
+                await asyncio.sleep(linger)
 
     async def publish_batch(self) -> int:
         """Publish up to BATCH rows; returns how many were published."""

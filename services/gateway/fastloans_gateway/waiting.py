@@ -1,7 +1,7 @@
 """Long-poll support: wake `GET ?wait=N` requests when the recorder stores a decision.
 
 One LISTEN connection per process receives the recorder's NOTIFY with the
-application id; waiters also re-check on their own every second, so a lost
+ids of the applications it decided; waiters also re-check on their own every second, so a lost
 connection only slows them down.
 """
 
@@ -55,9 +55,13 @@ class DecisionWaiters:
                     del self._waiters[application_id]
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        try:
-            application_id = uuid.UUID(payload)
-        except ValueError:
+        # The recorder announces a batch at once: comma-separated application ids.
+        if not self._waiters:
             return
-        for event in self._waiters.get(application_id, ()):
-            event.set()
+        for text in payload.split(","):
+            try:
+                application_id = uuid.UUID(text)
+            except ValueError:
+                continue
+            for event in self._waiters.get(application_id, ()):
+                event.set()

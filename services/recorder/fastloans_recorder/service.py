@@ -43,10 +43,13 @@ WITH incoming AS (
 SELECT id, status, policy_version,
        -- only the reason codes, for the metric: decoding the whole jsonb per row costs more than the insert
        ARRAY(SELECT jsonb_array_elements(reasons->'principal_reasons')->>'reason_code') AS reason_codes,
-       EXTRACT(EPOCH FROM decided_at - submitted_at)::float8 AS seconds,
-       pg_notify('""" + DECIDED_CHANNEL + """', id::text) AS notified
+       EXTRACT(EPOCH FROM decided_at - submitted_at)::float8 AS seconds
   FROM applied
 """
+# Long-polling readers are woken by one notification per 200 decisions (comma-separated ids; a
+# payload must stay under 8,000 bytes), delivered when the transaction commits.
+NOTIFY_IDS = "SELECT pg_notify('" + DECIDED_CHANNEL + "', ids) FROM unnest($1::text[]) AS ids"
+IDS_PER_NOTIFICATION = 200
 
 
 class RecorderSettings(Settings):
@@ -91,6 +94,10 @@ class RecorderWorker(PipelineWorker):
                 [e.submitted_at for e in events],
                 [e.decided_at for e in events],
             )
+            if rows:
+                ids = [str(row["id"]) for row in rows]
+                await conn.execute(NOTIFY_IDS, [",".join(ids[i:i + IDS_PER_NOTIFICATION])
+                                                for i in range(0, len(ids), IDS_PER_NOTIFICATION)])
         for row in rows:
             DECISIONS.labels(row["status"], row["policy_version"]).inc()
             SUBMISSION_TO_DECISION.observe(max(0.0, row["seconds"]))

@@ -1,9 +1,8 @@
-"""Async engines: one for the primary (writes), one for the replica (reads)."""
+"""Connection pools: one for the primary (writes), one for the replica (reads)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,10 +11,8 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from fastloans.db.pool import Checkout, ConnectionPool
 from fastloans.settings import Settings
 
 log = logging.getLogger("fastloans.db")
@@ -31,59 +28,43 @@ def sqlalchemy_url(dsn: str) -> str:
     return "postgresql+asyncpg://" + dsn.split("://", 1)[1]
 
 
-def _engine(dsn: str, settings: Settings, *, name: str) -> AsyncEngine:
-    return create_async_engine(
-        sqlalchemy_url(dsn),
-        # Up to twice DATABASE_POOL_SIZE connections, all kept: overflow connections would be closed on
-        # return and reopened in the next burst (a new server process each time).
-        pool_size=settings.database_pool_size * 2,
-        max_overflow=0,
-        # No pre-ping (three round trips per checkout with asyncpg): `Database.connection` checks the
-        # socket locally and replaces connections the server has closed.
-        pool_pre_ping=False,
-        pool_recycle=1800,
-        connect_args={
-            "ssl": settings.database_ssl(),
-            "server_settings": {"application_name": f"{settings.service_name}-{name}"},
-            "timeout": 10,
-        },
+def _pool(dsn: str, settings: Settings, *, name: str) -> ConnectionPool:
+    return ConnectionPool(
+        dsn,
+        # Up to twice DATABASE_POOL_SIZE connections, opened as needed and then kept.
+        size=settings.database_pool_size * 2,
+        ssl=settings.database_ssl(),
+        server_settings={"application_name": f"{settings.service_name}-{name}"},
+        timeout=10,
     )
 
 
-async def _checkout(stack: contextlib.AsyncExitStack, engine: AsyncEngine) -> asyncpg.Connection:
-    """A pooled connection whose socket is open; ones the server closed (a restart) are discarded."""
-    for _ in range(engine.pool.size() * 2 + 1):
-        conn = await engine.connect()
-        raw = await conn.get_raw_connection()
-        if not raw.driver_connection.is_closed():  # type: ignore[union-attr]
-            stack.push_async_callback(conn.close)
-            return raw.driver_connection  # type: ignore[return-value]
-        await conn.invalidate()
-        await conn.close()
-    raise DBAPIError("checkout", None, ConnectionError("every pooled connection was closed"))
+# What a failed checkout from the replica raises when the replica is down or still starting.
+_UNREACHABLE = (TimeoutError, OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError,
+                asyncpg.InterfaceError)
 
 
 @dataclass
 class Database:
-    """The primary and replica engines of one process."""
+    """The primary and replica connection pools of one process."""
 
-    primary: AsyncEngine
-    replica: AsyncEngine
+    primary: ConnectionPool
+    replica: ConnectionPool
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
-        """Create both engines; the replica engine targets the primary if no replica is set."""
-        primary = _engine(settings.primary_dsn(), settings, name="primary")
-        replica = _engine(settings.replica_dsn(), settings, name="replica") if settings.database_read_url else primary
+        """Create both pools (nothing connects yet); reads use the primary if no replica is set."""
+        primary = _pool(settings.primary_dsn(), settings, name="primary")
+        replica = _pool(settings.replica_dsn(), settings, name="replica") if settings.database_read_url else primary
         return cls(primary=primary, replica=replica)
 
     async def ping(self) -> dict[str, bool]:
-        """Whether the primary and the replica answer `SELECT 1`."""
+        """Whether the primary and the replica answer `SELECT 1` (within five seconds)."""
         result = {}
-        for name, engine in (("primary", self.primary), ("replica", self.replica)):
+        for name, pool in (("primary", self.primary), ("replica", self.replica)):
             try:
-                async with engine.connect() as conn:
-                    await conn.execute(text("SELECT 1"))
+                async with asyncio.timeout(5), pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
                 result[name] = True
             except Exception:
                 result[name] = False
@@ -91,29 +72,34 @@ class Database:
 
     @asynccontextmanager
     async def connection(self, *, read: bool = False) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled asyncpg connection from the primary (or the replica when `read`).
+        """A pooled asyncpg connection to the primary (or the replica when `read`).
 
-        The pool, its size and its health checks are SQLAlchemy's; statements run
-        on asyncpg directly, with its prepared-statement cache.
+        Statements run on asyncpg directly, with its prepared-statement cache.
         """
-        async with contextlib.AsyncExitStack() as stack:
-            if read and self.replica is not self.primary:
-                try:
-                    driver = await _checkout(stack, self.replica)
-                except (TimeoutError, OSError, DBAPIError) as error:
-                    # A replica outage degrades reads to the primary instead of failing them.
-                    log.warning("replica unavailable; reading from the primary",
-                                extra={"error.type": type(error).__name__})
-                    driver = await _checkout(stack, self.primary)
-            else:
-                driver = await _checkout(stack, self.primary)
-            yield driver
+        held: Checkout | None = None
+        pool = self.primary
+        if read and self.replica is not self.primary:
+            try:
+                held = await self.replica.checkout()
+                pool = self.replica
+            except _UNREACHABLE as error:
+                # A replica outage degrades reads to the primary instead of failing them.
+                log.warning("replica unavailable; reading from the primary",
+                            extra={"error.type": type(error).__name__})
+        if held is None:
+            held = await pool.checkout()
+        try:
+            yield held.conn
+        except BaseException:
+            pool.checkin(held, clean=False)
+            raise
+        pool.checkin(held, clean=True)
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
-        await self.primary.dispose()
+        await self.primary.close()
         if self.replica is not self.primary:
-            await self.replica.dispose()
+            await self.replica.close()
 
 
 async def asyncpg_connect(dsn: str, settings: Settings | None = None, **kwargs: Any) -> asyncpg.Connection:

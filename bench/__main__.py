@@ -29,6 +29,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short phases (about two minutes) for development")
     parser.add_argument("--rates", default="250,500,1000", help="fixed POST rates per second (comma-separated)")
+    parser.add_argument("--warmup-seconds", type=float,
+                        help="POSTs at --warmup-rate before measuring, so every JIT and cache is warm "
+                             "(default 60; 20 with --quick; 0 skips it)")
+    parser.add_argument("--warmup-rate", type=int, default=300, help="rate of the warm-up phase")
     parser.add_argument("--fixed-seconds", type=float, help="length of each fixed-rate phase (default 60)")
     parser.add_argument("--sustain-seconds", type=float, help="length of the sustained run (default 300)")
     parser.add_argument("--probe-seconds", type=float, help="length of each search step (default 30)")
@@ -60,6 +64,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     return Plan(
         rates=[int(r) for r in args.rates.split(",") if r.strip()],
         fixed_seconds=args.fixed_seconds or (10 if quick else 60),
+        warmup_seconds=(20 if quick else 60) if args.warmup_seconds is None else args.warmup_seconds,
+        warmup_rate=args.warmup_rate,
         ceiling_seconds=5 if quick else 15,
         get_seconds=8 if quick else 30,
         get_rate=args.get_rate,
@@ -125,6 +131,8 @@ async def run(args: argparse.Namespace, target: Target, plan: Plan, folder: Path
     try:
         calibration = await runner.calibrate()
         headline["generator_ceiling_rps"] = calibration.achieved_rps
+        if plan.warmup_seconds > 0:
+            await runner.warm_up()
         if "ceilings" not in skip:
             noop, post = await runner.ceilings()
             headline["noop_rps"] = noop.achieved_rps

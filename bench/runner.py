@@ -32,6 +32,8 @@ class Plan:
 
     rates: list[int]
     fixed_seconds: float
+    warmup_seconds: float
+    warmup_rate: int
     ceiling_seconds: float
     get_seconds: float
     get_rate: int
@@ -258,6 +260,21 @@ class Runner:
         finally:
             server.terminate()
             server.join(5)
+        return result
+
+    async def warm_up(self) -> PhaseResult:
+        """POSTs at a moderate rate before anything is measured.
+
+        A new stack is cold: Kafka's JVM spends its first minutes compiling its hot paths (the
+        JIT compiler threads took half of the broker's CPU in the first phases of a cold run),
+        and PostgreSQL's caches and the services' prepared statements are empty. The phase is
+        reported like the others but feeds no headline figure; its applications are audited.
+        """
+        seconds, rate = self.plan.warmup_seconds, self.plan.warmup_rate
+        result, outcome, _ = await self.phase("warm-up", "post", self._posts(int(rate * seconds)), rate=rate,
+                                              seconds=seconds, connections=self.plan.connections)
+        self.accepted += accepted_ids(outcome)
+        await self.drain()
         return result
 
     async def ceilings(self) -> tuple[PhaseResult, PhaseResult]:

@@ -188,7 +188,7 @@ async def submit_application(request: Request) -> Response:
     status, response, replayed = await applications.submit(
         request.app.state.db, request.app.state.settings, tenant_id=who.tenant_id, body=body,
         idempotency_key=idempotency_key, trace=trace_context(request), render=_render,
-        notify=request.app.state.outbox.poke,
+        notify=request.app.state.outbox.poke, batcher=request.app.state.submissions,
     )
     headers = {"Location": _location(response["id"])}
     if replayed:

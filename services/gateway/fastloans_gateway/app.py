@@ -27,7 +27,7 @@ from fastloans.observability import log_request, request_application_id, tag_req
 from fastloans.settings import load_settings
 from fastloans.tracing import instrument_app
 from fastloans_gateway.api import ProblemBody, router
-from fastloans_gateway.applications import OutboxNotifier
+from fastloans_gateway.applications import OutboxNotifier, SubmitBatcher
 from fastloans_gateway.auth import Authenticator
 from fastloans_gateway.problems import Problem, field_errors, problem_response
 from fastloans_gateway.reports import router as reports_router
@@ -137,6 +137,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.waiters.start()
         app.state.outbox = OutboxNotifier(db, interval=settings.outbox_linger_ms / 1000)
         app.state.outbox.start()
+        app.state.submissions = SubmitBatcher(db)
         sampler = asyncio.create_task(sample_database(db))
         try:
             yield

@@ -35,12 +35,14 @@ class PipelineWorker:
     """
 
     input_topic: ClassVar[Topic]
+    # PostgreSQL settings for this service's connections.
+    database_settings: ClassVar[dict[str, str]] = {}
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.name = settings.service_name
         self.producer = make_producer(settings)
-        self.db = Database.from_settings(settings)
+        self.db = Database.from_settings(settings, **self.database_settings)
         self.consumer = BatchConsumer(
             settings,
             topic=self.input_topic,

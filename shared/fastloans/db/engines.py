@@ -28,13 +28,13 @@ def sqlalchemy_url(dsn: str) -> str:
     return "postgresql+asyncpg://" + dsn.split("://", 1)[1]
 
 
-def _pool(dsn: str, settings: Settings, *, name: str) -> ConnectionPool:
+def _pool(dsn: str, settings: Settings, *, name: str, server_settings: dict[str, str]) -> ConnectionPool:
     return ConnectionPool(
         dsn,
         # Up to twice DATABASE_POOL_SIZE connections, opened as needed and then kept.
         size=settings.database_pool_size * 2,
         ssl=settings.database_ssl(),
-        server_settings={"application_name": f"{settings.service_name}-{name}"},
+        server_settings={"application_name": f"{settings.service_name}-{name}", **server_settings},
         timeout=10,
     )
 
@@ -52,10 +52,14 @@ class Database:
     replica: ConnectionPool
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Database:
-        """Create both pools (nothing connects yet); reads use the primary if no replica is set."""
-        primary = _pool(settings.primary_dsn(), settings, name="primary")
-        replica = _pool(settings.replica_dsn(), settings, name="replica") if settings.database_read_url else primary
+    def from_settings(cls, settings: Settings, **server_settings: str) -> Database:
+        """Create both pools (nothing connects yet); reads use the primary if no replica is set.
+
+        `server_settings` are PostgreSQL settings for every connection of this process.
+        """
+        primary = _pool(settings.primary_dsn(), settings, name="primary", server_settings=server_settings)
+        replica = (_pool(settings.replica_dsn(), settings, name="replica", server_settings=server_settings)
+                   if settings.database_read_url else primary)
         return cls(primary=primary, replica=replica)
 
     async def ping(self) -> dict[str, bool]:

@@ -19,20 +19,25 @@ class Usage:
 
 
 def listening_pids() -> dict[int, int]:
-    """port -> the process listening on it (of several sharing one socket, such as uvicorn's workers, the parent)."""
-    holders: dict[int, set[int]] = {}
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.pid and conn.laddr:
-            holders.setdefault(conn.laddr.port, set()).add(conn.pid)
+    """port -> the process listening on it; for uvicorn's workers, the supervisor that started them.
+
+    A socket shared by several processes is listed once, under one of them: with WEB_CONCURRENCY > 1
+    that is one worker (a `multiprocessing` child of the gateway), so the root is its parent and
+    every worker is counted.
+    """
     found = {}
-    for port, pids in holders.items():
-        for pid in sorted(pids):
-            try:
-                if psutil.Process(pid).ppid() not in pids:
-                    found[port] = pid
-                    break
-            except psutil.NoSuchProcess:
-                continue
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status != psutil.CONN_LISTEN or not conn.pid or not conn.laddr or conn.laddr.port in found:
+            continue
+        pid = conn.pid
+        try:
+            process = psutil.Process(pid)
+            parent = process.parent()
+            if parent is not None and any("multiprocessing" in part for part in process.cmdline()):
+                pid = parent.pid
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+        found[conn.laddr.port] = pid
     return found
 
 

@@ -218,18 +218,26 @@ class BatchConsumer:
         every stage absorbs (decisions are keyed on application and revision).
         """
         interval = self.settings.kafka_commit_interval_ms / 1000
+        linger = self.settings.kafka_consumer_linger_ms / 1000
         pending = False
         last_commit = time.monotonic()
+        started = 0.0
         while not self._stopping.is_set():
             batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
             records = [record for partition_records in batches.values() for record in partition_records]
             if records:
+                started = time.monotonic()
                 await self._process(records)
                 pending = True
             if pending and (not records or time.monotonic() - last_commit >= interval):
                 await self._commit()
                 pending = False
                 last_commit = time.monotonic()
+            if linger and 0 < len(records) < self.max_batch and (wait := started + linger - time.monotonic()) > 0:
+                # Batches start at most once per linger: under moderate load every cycle would carry
+                # a few messages and cost a fetch, a produce request and their system calls, while
+                # after a quiet spell a message is handled at once.
+                await asyncio.sleep(wait)
         # Only after a finished batch: an exception or cancellation above leaves a batch half done,
         # and committing the consumer's position then would skip it.
         if pending:

@@ -78,3 +78,19 @@ async def test_an_outage_fails_the_whole_batch_and_stores_nothing(setup, pg) -> 
                                    return_exceptions=True)
     assert all(isinstance(r, Exception) for r in results)
     assert await pg.fetchval("SELECT count(*) FROM loan_applications WHERE tenant_id = $1", tenant) == 0
+
+
+async def test_a_linger_gathers_a_burst_but_not_a_request_after_a_quiet_spell(setup, pg) -> None:
+    db, settings, tenant = setup
+    batcher = SubmitBatcher(db, linger=0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await batcher.store(submission(settings, tenant))
+    alone = loop.time() - started
+    # Within the linger of that insert's start: these wait for it to pass, then share one statement.
+    await asyncio.gather(*(batcher.store(submission(settings, tenant)) for _ in range(5)))
+    burst = loop.time() - started
+    statements = await pg.fetchval(
+        "SELECT count(DISTINCT xmin::text) FROM loan_applications WHERE tenant_id = $1", tenant)
+    assert alone < 0.25 <= burst
+    assert statements == 2

@@ -137,7 +137,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.waiters.start()
         app.state.outbox = OutboxNotifier(db, interval=settings.outbox_linger_ms / 1000)
         app.state.outbox.start()
-        app.state.submissions = SubmitBatcher(db)
+        app.state.submissions = SubmitBatcher(db, linger=settings.submit_linger_ms / 1000)
         sampler = asyncio.create_task(sample_database(db))
         try:
             yield

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -150,15 +151,18 @@ class SubmitBatcher:
     """Stores concurrent submissions together: the requests that arrive while one insert is in flight
     share the next statement (group commit, as PostgreSQL does for WAL flushes).
 
-    An idle gateway sends each submission at once, so batching adds no delay at low load; under load
-    it saves a round trip, a statement and a commit per request. Each request still gets its 202 only
+    Inserts start at most once per SUBMIT_LINGER_MS: a request arriving after a quiet spell goes
+    at once, while under load the requests of that interval share one insert. Each batch saves
+    round trips, statements and commits. Each request still gets its 202 only
     after its own rows are committed. If a batch fails for a reason other than an outage, its
     submissions are retried one by one, so one bad row fails only its own request.
     """
 
-    def __init__(self, db: Database, *, max_batch: int = 200) -> None:
+    def __init__(self, db: Database, *, max_batch: int = 200, linger: float = 0.0) -> None:
         self.db = db
         self.max_batch = max_batch
+        self.linger = linger
+        self._last_start = 0.0
         self._queue: list[tuple[Submission, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -172,6 +176,10 @@ class SubmitBatcher:
 
     async def _flush(self) -> None:
         while self._queue:
+            wait = self._last_start + self.linger - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)  # the requests arriving meanwhile join this batch
+            self._last_start = time.monotonic()
             batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
             try:
                 async with self.db.connection() as conn:

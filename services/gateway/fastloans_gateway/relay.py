@@ -82,12 +82,14 @@ class OutboxRelay:
     async def run(self) -> None:
         """Publish until asked to stop; sleep until notified when the outbox is empty.
 
-        After a partial batch the relay lingers OUTBOX_LINGER_MS, so that under load rows
-        share transactions and produce requests instead of going one or two at a time.
+        Batches start at most once per OUTBOX_LINGER_MS unless the last one was full, so that
+        under load rows share transactions and produce requests instead of going one or two
+        at a time.
         """
         backoff = 0.2
         linger = self.settings.outbox_linger_ms / 1000
         while not self._stopping.is_set():
+            started = time.monotonic()
             self._wake.clear()
             try:
                 published = await self.publish_batch()
@@ -106,8 +108,8 @@ class OutboxRelay:
             if published == 0:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
-            elif published < BATCH and linger:
-                await asyncio.sleep(linger)
+            elif published < BATCH and (wait := started + linger - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
 
     async def publish_batch(self) -> int:
         """Publish up to BATCH rows; returns how many were published."""

@@ -23,6 +23,8 @@ class GatewaySettings(Settings):
     auth_cache_seconds: float = Field(5.0, ge=0, le=300, validation_alias="AUTH_CACHE_SECONDS")
     rate_limit_per_second: float = Field(200.0, ge=0, validation_alias="RATE_LIMIT_PER_SECOND")
     rate_limit_burst: int = Field(400, ge=1, validation_alias="RATE_LIMIT_BURST")
+    # How long the first of a batch of submissions waits for others to share its insert.
+    submit_linger_ms: float = Field(0.0, ge=0, le=100, validation_alias="SUBMIT_LINGER_MS")
 
     @field_validator("cors_allow_origins", mode="before")
     @classmethod

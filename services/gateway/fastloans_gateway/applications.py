@@ -96,16 +96,6 @@ def _outbox_values(settings: Settings, application: Mapping[str, Any],
             orjson.dumps({**{k: v.decode() for k, v in event.headers()}, **headers}).decode())
 
 
-async def _enqueue(conn: asyncpg.Connection, settings: Settings, row: asyncpg.Record,
-                   headers: dict[str, str], *, notify: bool = True) -> None:
-    await conn.execute(
-        "INSERT INTO outbox (topic, key, payload, headers) VALUES ($1, $2, $3, $4::jsonb)",
-        *_outbox_values(settings, row, headers),
-    )
-    if notify:
-        await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
-
-
 # Applications and their outbox rows, any number in one statement: one round trip, atomic without
 # BEGIN/COMMIT. The outbox ids follow the order of the arrays.
 SUBMIT = """
@@ -212,13 +202,15 @@ def _settle(batch: list[tuple[Submission, asyncio.Future[None]]], error: BaseExc
 
 async def submit(
     db: Database, settings: Settings, *, tenant_id: uuid.UUID, body: dict[str, Any],
-    idempotency_key: str | None, trace: dict[str, str], render: Any, notify: Callable[[], None] | None = None,
-    batcher: SubmitBatcher | None = None,
+    idempotency_key: str | None, trace: dict[str, str], render: Any, notify: Callable[[], None],
+    batcher: SubmitBatcher,
 ) -> tuple[int, dict[str, Any], bool]:
-    """Store a new application and its outbox row atomically.
+    """Store a new application and its outbox row atomically, then `notify` (wake the relay).
 
-    Returns (status, response body, replayed). With an Idempotency-Key, a retry
-    with the same body returns the first response; a different body is refused.
+    Returns (status, response body, replayed). Without an Idempotency-Key the rows go
+    through `batcher` (shared statements); with one, in a transaction of their own with
+    the key, and a retry with the same body returns the first response while a different
+    body is refused.
     `submitted_at` is the gateway's clock at acceptance, so the outbox event can
     be encoded before the one statement that stores both rows.
     """
@@ -226,16 +218,8 @@ async def submit(
     submission = (application, _outbox_values(settings, application, trace))
     response = render(application)
     if not idempotency_key:
-        if batcher is not None:
-            await batcher.store(submission)
-        else:
-            async with db.connection() as conn:
-                await _insert(conn, [submission])
-        if notify is None:
-            async with db.connection() as conn:
-                await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
-        else:
-            notify()
+        await batcher.store(submission)
+        notify()
         return 202, response, False
     fingerprint = request_fingerprint(body)
     async with db.connection() as conn, conn.transaction():
@@ -260,10 +244,7 @@ async def submit(
             "UPDATE idempotency_keys SET status_code = 202, response = $3::jsonb WHERE tenant_id = $1 AND key = $2",
             tenant_id, idempotency_key, orjson.dumps(response).decode(),
         )
-        if notify is None:
-            await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
-    if notify is not None:
-        notify()
+    notify()
     return 202, response, False
 
 
@@ -287,9 +268,8 @@ async def withdrawn_or_missing(db: Database, *, tenant_id: uuid.UUID, applicatio
 
 
 async def revise(db: Database, settings: Settings, *, tenant_id: uuid.UUID, application_id: uuid.UUID,
-                 changes: dict[str, Any], trace: dict[str, str],
-                 notify: Callable[[], None] | None = None) -> asyncpg.Record | None:
-    """Apply `changes` as a new revision, pending again, and queue it for a decision."""
+                 changes: dict[str, Any], trace: dict[str, str], notify: Callable[[], None]) -> asyncpg.Record | None:
+    """Apply `changes` as a new revision, pending again, and queue it for a decision; then `notify`."""
     assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=3))
     async with db.connection() as conn, conn.transaction():
         row = await conn.fetchrow(
@@ -300,8 +280,11 @@ async def revise(db: Database, settings: Settings, *, tenant_id: uuid.UUID, appl
             application_id, tenant_id, *changes.values(),
         )
         if row is not None:
-            await _enqueue(conn, settings, row, trace, notify=notify is None)
-    if row is not None and notify is not None:
+            await conn.execute(
+                "INSERT INTO outbox (topic, key, payload, headers) VALUES ($1, $2, $3, $4::jsonb)",
+                *_outbox_values(settings, row, trace),
+            )
+    if row is not None:
         notify()
     return row
 

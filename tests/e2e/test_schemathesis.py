@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-MAX_EXAMPLES = 400
+MAX_EXAMPLES = 450
 MIN_REQUESTS = 2000
 
 

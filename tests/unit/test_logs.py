@@ -406,3 +406,37 @@ def test_configured_logging_writes_service_fields_on_every_line(
     assert document["service"] == {"name": "fastloans-approval", "environment": "staging"}
     assert document["labels"] == {"application_id": "a1"}
     assert not any(key.startswith("elasticapm") for key in document)
+
+
+class _CountingStream(io.StringIO):
+    """Records how often the handler flushed it."""
+
+    flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_info_lines_are_flushed_by_the_timer_and_warnings_at_once(
+    monkeypatch: pytest.MonkeyPatch, restored_logging: None
+) -> None:
+    stream = _CountingStream()
+    monkeypatch.setattr(sys, "stdout", stream)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        configure_logging(service="fastloans-risk", level="INFO")
+    log = logging.getLogger("fastloans.pipeline")
+    before = stream.flushes
+    for _ in range(50):
+        log.info("message processed")
+    written = stream.flushes - before
+    log.warning("transient failure; retrying the batch")
+    assert stream.flushes - before >= written + 1
+    assert written <= 2  # not one flush per line: at most a timer tick happened meanwhile
+    assert len(stream.getvalue().splitlines()) == 51
+    deadline = time.monotonic() + 5
+    flushed = stream.flushes
+    while stream.flushes == flushed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stream.flushes > flushed  # the background flush keeps running

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 import uuid
 from datetime import datetime
@@ -126,6 +127,32 @@ def validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
         raise Problem(422, f"invalid field(s): {names}", errors=errors) from None
 
 
+WAIT_DOC = {"parameters": [{
+    "name": "wait", "in": "query", "required": False,
+    "description": "Seconds to wait for the current revision's decision",
+    "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS, "default": 0, "title": "Wait"},
+}]}
+
+
+def wait_seconds(request: Request) -> float:
+    """The `wait` query parameter (0 when absent), or 422.
+
+    Read by hand rather than declared: FastAPI's parameter resolution was about a tenth of
+    the cost of a GET by id.
+    """
+    raw = request.query_params.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= MAX_WAIT_SECONDS:  # also refuses nan
+        raise Problem(422, "invalid parameter(s): query.wait", errors=[
+            {"field": "query.wait", "message": f"must be a number from 0 to {MAX_WAIT_SECONDS}"}])
+    return value
+
+
 def parse_id(application_id: str) -> uuid.UUID:
     """The application id, or 404 if it is not a UUID."""
     try:
@@ -217,16 +244,12 @@ async def list_applications(
 
 
 @router.get("/{application_id}", response_model=LoanApplication, responses=PROBLEM_RESPONSES,
-            summary="Get an application and its decision")
-async def get_application(
-    request: Request,
-    application_id: str,
-    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS,
-                                 description="Seconds to wait for the current revision's decision")] = 0,
-) -> Response:
+            openapi_extra=WAIT_DOC, summary="Get an application and its decision")
+async def get_application(request: Request, application_id: str) -> Response:
     """Read from the replica (the primary if the row has not replicated yet); `wait` long-polls."""
     who = await authorised(request, "read")
     ident = parse_id(application_id)
+    wait = wait_seconds(request)
     db = request.app.state.db
     source = "replica"
     row = await applications.fetch(db, tenant_id=who.tenant_id, application_id=ident)

@@ -189,18 +189,7 @@ class EcsFormatter(logging.Formatter):
                 for field, nested in _leaves(".".join((*parents, leaf)), value):
                     _put_dotted(document, field, nested)
                 continue
-            # _put, inlined: this loop runs for every extra of every record.
-            target = document
-            for part in parents:
-                child = target.get(part)
-                if child is None:
-                    child = target[part] = {}
-                elif type(child) is not dict:
-                    break
-                target = child
-            else:
-                if leaf not in target:
-                    target[leaf] = value
+            _put(document, parents, leaf, value)
 
         exc_info = record.exc_info
         if exc_info:

@@ -170,9 +170,6 @@ def trace_context(request: Request) -> dict[str, str]:
     return context
 
 
-_render = render_application
-
-
 def _location(application_id: object) -> str:
     return f"{PREFIX}/{application_id}"
 
@@ -214,7 +211,7 @@ async def submit_application(request: Request) -> Response:
     body = validate(LoanApplicationCreate, await read_json(request)).model_dump()
     status, response, replayed = await applications.submit(
         request.app.state.db, request.app.state.settings, tenant_id=who.tenant_id, body=body,
-        idempotency_key=idempotency_key, trace=trace_context(request), render=_render,
+        idempotency_key=idempotency_key, trace=trace_context(request), render=render_application,
         notify=request.app.state.outbox.poke, batcher=request.app.state.submissions,
     )
     headers = {"Location": _location(response["id"])}
@@ -240,7 +237,7 @@ async def list_applications(
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = _encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more and rows else None
-    return json_response({"items": [_render(r) for r in rows], "next_cursor": next_cursor})
+    return json_response({"items": [render_application(r) for r in rows], "next_cursor": next_cursor})
 
 
 @router.get("/{application_id}", response_model=LoanApplication, responses=PROBLEM_RESPONSES,
@@ -265,7 +262,7 @@ async def get_application(request: Request, application_id: str) -> Response:
         row = await applications.fetch(db, tenant_id=who.tenant_id, application_id=ident, primary=True)
         if row is None:
             raise Problem(404, "no such loan application")
-    return json_response(_render(row), headers={"X-Read-Source": source})
+    return json_response(render_application(row), headers={"X-Read-Source": source})
 
 
 @router.patch("/{application_id}", status_code=202, response_model=LoanApplication, responses=PROBLEM_RESPONSES,
@@ -280,7 +277,7 @@ async def update_application(request: Request, who: CallerDep, application_id: s
                                     notify=request.app.state.outbox.poke)
     if row is None:
         raise Problem(404, "no such loan application")
-    return json_response(_render(row), status_code=202, headers={"Location": _location(ident)})
+    return json_response(render_application(row), status_code=202, headers={"Location": _location(ident)})
 
 
 @router.delete("/{application_id}", status_code=204, responses=PROBLEM_RESPONSES,

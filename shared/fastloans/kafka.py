@@ -2,8 +2,9 @@
 
 Producers use `acks="all"` and idempotence. Consumers never auto-commit: a
 batch's offsets are committed only after its output is durably produced or
-written. Messages that cannot be decoded or processed go to the dead-letter
-topic with the error in their headers, and the consumer moves on.
+written. Messages that cannot be decoded or processed, or whose output Kafka
+refuses for good (too large, invalid), go to the dead-letter topic with the
+error in their headers, and the consumer moves on; outages are retried.
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import BrokerResponseError, KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from fastloans.events import EventDecodeError, Topic
 from fastloans.metrics import DEAD_LETTERS
 from fastloans.observability import error_scope
 from fastloans.settings import Settings
+from fastloans.tracecontext import trace_context
 from fastloans.tracing import outgoing_headers
 
 log = logging.getLogger("fastloans.kafka")
@@ -48,18 +52,62 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+def make_producer(settings: Settings, **overrides: Any) -> Producer:
     """An idempotent producer that waits for every in-sync replica."""
     options = {
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": settings.kafka_linger_ms,
         "max_batch_size": 256 * 1024,
+        "max_request_size": settings.kafka_max_message_bytes,
         "request_timeout_ms": 30_000,
         **connection_options(settings),
         **overrides,
     }
-    return AIOKafkaProducer(**options)
+    return Producer(lambda: AIOKafkaProducer(**options), max_message_bytes=options["max_request_size"])
+
+
+class Producer:
+    """An `AIOKafkaProducer` that is replaced by a new one after the broker refuses a batch for good.
+
+    For idempotence each partition's batches are numbered in sequence. A batch the
+    broker refuses (too large for the topic, an invalid record) leaves a gap in that
+    numbering, and the broker answers `OutOfOrderSequenceNumber` to every later batch
+    for the partition: one bad message would stop the partition for this producer.
+    A new producer (a new producer id) starts a new sequence.
+    """
+
+    def __init__(self, factory: Callable[[], AIOKafkaProducer], *, max_message_bytes: int) -> None:
+        self._factory = factory
+        self.client = factory()
+        self.max_message_bytes = max_message_bytes
+        self.renewals = 0
+
+    async def start(self) -> None:
+        """Connect to the cluster."""
+        await self.client.start()
+
+    async def stop(self) -> None:
+        """Flush what is pending and disconnect."""
+        await self.client.stop()
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   headers: Sequence[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
+        """Queue one message; returns the future of its acknowledgement."""
+        return await self.client.send(topic, value=value, key=key, headers=headers)
+
+    async def renew(self) -> None:
+        """Replace the client by a new one (a new producer id and sequence)."""
+        old, self.client = self.client, self._factory()
+        self.renewals += 1
+        try:
+            await self.client.start()
+        finally:
+            # Nothing of ours is in flight on the old client (every send was awaited), so this is quick.
+            try:
+                await asyncio.wait_for(old.stop(), 10)
+            except Exception as error:
+                log.warning("old producer did not stop cleanly", extra={"error.type": type(error).__name__})
 
 
 def make_consumer(settings: Settings, *topics: str, group: str, **overrides: Any) -> AIOKafkaConsumer:
@@ -106,25 +154,122 @@ async def create_topics(
     return created
 
 
-async def send_all(producer: AIOKafkaProducer, messages: Sequence[tuple[str, bytes, bytes, list]]) -> None:
-    """Send (topic, key, value, headers) messages and wait until every one is acknowledged."""
-    futures = [
-        await producer.send(topic, value=value, key=key, headers=headers)
-        for topic, key, value, headers in messages
-    ]
-    if futures:
-        await asyncio.gather(*futures)
+Message = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]]]  # topic, key, value, headers
 
 
-TRACE_HEADERS = frozenset({"traceparent", "tracestate", "elastic-apm-traceparent"})
+async def deliver(producer: Producer | AIOKafkaProducer, messages: Sequence[Message]) -> list[BaseException | None]:
+    """Send (topic, key, value, headers) messages, wait for every outcome; each message's error, or None.
+
+    A message the producer refuses before sending (larger than its limit) fails
+    alone. When the broker refused a batch for good, the producer is renewed, and
+    the messages that failed only because of the gap in its sequence are sent again.
+    """
+    errors: list[BaseException | None] = [None] * len(messages)
+    pending = list(range(len(messages)))
+    while pending:
+        futures: dict[int, asyncio.Future[Any]] = {}
+        for index in pending:
+            topic, key, value, headers = messages[index]
+            try:
+                futures[index] = await producer.send(topic, value=value, key=key, headers=list(headers))
+            except KafkaError as error:
+                errors[index] = error
+                if is_transient(error):
+                    # No cluster to send to (each send waited for metadata in vain): the others would wait as
+                    # long again. They fail with it; those already queued may still go, and are sent again.
+                    for other in (*futures, *pending[pending.index(index) + 1:]):
+                        errors[other] = error
+                    for future in futures.values():
+                        future.add_done_callback(_ignore_outcome)
+                    return errors
+        results = await asyncio.gather(*futures.values(), return_exceptions=True)
+        for index, result in zip(futures, results, strict=True):
+            errors[index] = result if isinstance(result, BaseException) else None
+        if not isinstance(producer, Producer) or not any(_refused_by_broker(errors[i]) for i in futures):
+            break
+        await producer.renew()
+        # On a new producer the first batch of each partition is judged on its own: each round settles at least
+        # the message refused first, so this ends.
+        pending = [i for i in futures if isinstance(errors[i], _SEQUENCE_ERRORS)]
+    return errors
+
+
+def _ignore_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved, so that asyncio does not report it as never retrieved
+
+
+async def send_all(producer: Producer | AIOKafkaProducer, messages: Sequence[Message]) -> None:
+    """Send (topic, key, value, headers) messages and wait until every one is acknowledged.
+
+    Raises an outage error when any message met one (the batch is worth retrying
+    as a whole), else the first message's permanent error.
+    """
+    errors = [error for error in await deliver(producer, messages) if error is not None]
+    if errors:
+        raise next((error for error in errors if is_transient(error)), errors[0])
 
 
 def trace_headers(record: ConsumerRecord) -> list[tuple[str, bytes]]:
-    """The trace-context headers to carry on to the next topic: the consuming transaction's, else the record's."""
+    """The trace-context headers to carry on to the next topic: the consuming transaction's, else the record's.
+
+    The record's own are validated and bounded (`fastloans.tracecontext`): a message
+    written straight to a topic with oversized or malformed ones does not pass them on.
+    """
     traced = outgoing_headers((record.topic, record.partition, record.offset))
     if traced is not None:
         return traced
-    return [(key, value) for key, value in (record.headers or ()) if key in TRACE_HEADERS]
+    return [(name, value.encode()) for name, value in trace_context(record.headers).items()]
+
+
+# -- error classification ---------------------------------------------------
+
+# Not flagged `retriable` by aiokafka, but the cluster or the network is not there (yet), or the
+# producer's sequence was renewed after a refusal: retrying is right.
+_OUTAGES: tuple[type[KafkaError], ...] = (
+    kafka_errors.KafkaTimeoutError,
+    kafka_errors.KafkaUnavailableError,
+    kafka_errors.BrokerNotAvailableError,
+    kafka_errors.ReplicaNotAvailableError,
+    kafka_errors.ProducerClosed,
+    kafka_errors.OutOfOrderSequenceNumber,
+    kafka_errors.UnknownProducerId,
+    kafka_errors.AuthenticationFailedError,
+    kafka_errors.SaslAuthenticationFailed,
+)
+# Refusals of the message itself: no retry changes the outcome.
+_POISON: tuple[type[KafkaError], ...] = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+    kafka_errors.CorruptRecordException,
+    kafka_errors.InvalidTimestampError,
+    kafka_errors.UnsupportedForMessageFormatError,
+    kafka_errors.UnknownError,  # among others INVALID_RECORD (87), which aiokafka does not name
+)
+
+
+# What the broker answers to the batches after a gap in a producer's sequence.
+_SEQUENCE_ERRORS = (kafka_errors.OutOfOrderSequenceNumber, kafka_errors.UnknownProducerId)
+
+
+def _kafka_transient(error: KafkaError) -> bool:
+    if isinstance(error, _OUTAGES) or error.retriable:
+        return True
+    if type(error) is KafkaError:
+        # aiokafka's wrapper for an unexpected failure inside the client: judged by its cause, else retried.
+        cause = error.__cause__
+        return cause is None or cause is error or is_transient(cause)
+    return False
+
+
+def is_poison(error: BaseException) -> bool:
+    """Whether a Kafka error refuses the message itself (too large, invalid): dead-letter it without retrying."""
+    return isinstance(error, _POISON)
+
+
+def _refused_by_broker(error: BaseException | None) -> bool:
+    return isinstance(error, BrokerResponseError) and not error.retriable
 
 
 # -- batch consumer ---------------------------------------------------------
@@ -134,7 +279,9 @@ Handler = Callable[[list[ConsumerRecord]], Awaitable[None]]
 
 def is_transient(error: BaseException) -> bool:
     """Whether an error is an outage (retry forever) rather than a bad message (dead-letter it)."""
-    if isinstance(error, (OSError, TimeoutError, asyncio.TimeoutError, KafkaError, ConnectionError)):
+    if isinstance(error, KafkaError):
+        return _kafka_transient(error)
+    if isinstance(error, (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError)):
         return True
     name = type(error).__name__
     module = type(error).__module__
@@ -163,10 +310,11 @@ class ConsumerStats:
 class BatchConsumer:
     """Fetches batches from one topic, hands them to a handler, then commits.
 
-    Decoding problems (`EventDecodeError`) and errors that persist through
-    `max_attempts` go to the dead-letter topic, one message at a time; outages
-    (database or broker unreachable) are retried with backoff until they pass,
-    without committing, so nothing is skipped.
+    Decoding problems (`EventDecodeError`), outputs Kafka refuses for good
+    (`is_poison`) and errors that persist through `max_attempts` go to the
+    dead-letter topic, one message at a time, and the rest of the batch goes on;
+    outages (database or broker unreachable) are retried with backoff until they
+    pass, without committing, so nothing is skipped.
     """
 
     def __init__(
@@ -176,7 +324,7 @@ class BatchConsumer:
         topic: Topic,
         group: str,
         handler: Handler,
-        producer: AIOKafkaProducer,
+        producer: Producer,
         max_batch: int = 500,
         max_attempts: int = 3,
     ) -> None:
@@ -279,8 +427,9 @@ class BatchConsumer:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 attempt += 1
-                if attempt >= self.max_attempts:
-                    log.exception("batch failed; isolating the failing messages")
+                if is_poison(error) or attempt >= self.max_attempts:
+                    log.warning("batch failed; isolating the failing messages",
+                                extra={"error.type": type(error).__name__, "event.dataset": self.topic})
                     break
                 await asyncio.sleep(backoff)
         for record in records:
@@ -304,24 +453,23 @@ class BatchConsumer:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 attempt += 1
-                if attempt >= self.max_attempts:
+                if is_poison(error) or attempt >= self.max_attempts:
                     await self._dead_letter(record, error)
                     return
                 await asyncio.sleep(backoff)
 
     async def _dead_letter(self, record: ConsumerRecord, error: BaseException) -> None:
-        headers = [
-            *(record.headers or []),
-            ("dlq-error", f"{type(error).__name__}: {error}"[:1000].encode("utf-8", "replace")),
-            ("dlq-source-topic", record.topic.encode()),
-            ("dlq-source-partition", str(record.partition).encode()),
-            ("dlq-source-offset", str(record.offset).encode()),
-            ("dlq-consumer-group", self.group.encode()),
-        ]
-        await send_all(self.producer, [(self.settings.topic(Topic.DLQ.value), record.key, record.value, headers)])
+        details = {
+            "source-topic": record.topic,
+            "source-partition": str(record.partition),
+            "source-offset": str(record.offset),
+            "consumer-group": self.group,
+        }
+        await dead_letter(self.producer, self.settings, key=record.key, value=record.value,
+                          headers=record.headers or (), error=error, details=details)
         self.stats.dead_lettered += 1
         DEAD_LETTERS.labels(self.settings.service_name, record.topic).inc()
-        application_id = record.key.decode("utf-8", "replace") if record.key else None
+        application_id = record.key[:64].decode("utf-8", "replace") if record.key else None
         with error_scope(application_id):
             # Logged with the exception: this is also the error report (Sentry's logging integration).
             log.error(
@@ -334,3 +482,96 @@ class BatchConsumer:
                     "labels.application_id": application_id,
                 },
             )
+
+
+# -- dead letters -------------------------------------------------------------
+
+DLQ_HEADER_PREFIX = "dlq-"
+MAX_DLQ_ERROR_CHARS = 1000
+MAX_DLQ_KEY_BYTES = 1024
+# Original headers kept on a dead letter: each name and value up to these sizes, all together up to the last.
+MAX_DLQ_HEADER_NAME_CHARS = 255
+MAX_DLQ_HEADER_VALUE_BYTES = 8 * 1024
+MAX_DLQ_HEADERS_BYTES = 32 * 1024
+
+
+def message_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
+    """The size the producer counts against its limit for one message (aiokafka's own estimate)."""
+    return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers)))
+
+
+def dead_letter_copy(
+    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]],
+    *, error: BaseException, details: dict[str, str], limit: int, keep_value: bool = True,
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """(key, value, headers) of the dead letter for a message: the error and `details` in `dlq-*` headers.
+
+    The copy always fits in `limit` bytes, whatever the original: original headers
+    beyond the MAX_DLQ_HEADER_* sizes are left out (counted in `dlq-headers-dropped`),
+    a long key is cut (`dlq-key-truncated`: its length), and a value that still does
+    not fit is cut to what does (`dlq-value-truncated`: its length; `dlq-value-dropped`
+    when `keep_value` is false).
+    """
+    note = [
+        (DLQ_HEADER_PREFIX + "error",
+         f"{type(error).__name__}: {error}"[:MAX_DLQ_ERROR_CHARS].encode("utf-8", "replace")),
+        *((DLQ_HEADER_PREFIX + name, text.encode("utf-8", "replace")[:MAX_DLQ_ERROR_CHARS])
+          for name, text in details.items()),
+    ]
+    kept: list[tuple[str, bytes]] = []
+    dropped = total = 0
+    for name, header in headers:
+        size = len(name) + len(header or b"")
+        if (len(name) > MAX_DLQ_HEADER_NAME_CHARS or len(header or b"") > MAX_DLQ_HEADER_VALUE_BYTES
+                or total + size > MAX_DLQ_HEADERS_BYTES):
+            dropped += 1
+            continue
+        kept.append((name, header or b""))
+        total += size
+    if dropped:
+        note.append((DLQ_HEADER_PREFIX + "headers-dropped", str(dropped).encode()))
+    if key is not None and len(key) > MAX_DLQ_KEY_BYTES:
+        note.append((DLQ_HEADER_PREFIX + "key-truncated", str(len(key)).encode()))
+        key = key[:MAX_DLQ_KEY_BYTES]
+    if value is not None and not keep_value:
+        note.append((DLQ_HEADER_PREFIX + "value-dropped", str(len(value)).encode()))
+        value = b""
+    elif value is not None and message_size(key, value, kept + note) > limit:
+        note.append((DLQ_HEADER_PREFIX + "value-truncated", str(len(value)).encode()))
+        excess = message_size(key, value, kept + note) - limit
+        while excess > 0:
+            # A shorter value can also shorten its length prefix: cut again until it fits.
+            value = value[: max(0, len(value) - excess)]
+            excess = message_size(key, value, kept + note) - limit
+    return key, value, kept + note
+
+
+async def dead_letter(
+    producer: Producer, settings: Settings, *, key: bytes | None, value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]], error: BaseException, details: dict[str, str],
+) -> None:
+    """Send a copy of a message that cannot be processed to the dead-letter topic; returns once acknowledged.
+
+    Outages are retried until they pass. Should the broker still refuse the copy for
+    good (a smaller limit on the dead-letter topic), a copy without the value is sent;
+    only a dead-letter topic that refuses even that raises.
+    """
+    topic = settings.topic(Topic.DLQ.value)
+    backoff = 0.2
+    keep_value = True
+    while True:
+        copy = dead_letter_copy(key, value, headers, error=error, details=details,
+                                limit=producer.max_message_bytes, keep_value=keep_value)
+        (failure,) = await deliver(producer, [(topic, *copy)])
+        if failure is None:
+            return
+        if is_transient(failure):
+            log.warning("dead-letter send failed; retrying", extra={"error.type": type(failure).__name__})
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            continue
+        if not keep_value:
+            raise failure
+        log.warning("dead-letter topic refused the copy; sending it without the value",
+                    extra={"error.type": type(failure).__name__})
+        keep_value = False

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     kafka_commit_interval_ms: int = Field(
         100, ge=0, le=60_000, validation_alias=_alias("KAFKA_COMMIT_INTERVAL_MS")
     )
+    # The largest message a producer sends (its max_request_size). The default is aiokafka's, just under
+    # the broker's default message.max.bytes; a larger message is refused before it is sent (dead-lettered).
+    kafka_max_message_bytes: int = Field(
+        1_048_576, ge=64 * 1024, le=64 * 1024 * 1024, validation_alias=_alias("KAFKA_MAX_MESSAGE_BYTES")
+    )
 
     # The outbox relay waits this long after a partial batch before taking the next, so rows arriving
     # meanwhile share one transaction and one produce request; the gateway wakes it at most this often.

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastloans.settings import Settings
+from fastloans.tracecontext import ELASTIC_TRACEPARENT, TRACEPARENT, trace_context, valid_traceparent
 
 if TYPE_CHECKING:
     from elasticapm import Client
@@ -92,9 +93,9 @@ def label_application(application_id: str) -> None:
 def trace_id_of(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
     """The W3C trace id in a message's `traceparent` header, if it has one."""
     for name, value in headers or ():
-        if name == "traceparent":
-            parts = value.decode("latin-1").split("-")
-            return parts[1] if len(parts) >= 4 else None
+        if name == TRACEPARENT:
+            parent = valid_traceparent(value)
+            return parent.split("-")[1] if parent else None
     return None
 
 
@@ -164,7 +165,8 @@ def _begin(name: str, headers: Sequence[tuple[str, bytes]] | None, started: floa
     from elasticapm.utils.disttracing import TraceParent
 
     assert _client is not None
-    context = {k: v.decode("latin-1") for k, v in headers or () if k in {"traceparent", "tracestate"}}
+    context = trace_context(headers)
+    context.pop(ELASTIC_TRACEPARENT, None)
     parent = TraceParent.from_headers(context) if context else None
     transaction = _client.tracer.begin_transaction("messaging", trace_parent=parent, start=started,
                                                    auto_activate=False)

@@ -162,8 +162,11 @@ def parse_id(application_id: str) -> uuid.UUID:
 
 
 def trace_context(request: Request) -> dict[str, str]:
-    """W3C trace-context headers to carry into the outbox message."""
-    context = {name: request.headers[name] for name in TRACE_HEADERS if name in request.headers}
+    """The request's W3C trace context, validated and bounded, to carry into the outbox message."""
+    from fastloans.tracecontext import trace_context as valid_trace_context
+
+    # Invalid or oversized headers are dropped: the request goes on without them.
+    context = valid_trace_context((name, value) for name in TRACE_HEADERS for value in request.headers.getlist(name))
     apm = request.app.state.trace_parent()
     if apm:
         context["traceparent"] = apm

@@ -6,7 +6,9 @@ with an idempotent producer, waits for every acknowledgement, and only then
 deletes them in the same transaction. When Kafka is down the transaction rolls
 back and the rows wait. A relay killed between the acknowledgement and the
 commit republishes its batch; consumers absorb that (decisions are keyed on
-application and revision).
+application and revision). A row Kafka refuses for good (too large, invalid)
+is sent on its own once more, then to the dead-letter topic, and deleted with
+the rest of its batch: one bad row never holds up the others.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import time
 from pydantic import Field
 
 from fastloans.db import Database, json_value, listen_forever
-from fastloans.kafka import TRACE_HEADERS, is_transient, make_producer, send_all
-from fastloans.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED, sample_database
+from fastloans.kafka import Message, dead_letter, deliver, is_transient, make_producer
+from fastloans.metrics import DEAD_LETTERS, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED, sample_database
 from fastloans.runtime import run_worker
 from fastloans.settings import Settings, load_settings
+from fastloans.tracecontext import TRACE_HEADERS, trace_context
 from fastloans.tracing import message_transactions, outgoing_headers
 from fastloans_gateway.applications import OUTBOX_CHANNEL
 
@@ -112,7 +115,7 @@ class OutboxRelay:
                 await asyncio.sleep(wait)
 
     async def publish_batch(self) -> int:
-        """Publish up to BATCH rows; returns how many were published."""
+        """Publish up to BATCH rows; returns how many were published or dead-lettered."""
         async with self.db.connection() as conn, conn.transaction():
             rows = await conn.fetch(
                 "SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
@@ -120,22 +123,46 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
-            messages = [
-                ((row["topic"], 0, row["id"]), row["key"].encode(),
-                 [(name, str(value).encode()) for name, value in json_value(row["headers"]).items()])
-                for row in rows
-            ]
+            messages = [((row["topic"], 0, row["id"]), row["key"].encode(), _row_headers(row["headers"]))
+                        for row in rows]
             with message_transactions("Outbox PUBLISH", messages) as traces:
-                await send_all(self.producer, [
+                outgoing: list[Message] = [
                     (row["topic"], kafka_key, row["payload"], _with_trace(headers, outgoing_headers(key)))
                     for row, (key, kafka_key, headers) in zip(rows, messages, strict=True)
-                ])
+                ]
+                errors = await deliver(self.producer, outgoing)
+                if any(errors):
+                    await self._settle(rows, outgoing, errors)
                 await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows])
         OUTBOX_PUBLISHED.inc(len(rows))
         if trail.isEnabledFor(logging.INFO):
             for trace, row in zip(traces, rows, strict=True):
                 trail.info("outbox row published", extra={**trace.log_fields(), "event.dataset": row["topic"]})
         return len(rows)
+
+    async def _settle(self, rows: list, outgoing: list[Message], errors: list[BaseException | None]) -> None:
+        """Deal with the rows of a batch that failed: raise on an outage, else dead-letter each row Kafka refuses.
+
+        A refused batch fails every message in it, so each failed row is sent once
+        more on its own: only a row refused alone is a bad one.
+        """
+        outage = next((error for error in errors if error is not None and is_transient(error)), None)
+        if outage is not None:
+            raise outage
+        for row, message, error in zip(rows, outgoing, errors, strict=True):
+            if error is None:
+                continue
+            (error,) = await deliver(self.producer, [message])
+            if error is None:
+                continue
+            if is_transient(error):
+                raise error
+            await dead_letter(self.producer, self.settings, key=message[1], value=message[2], headers=message[3],
+                              error=error, details={"source-topic": row["topic"], "outbox-id": str(row["id"])})
+            DEAD_LETTERS.labels(self.settings.service_name, row["topic"]).inc()
+            log.error("outbox row sent to the dead-letter topic", exc_info=error,
+                      extra={"event.dataset": row["topic"], "labels.outbox_id": row["id"],
+                             "labels.application_id": row["key"][:64]})
 
     async def _gauges(self) -> None:
         last_cleanup = 0.0
@@ -158,6 +185,17 @@ class OutboxRelay:
                 raise
             except Exception:
                 log.debug("outbox gauges unavailable", exc_info=True)
+
+
+def _row_headers(stored: object) -> list[tuple[str, bytes]]:
+    """An outbox row's headers as Kafka headers; trace context only when valid (`fastloans.tracecontext`)."""
+    headers = json_value(stored)
+    if not isinstance(headers, dict):
+        return []
+    context = trace_context((name, str(value)) for name, value in headers.items() if name in TRACE_HEADERS)
+    return [(name, str(value).encode()) for name, value in headers.items() if name not in TRACE_HEADERS] + [
+        (name, value.encode()) for name, value in context.items()
+    ]
 
 
 def _with_trace(headers: list[tuple[str, bytes]], traced: list[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:

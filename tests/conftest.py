@@ -94,6 +94,7 @@ def services(infra: object) -> Iterator[object]:
         "ENVIRONMENT": "test",
         "AUTH_CACHE_SECONDS": "0",
         "RATE_LIMIT_PER_SECOND": "0",
+        "AUTH_FAILURE_RATE_PER_SECOND": "0",
         "LOG_LEVEL": "INFO",
     })
     try:

@@ -104,18 +104,25 @@ def keys() -> None:
 @click.option("--tenant", required=True, help="Tenant name (created if new).")
 @click.option("--scopes", default="submit,read", show_default=True, help="Comma-separated: submit, read, admin.")
 @click.option("--label", default=None, help="A note to recognise the key by.")
-def keys_create(tenant: str, scopes: str, label: str | None) -> None:
+@click.option("--key-from-stdin", is_flag=True,
+              help="Register the key read from standard input (made elsewhere) instead of a new one.")
+def keys_create(tenant: str, scopes: str, label: str | None, key_from_stdin: bool) -> None:
     """Create a key and print it once; only its hash is stored."""
-    from fastloans.tenants import issue_key
+    from fastloans.tenants import KeyConflictError, issue_key
 
     wanted = tuple(s.strip() for s in scopes.split(",") if s.strip())
+    given = sys.stdin.readline().strip() if key_from_stdin else None
     try:
-        issued = _with_connection(lambda conn: issue_key(conn, tenant, scopes=wanted, label=label))
+        issued = _with_connection(lambda conn: issue_key(conn, tenant, scopes=wanted, label=label, key=given))
+    except KeyConflictError as error:
+        raise click.ClickException(str(error)) from None
     except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--scopes") from None
-    click.echo(issued.key)
+        hint = "--scopes" if "scope" in str(error) else "--key-from-stdin"
+        raise click.BadParameter(str(error), param_hint=hint) from None
+    if not key_from_stdin:
+        click.echo(issued.key)
     click.echo(f"tenant={tenant} prefix={issued.prefix} scopes={','.join(issued.scopes)} "
-               "(store the key now: it cannot be shown again)", err=True)
+               + ("(registered)" if key_from_stdin else "(store the key now: it cannot be shown again)"), err=True)
 
 
 @keys.command("revoke")
@@ -138,6 +145,26 @@ def keys_list() -> None:
     for row in _with_connection(list_keys):
         state = f"revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else "live"
         click.echo(f"{row['prefix']}  {row['tenant']:<20} {','.join(row['scopes']):<20} {state}")
+
+
+@main.group()
+def tenants() -> None:
+    """Tenants' settings."""
+
+
+@tenants.command("limit")
+@click.argument("tenant")
+@click.option("--per-second", type=click.FloatRange(min=0), default=None,
+              help="Requests a second for all of the tenant's keys together (0: unlimited).")
+@click.option("--burst", type=click.IntRange(min=1), default=None, help="Requests it may make at once.")
+def tenants_limit(tenant: str, per_second: float | None, burst: int | None) -> None:
+    """Set TENANT's own rate limit; without options, it takes the gateway's default again."""
+    from fastloans.tenants import set_rate_limit
+
+    if not _with_connection(lambda conn: set_rate_limit(conn, tenant, per_second=per_second, burst=burst)):
+        raise click.ClickException(f"no tenant named {tenant}")
+    shown = "the default" if per_second is None and burst is None else f"per_second={per_second} burst={burst}"
+    click.echo(f"tenant {tenant}: rate limit {shown} (takes effect within AUTH_CACHE_SECONDS)")
 
 
 def _mount_policy() -> None:

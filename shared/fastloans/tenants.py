@@ -48,24 +48,45 @@ async def ensure_tenant(conn: asyncpg.Connection, name: str) -> uuid.UUID:
     return row["id"]
 
 
+class KeyConflictError(ValueError):
+    """A key given to `issue_key` is already registered as something it may not become."""
+
+
 async def issue_key(
     conn: asyncpg.Connection, tenant: str, *, scopes: tuple[str, ...] = ("submit", "read"),
     key: str | None = None, label: str | None = None,
 ) -> IssuedKey:
-    """Create (or re-register) an API key for `tenant` with `scopes`."""
+    """Create an API key for `tenant` with `scopes`, or re-register a live key of that tenant with them.
+
+    A revoked key stays revoked and a key never moves to another tenant: both raise KeyConflictError.
+    """
     unknown = set(scopes) - set(SCOPES)
     if unknown:
         raise ValueError(f"unknown scope(s): {', '.join(sorted(unknown))}; choose from {', '.join(SCOPES)}")
     if key is not None and len(key) < 16:
         raise ValueError("an API key must be at least 16 characters long")
     key = key or new_key()
-    tenant_id = await ensure_tenant(conn, tenant)
-    await conn.execute(
-        "INSERT INTO api_keys (id, tenant_id, prefix, key_hash, scopes, label) VALUES ($1, $2, $3, $4, $5, $6) "
-        "ON CONFLICT (key_hash) DO UPDATE SET revoked_at = NULL, scopes = EXCLUDED.scopes, "
-        "tenant_id = EXCLUDED.tenant_id",
-        uuid.uuid4(), tenant_id, display_prefix(key), hash_key(key), list(scopes), label,
-    )
+    async with conn.transaction():
+        tenant_id = await ensure_tenant(conn, tenant)
+        # FOR UPDATE: a concurrent revocation waits for this statement instead of being undone by it.
+        existing = await conn.fetchrow(
+            "SELECT tenant_id, revoked_at FROM api_keys WHERE key_hash = $1 FOR UPDATE", hash_key(key))
+        if existing is None:
+            inserted = await conn.fetchval(
+                "INSERT INTO api_keys (id, tenant_id, prefix, key_hash, scopes, label) "
+                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key_hash) DO NOTHING RETURNING id",
+                uuid.uuid4(), tenant_id, display_prefix(key), hash_key(key), list(scopes), label,
+            )
+            if inserted is None:
+                raise KeyConflictError("this API key was registered at the same moment by someone else")
+        elif existing["revoked_at"] is not None:
+            raise KeyConflictError(f"the API key {display_prefix(key)}… was revoked; a revoked key is never "
+                                   "reinstated: create a new one")
+        elif existing["tenant_id"] != tenant_id:
+            raise KeyConflictError(f"the API key {display_prefix(key)}… belongs to another tenant; "
+                                   "keys never move between tenants")
+        else:
+            await conn.execute("UPDATE api_keys SET scopes = $2 WHERE key_hash = $1", hash_key(key), list(scopes))
     return IssuedKey(key=key, prefix=display_prefix(key), tenant_id=tenant_id, scopes=tuple(scopes))
 
 
@@ -75,6 +96,18 @@ async def revoke_key(conn: asyncpg.Connection, prefix: str) -> int:
         "UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL", prefix
     )
     return int(result.split()[-1])
+
+
+async def set_rate_limit(conn: asyncpg.Connection, tenant: str, *, per_second: float | None,
+                         burst: int | None) -> bool:
+    """Give `tenant` its own rate limit (None: back to the gateway's default); False if there is no such tenant."""
+    if (per_second is not None and per_second < 0) or (burst is not None and burst < 1):
+        raise ValueError("the rate must be at least 0 (0: unlimited) and the burst at least 1")
+    result = await conn.execute(
+        "UPDATE tenants SET rate_limit_per_second = $2, rate_limit_burst = $3 WHERE name = $1",
+        tenant, per_second, burst,
+    )
+    return result.split()[-1] != "0"
 
 
 async def list_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:

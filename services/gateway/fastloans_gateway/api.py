@@ -25,6 +25,7 @@ from fastloans_gateway.schemas import (
     LoanApplicationUpdate,
     render_application,
 )
+from fastloans_gateway.waiting import RECHECK_SECONDS
 
 PREFIX = "/api/v1/loan_applications"
 MAX_WAIT_SECONDS = 30
@@ -36,7 +37,7 @@ router = APIRouter(prefix=PREFIX, tags=["loan applications"])
 
 async def caller(request: Request) -> Caller:
     """The authenticated caller of this request."""
-    return await request.app.state.auth.authenticate(request.headers.get("authorization"))
+    return await request.app.state.auth.authenticate(request.headers.get("authorization"), request.scope.get("client"))
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
@@ -48,7 +49,7 @@ async def authorised(request: Request, scope: str) -> Caller:
     The hot routes call this directly instead of declaring a dependency: FastAPI's
     dependency resolution costs more per request than the lookup itself.
     """
-    who = await request.app.state.auth.authenticate(request.headers.get("authorization"))
+    who = await request.app.state.auth.authenticate(request.headers.get("authorization"), request.scope.get("client"))
     who.require(scope)
     return who
 
@@ -259,12 +260,20 @@ async def get_application(request: Request, application_id: str) -> Response:
     if row is None:
         raise Problem(404, "no such loan application")
     deadline = time.monotonic() + wait
-    while row["status"] == "pending" and (remaining := deadline - time.monotonic()) > 0:
-        await request.app.state.waiters.wait(ident, min(remaining, 0.5))
-        source = "primary"
-        row = await applications.fetch(db, tenant_id=who.tenant_id, application_id=ident, primary=True)
-        if row is None:
-            raise Problem(404, "no such loan application")
+    if wait and row["status"] == "pending":
+        # Watching before reading the primary: a decision recorded after that read is announced to this watch.
+        with request.app.state.waiters.watch(ident) as watch:
+            source = "primary"
+            while True:
+                row = await applications.fetch(db, tenant_id=who.tenant_id, application_id=ident, primary=True)
+                if row is None:
+                    raise Problem(404, "no such loan application")
+                remaining = deadline - time.monotonic()
+                if row["status"] != "pending" or remaining <= 0:
+                    break
+                # Read again only when woken, or after RECHECK_SECONDS in case a notification was lost.
+                if not await watch.wait(min(remaining, RECHECK_SECONDS)) and remaining <= RECHECK_SECONDS:
+                    break
     return json_response(render_application(row), headers={"X-Read-Source": source})
 
 

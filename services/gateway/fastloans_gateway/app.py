@@ -131,8 +131,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database.from_settings(settings)
         app.state.db = db
-        app.state.auth = Authenticator(db, ttl=settings.auth_cache_seconds, rate=settings.rate_limit_per_second,
-                                       burst=settings.rate_limit_burst)
+        app.state.auth = Authenticator.from_settings(db, settings)
         app.state.waiters = DecisionWaiters(settings)
         app.state.waiters.start()
         app.state.outbox = OutboxNotifier(db, interval=settings.outbox_linger_ms / 1000)
@@ -145,6 +144,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             sampler.cancel()
             await app.state.outbox.stop()
             await app.state.waiters.stop()
+            await app.state.auth.stop()
             await db.dispose()
 
     app = FastAPI(

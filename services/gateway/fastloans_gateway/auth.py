@@ -1,16 +1,27 @@
-"""API-key authentication, scopes and per-key rate limiting."""
+"""API-key authentication, scopes, throttling of failed attempts and per-tenant rate limits."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from fastloans.db import Database
 from fastloans.tenants import hash_key
 from fastloans_gateway.problems import Problem
+from fastloans_gateway.ratelimit import Limit, TenantLimiter
+from fastloans_gateway.settings import GatewaySettings
+
+# Failed attempts from IPv6 clients are counted per /64: one host usually holds a whole one.
+IPV6_CLIENT_PREFIX = 64
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -20,11 +31,41 @@ class Caller:
     tenant_id: uuid.UUID
     scopes: frozenset[str]
     key_hash: bytes = field(repr=False)
+    limit: Limit | None = None
 
     def require(self, scope: str) -> None:
         """Refuse with 403 unless the key has `scope` (admin keys have every scope)."""
         if scope not in self.scopes and "admin" not in self.scopes:
             raise Problem(403, f"this API key lacks the '{scope}' scope")
+
+
+class LRU(Generic[K, V]):
+    """A dictionary of at most `size` entries that forgets the least recently used one first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        """The value for `key` (now the most recently used), or None."""
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        """Store `value`, evicting the least recently used entry when full."""
+        self._items[key] = value
+        self._items.move_to_end(key)
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        """Forget `key`."""
+        self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 @dataclass
@@ -33,20 +74,89 @@ class _Bucket:
     updated: float
 
 
-class Authenticator:
-    """Looks keys up by hash, caching answers briefly (revocation takes effect within the TTL)."""
+class FailureThrottle:
+    """A token bucket per client address for failed authentications (unknown or revoked keys)."""
 
-    def __init__(self, db: Database, *, ttl: float, rate: float, burst: int) -> None:
-        self.db = db
-        self.ttl = ttl
+    def __init__(self, *, rate: float, burst: int, size: int) -> None:
         self.rate = rate
         self.burst = burst
-        self._cache: dict[bytes, tuple[float, Caller | None]] = {}
-        self._buckets: dict[bytes, _Bucket] = {}
+        self._buckets: LRU[str, _Bucket] = LRU(size)
+
+    def take(self, client: str, now: float) -> int | None:
+        """Spend one attempt of `client`: None if it had one, else seconds until it has one again."""
+        if self.rate <= 0:
+            return None
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            bucket = _Bucket(tokens=float(self.burst), updated=now)
+            self._buckets.put(client, bucket)
+        bucket.tokens = min(float(self.burst), bucket.tokens + max(0.0, now - bucket.updated) * self.rate)
+        bucket.updated = max(bucket.updated, now)
+        if bucket.tokens < 1.0:
+            return max(1, math.ceil((1.0 - bucket.tokens) / self.rate))
+        bucket.tokens -= 1.0
+        return None
+
+    def give_back(self, client: str) -> None:
+        """Return the attempt spent on a key that turned out to be valid."""
+        bucket = self._buckets.get(client)
+        if bucket is not None:
+            bucket.tokens = min(float(self.burst), bucket.tokens + 1.0)
+
+
+def client_address(client: tuple[str, int] | list[object] | None) -> str:
+    """The address failed attempts are counted by: the ASGI client host, IPv6 by its /64."""
+    if not client:
+        return "unknown"
+    host = str(client[0])
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/{IPV6_CLIENT_PREFIX}", strict=False))
+    return str(address)
+
+
+class Authenticator:
+    """Looks keys up by hash, caching answers briefly (revocation takes effect within the TTL).
+
+    Valid and unknown keys are cached apart, each in a bounded LRU, so a flood of unknown
+    keys evicts only unknown keys. A key never seen valid costs a database query only while
+    its client address has attempts left; a key seen valid before is always looked up again.
+    """
+
+    def __init__(self, db: Database, *, ttl: float, cache_size: int, failures: FailureThrottle,
+                 limiter: TenantLimiter | None, rate: float, burst: int) -> None:
+        self.db = db
+        self.ttl = ttl
+        self.failures = failures
+        self.limiter = limiter
+        self.rate = rate
+        self.burst = burst
+        self.default_limit = Limit.of(rate, burst) if rate > 0 else None
+        self._known: LRU[bytes, tuple[float, Caller]] = LRU(cache_size)
+        self._unknown: LRU[bytes, float] = LRU(cache_size)
         self._lookups: dict[bytes, asyncio.Future[Caller | None]] = {}
 
-    async def authenticate(self, authorization: str | None) -> Caller:
-        """The caller for an `Authorization: Bearer <key>` header, or a 401."""
+    @classmethod
+    def from_settings(cls, db: Database, settings: GatewaySettings) -> Authenticator:
+        """An authenticator with the gateway's cache, failure and rate-limit settings (call it in the lifespan)."""
+        limiter = TenantLimiter(db, interval=settings.rate_limit_sync_ms / 1000)
+        if settings.rate_limit_per_second > 0:
+            limiter.start()  # else only once a tenant with its own limit is seen
+        return cls(
+            db, ttl=settings.auth_cache_seconds, cache_size=settings.auth_cache_size,
+            failures=FailureThrottle(rate=settings.auth_failure_rate_per_second,
+                                     burst=settings.auth_failure_burst, size=settings.auth_cache_size),
+            limiter=limiter,
+            rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst,
+        )
+
+    async def authenticate(self, authorization: str | None, client: tuple[str, int] | None = None) -> Caller:
+        """The caller for an `Authorization: Bearer <key>` header, or a 401 (429 when over a limit)."""
         if not authorization:
             raise _unauthorized("send an API key as 'Authorization: Bearer <key>'")
         scheme, _, key = authorization.partition(" ")
@@ -55,18 +165,50 @@ class Authenticator:
             raise _unauthorized("the Authorization header must be 'Bearer <key>'")
         digest = hash_key(key)
         now = time.monotonic()
-        cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
-            caller = cached[1]
+        known = self._known.get(digest)
+        if known is not None and known[0] > now:
+            caller = known[1]
         else:
-            caller = await self._shared_lookup(digest)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (now + self.ttl, caller)
-        if caller is None:
-            raise _unauthorized("unknown or revoked API key")
-        self._throttle(digest, now)
+            caller = await self._look_up(digest, known is not None, client_address(client), now)
+        if self.limiter is not None and caller.limit is not None:
+            wait = await self.limiter.admit(caller.tenant_id, caller.limit)
+            if wait is not None:
+                raise Problem(429, "rate limit exceeded for this tenant; retry later",
+                              headers={"Retry-After": str(wait)})
         return caller
+
+    async def _look_up(self, digest: bytes, was_valid: bool, address: str, now: float) -> Caller:
+        unknown_until = self._unknown.get(digest)
+        if unknown_until is not None and unknown_until > now:
+            self._refuse(address, now)
+        # Attempts are spent before the query, so concurrent guesses cannot all slip through.
+        spent = not was_valid
+        if spent:
+            self._spend(address, now)
+        caller = await self._shared_lookup(digest)
+        if caller is None:
+            self._known.pop(digest)
+            if self.ttl > 0:
+                self._unknown.put(digest, now + self.ttl)
+            if not spent:
+                self._refuse(address, now)
+            raise _unauthorized("unknown or revoked API key")
+        if spent:
+            self.failures.give_back(address)
+        self._unknown.pop(digest)
+        # Kept after it expires too: a key once valid is looked up again whatever its address's failures.
+        self._known.put(digest, (now + self.ttl, caller))
+        return caller
+
+    def _spend(self, address: str, now: float) -> None:
+        wait = self.failures.take(address, now)
+        if wait is not None:
+            raise Problem(429, "too many failed authentications from this address; retry later",
+                          headers={"Retry-After": str(wait)})
+
+    def _refuse(self, address: str, now: float) -> None:
+        self._spend(address, now)
+        raise _unauthorized("unknown or revoked API key")
 
     async def _shared_lookup(self, digest: bytes) -> Caller | None:
         # Requests that miss the cache at the same moment share one query instead of one each.
@@ -79,26 +221,27 @@ class Authenticator:
     async def _lookup(self, digest: bytes) -> Caller | None:
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
-                "SELECT tenant_id, scopes FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", digest
+                "SELECT k.tenant_id, k.scopes, t.rate_limit_per_second, t.rate_limit_burst "
+                "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
+                "WHERE k.key_hash = $1 AND k.revoked_at IS NULL", digest
             )
         if row is None:
             return None
-        return Caller(tenant_id=row["tenant_id"], scopes=frozenset(row["scopes"]), key_hash=digest)
+        return Caller(tenant_id=row["tenant_id"], scopes=frozenset(row["scopes"]), key_hash=digest,
+                      limit=self._limit(row["rate_limit_per_second"], row["rate_limit_burst"]))
 
-    def _throttle(self, digest: bytes, now: float) -> None:
-        if self.rate <= 0:
-            return
-        bucket = self._buckets.get(digest)
-        if bucket is None:
-            bucket = self._buckets[digest] = _Bucket(tokens=float(self.burst), updated=now)
-        # `now` was read before the key lookup awaited; a request that overtook it may have moved `updated` on.
-        bucket.tokens = min(float(self.burst), bucket.tokens + max(0.0, now - bucket.updated) * self.rate)
-        bucket.updated = max(bucket.updated, now)
-        if bucket.tokens < 1.0:
-            retry = max(1, math.ceil((1.0 - bucket.tokens) / self.rate))
-            raise Problem(429, "rate limit exceeded for this API key; retry later",
-                          headers={"Retry-After": str(retry)})
-        bucket.tokens -= 1.0
+    def _limit(self, rate: float | None, burst: int | None) -> Limit | None:
+        # A tenant's own values replace the defaults one by one; a rate of 0 means unlimited.
+        if rate is None and burst is None:
+            return self.default_limit
+        rate = self.rate if rate is None else rate
+        burst = self.burst if burst is None else burst
+        return Limit.of(rate, burst) if rate > 0 else None
+
+    async def stop(self) -> None:
+        """Stop the rate limiter's synchronisation."""
+        if self.limiter is not None:
+            await self.limiter.stop()
 
 
 def _unauthorized(detail: str) -> Problem:

@@ -20,9 +20,14 @@ class GatewaySettings(Settings):
     # Comma-separated origins; empty keeps CORS closed. NoDecode: the raw string is split below, not parsed as JSON.
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="CORS_ALLOW_ORIGINS")
+    # Authentication and rate limits: a tenant's limit holds for all its keys, across every gateway process.
     auth_cache_seconds: float = Field(5.0, ge=0, le=300, validation_alias="AUTH_CACHE_SECONDS")
+    auth_cache_size: int = Field(10_000, ge=1, le=10_000_000, validation_alias="AUTH_CACHE_SIZE")
+    auth_failure_rate_per_second: float = Field(0.5, ge=0, validation_alias="AUTH_FAILURE_RATE_PER_SECOND")
+    auth_failure_burst: int = Field(10, ge=1, validation_alias="AUTH_FAILURE_BURST")
     rate_limit_per_second: float = Field(200.0, ge=0, validation_alias="RATE_LIMIT_PER_SECOND")
     rate_limit_burst: int = Field(400, ge=1, validation_alias="RATE_LIMIT_BURST")
+    rate_limit_sync_ms: int = Field(200, ge=10, le=5000, validation_alias="RATE_LIMIT_SYNC_MS")
     # How long the first of a batch of submissions waits for others to share its insert.
     submit_linger_ms: float = Field(0.0, ge=0, le=100, validation_alias="SUBMIT_LINGER_MS")
 

@@ -1,8 +1,9 @@
 """Long-poll support: wake `GET ?wait=N` requests when the recorder stores a decision.
 
 One LISTEN connection per process receives the recorder's NOTIFY with the
-ids of the applications it decided; waiters also re-check on their own every second, so a lost
-connection only slows them down.
+ids of the applications it decided. A waiting request reads its application again only
+when its id is announced, when the LISTEN connection is made again (notifications may
+have been missed meanwhile), and every RECHECK_SECONDS in case one was lost anyway.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 
 from fastloans.db import listen_forever
 from fastloans.settings import Settings
@@ -19,6 +21,27 @@ from fastloans.settings import Settings
 log = logging.getLogger("fastloans.gateway.waiting")
 
 DECIDED_CHANNEL = "fastloans_decided"
+RECHECK_SECONDS = 10.0
+
+
+class Watch:
+    """One request's interest in an application's decision, registered before it reads the row."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        """Make the next (or current) wait return."""
+        self._event.set()
+
+    async def wait(self, seconds: float) -> bool:
+        """True when woken within `seconds` (by a notification or a reconnection), else False."""
+        try:
+            await asyncio.wait_for(self._event.wait(), seconds)
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
 
 
 class DecisionWaiters:
@@ -26,12 +49,13 @@ class DecisionWaiters:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._waiters: dict[uuid.UUID, set[asyncio.Event]] = defaultdict(set)
+        self._watches: dict[uuid.UUID, set[Watch]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Keep a LISTEN connection open in the background."""
-        self._task = asyncio.create_task(listen_forever(self.settings, DECIDED_CHANNEL, self._notified))
+        self._task = asyncio.create_task(
+            listen_forever(self.settings, DECIDED_CHANNEL, self._notified, on_connect=self._wake_all))
 
     async def stop(self) -> None:
         """Close the LISTEN connection."""
@@ -40,28 +64,34 @@ class DecisionWaiters:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def wait(self, application_id: uuid.UUID, seconds: float) -> None:
-        """Return when a decision for the application is announced, or after `seconds`."""
-        event = asyncio.Event()
-        self._waiters[application_id].add(event)
+    @contextlib.contextmanager
+    def watch(self, application_id: uuid.UUID) -> Iterator[Watch]:
+        """Be woken when a decision for the application is announced, while inside the block."""
+        watch = Watch()
+        self._watches[application_id].add(watch)
         try:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(event.wait(), seconds)
+            yield watch
         finally:
-            waiters = self._waiters.get(application_id)
-            if waiters is not None:
-                waiters.discard(event)
-                if not waiters:
-                    del self._waiters[application_id]
+            watches = self._watches.get(application_id)
+            if watches is not None:
+                watches.discard(watch)
+                if not watches:
+                    del self._watches[application_id]
+
+    def _wake_all(self) -> None:
+        # After a reconnection every waiter reads once more: its decision may have been announced meanwhile.
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.wake()
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         # The recorder announces a batch at once: comma-separated application ids.
-        if not self._waiters:
+        if not self._watches:
             return
         for text in payload.split(","):
             try:
                 application_id = uuid.UUID(text)
             except ValueError:
                 continue
-            for event in self._waiters.get(application_id, ()):
-                event.set()
+            for watch in self._watches.get(application_id, ()):
+                watch.wake()

@@ -8,6 +8,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -34,6 +35,11 @@ tenants = Table(
     Column("id", UUID(as_uuid=True), primary_key=True),
     Column("name", Text, nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # This tenant's own rate limit; NULL takes RATE_LIMIT_PER_SECOND / RATE_LIMIT_BURST.
+    Column("rate_limit_per_second", Float),
+    Column("rate_limit_burst", Integer),
+    CheckConstraint("(rate_limit_per_second IS NULL OR rate_limit_per_second >= 0) AND "
+                    "(rate_limit_burst IS NULL OR rate_limit_burst >= 1)", name="tenants_rate_limit"),
 )
 
 api_keys = Table(
@@ -121,4 +127,18 @@ idempotency_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("tenant_id", "key"),
     Index("idempotency_keys_created", "created_at"),
+)
+
+# Requests each gateway process accepted per tenant and rate-limit window (window_start and expires in
+# milliseconds since the epoch); UNLOGGED, on the primary only.
+rate_limit_counts = Table(
+    "rate_limit_counts",
+    metadata,
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("window_start", BigInteger, nullable=False),
+    Column("process", UUID(as_uuid=True), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("expires", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "window_start", "process"),
+    prefixes=["UNLOGGED"],
 )

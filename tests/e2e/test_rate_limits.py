@@ -1,0 +1,198 @@
+"""Throttled authentication failures, per-tenant rate limits across gateway processes, and long polls that
+wait on notifications instead of querying the primary.
+
+Database work is counted with PostgreSQL's own statistics of the primary (index and sequential scans of a
+table). A backend publishes them when it goes idle, at most once a second: a busy backend's counts show
+within about a second, but what a backend did less than a second after its last report waits for its
+next report, or for ten seconds (PGSTAT_IDLE_INTERVAL). Tests look for work that would show while it
+is being done, and read final counts only once they include the work that must be there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+import pytest
+
+from fastloans.devstack.stack import ServiceSet
+from fastloans.devstack.system import free_port
+from fastloans.tenants import hash_key
+from tests.conftest import MigratedDb, issue_test_key
+
+URL = "/api/v1/loan_applications"
+# The same values as the gateways below: 20 requests over a 1 s sliding window per tenant.
+RATE, BURST = 20, 20
+FAILURE_BURST = 5
+SYNC_MS = 100
+# A backend that was busy publishes its statistics at most about a second later.
+STATS_FLUSH_SECONDS = 2.0
+
+
+@pytest.fixture(scope="module")
+def limited_gateways(infra: object, services: object) -> Iterator[list[str]]:
+    """Two gateway processes on the same database with a low per-tenant limit and cached key lookups.
+
+    Started after the shared services, which hold their ports by then (free ports are picked unbound).
+    """
+    gateways = ServiceSet(infra, extra_env={  # type: ignore[arg-type]
+        "ENVIRONMENT": "test", "AUTH_CACHE_SECONDS": "30",
+        "RATE_LIMIT_PER_SECOND": str(RATE), "RATE_LIMIT_BURST": str(BURST), "RATE_LIMIT_SYNC_MS": str(SYNC_MS),
+        "AUTH_FAILURE_RATE_PER_SECOND": "0.1", "AUTH_FAILURE_BURST": str(FAILURE_BURST),
+    })
+    children = [gateways.start("gateway", instance=f"gateway-limited-{i}", port=free_port()) for i in range(2)]
+    try:
+        for child in children:
+            gateways.wait_ready(child)
+        yield [f"http://127.0.0.1:{child.port}" for child in children]  # type: ignore[attr-defined]
+    finally:
+        gateways.stop_all()
+
+
+async def scans(pg: asyncpg.Pool, table: str) -> int:
+    """Index and sequential scans of `table` on the primary so far."""
+    return int(await pg.fetchval(
+        "SELECT seq_scan + coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = $1", table))
+
+
+async def scans_once_published(pg: asyncpg.Pool, table: str, baseline: int, at_least: int) -> int:
+    """The scans since `baseline`, read once they include `at_least` and every backend has published."""
+    deadline = time.monotonic() + 15
+    while await scans(pg, table) - baseline < at_least:
+        assert time.monotonic() < deadline, f"fewer than {at_least} scans of {table} ever published"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(STATS_FLUSH_SECONDS)
+    return await scans(pg, table) - baseline
+
+
+def bearer(key: str, client: str) -> dict[str, str]:
+    """Headers of a request with `key` from `client` (the gateway trusts X-Forwarded-For from loopback)."""
+    return {"Authorization": f"Bearer {key}", "X-Forwarded-For": client}
+
+
+async def test_unknown_keys_are_throttled_per_address_without_queries(
+    limited_gateways: list[str], pg: asyncpg.Pool, migrated_db: MigratedDb
+) -> None:
+    valid = await issue_test_key(migrated_db.primary_url, f"guessed-{uuid.uuid4().hex[:8]}", ("read",))
+    attacker, neighbour = "198.51.100.7", "198.51.100.8"
+    async with httpx.AsyncClient(base_url=limited_gateways[0], timeout=30) as http:
+        assert (await http.get(f"{URL}/{uuid.uuid4()}", headers=bearer(valid, attacker))).status_code == 404
+        before = await scans(pg, "api_keys")
+        guesses = [f"fl_{secrets.token_urlsafe(32)}" for _ in range(300)]
+        answers = []
+        for start in range(0, len(guesses), 20):
+            answers += await asyncio.gather(*(http.get(f"{URL}/{uuid.uuid4()}", headers=bearer(key, attacker))
+                                              for key in guesses[start:start + 20]))
+        statuses = Counter(r.status_code for r in answers)
+        assert statuses == {401: FAILURE_BURST, 429: len(guesses) - FAILURE_BURST}, statuses
+        refused = next(r for r in answers if r.status_code == 429)
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert int(refused.headers["retry-after"]) >= 1 and refused.json()["status"] == 429
+        assert await scans_once_published(pg, "api_keys", before, FAILURE_BURST) <= FAILURE_BURST + 2
+        # A key this gateway knows still works from the throttled address; other addresses are not throttled.
+        assert (await http.get(f"{URL}/{uuid.uuid4()}", headers=bearer(valid, attacker))).status_code == 404
+        other = await http.get(f"{URL}/{uuid.uuid4()}", headers=bearer(guesses[0], neighbour))
+        assert other.status_code == 401 and other.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_an_unknown_key_is_remembered_as_unknown(limited_gateways: list[str], pg: asyncpg.Pool) -> None:
+    guess = f"fl_{secrets.token_urlsafe(32)}"
+    async with httpx.AsyncClient(base_url=limited_gateways[1], timeout=30) as http:
+        before = await scans(pg, "api_keys")
+        answers = []
+        for i in range(6):
+            # More than a second apart, so that a query for each would be published before the next.
+            answers.append(await http.get(f"{URL}/{uuid.uuid4()}", headers=bearer(guess, f"203.0.113.{i + 1}")))
+            await asyncio.sleep(1.1)
+    assert {r.status_code for r in answers} == {401}
+    assert await scans_once_published(pg, "api_keys", before, 1) <= 2
+
+
+async def test_a_tenant_cannot_multiply_its_limit_with_keys_or_gateways(
+    limited_gateways: list[str], migrated_db: MigratedDb
+) -> None:
+    tenant = f"busy-{uuid.uuid4().hex[:8]}"
+    keys = [await issue_test_key(migrated_db.primary_url, tenant, ("read",)) for _ in range(2)]
+    outcomes: dict[tuple[int, int], Counter[int]] = {(g, k): Counter() for g in range(2) for k in range(2)}
+    started = time.monotonic()
+    duration = 3.0
+
+    async def hammer(gateway: int, key: int) -> None:
+        seen = outcomes[(gateway, key)]
+        async with httpx.AsyncClient(base_url=limited_gateways[gateway], timeout=30,
+                                     headers={"Authorization": f"Bearer {keys[key]}"}) as http:
+            # For the duration, and on a slow machine until every stream has been refused at least once.
+            while (time.monotonic() - started < duration
+                   or not all(counts[429] for counts in outcomes.values())) and time.monotonic() - started < 30:
+                seen[(await http.get(f"{URL}/not-an-id")).status_code] += 1
+
+    await asyncio.gather(*(hammer(g, k) for g in range(2) for k in range(2) for _ in range(3)))
+    elapsed = time.monotonic() - started
+    accepted = sum(seen[404] for seen in outcomes.values())
+    refused = sum(seen[429] for seen in outcomes.values())
+    # One window's burst, then the rate; the documented bound adds a share of one sync interval per process.
+    ceiling = BURST + RATE * elapsed + 2 * RATE * SYNC_MS / 1000 + 2
+    print(f"accepted {accepted} of {accepted + refused} in {elapsed:.1f} s (ceiling {ceiling:.0f})")
+    assert accepted <= ceiling, (accepted, ceiling, outcomes)
+    assert accepted >= BURST, (accepted, outcomes)
+    assert refused > accepted
+    assert all(seen[429] and seen[404] for seen in outcomes.values()), outcomes
+
+
+async def test_waiting_requests_read_the_primary_once_until_notified(
+    api_url: str, infra: object, pg: asyncpg.Pool, tenant_key: str
+) -> None:
+    tenant_id = await pg.fetchval("SELECT tenant_id FROM api_keys WHERE key_hash = $1", hash_key(tenant_key))
+    ident = uuid.uuid4()
+    now = datetime.now(UTC)
+    # Inserted without an outbox row: nothing will ever decide it.
+    await pg.execute(
+        "INSERT INTO loan_applications (id, tenant_id, applicant_name, credit_score, loan_amount, loan_purpose, "
+        "monthly_income, monthly_debt, employment_status, submitted_at, created_at, updated_at) "
+        "VALUES ($1, $2, 'Never Decided', 700, 1000, 'auto', 5000, 100, 'employed', $3, $3, $3)",
+        ident, tenant_id, now)
+    replica = await asyncpg.connect(infra.postgres.replica_url)  # type: ignore[attr-defined]
+    try:
+        deadline = time.monotonic() + 10
+        while not await replica.fetchval("SELECT count(*) FROM loan_applications WHERE id = $1", ident):
+            assert time.monotonic() < deadline, "the replica never received the application"
+            await asyncio.sleep(0.05)
+    finally:
+        await replica.close()
+    waiters = 20
+    before = await scans(pg, "loan_applications")
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {tenant_key}"},
+                                 timeout=40) as http:
+        started = time.monotonic()
+        task = asyncio.gather(*(http.get(f"{URL}/{ident}", params={"wait": 10}) for _ in range(waiters)))
+        during = []
+        while time.monotonic() - started < 9 and not task.done():
+            # A poll every half second would show here within a second or two: 40 reads a second.
+            during.append(await scans(pg, "loan_applications") - before)
+            await asyncio.sleep(0.5)
+        answers = await task
+        elapsed = time.monotonic() - started
+    assert elapsed >= 9.5
+    assert [r.status_code for r in answers] == [200] * waiters
+    assert {r.json()["status"] for r in answers} == {"pending"}
+    assert max(during) <= waiters + 2, during
+    assert await scans_once_published(pg, "loan_applications", before, waiters) <= waiters + 2
+
+
+async def test_a_waiting_request_answers_as_soon_as_the_decision_is_announced(client: httpx.AsyncClient) -> None:
+    created = await client.post(URL, json={
+        "applicant_name": "Quick Answer", "credit_score": 760, "loan_amount": "1500.00", "loan_purpose": "auto",
+        "monthly_income": "6000.00", "monthly_debt": "500.00", "employment_status": "employed"})
+    assert created.status_code == 202
+    started = time.monotonic()
+    answer = await client.get(f"{URL}/{created.json()['id']}", params={"wait": 20})
+    # Well before the safety re-read (10 s): the recorder's notification woke it.
+    assert answer.status_code == 200 and answer.json()["status"] == "approved"
+    assert time.monotonic() - started < 8

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.probes import audit
+from bench.ratelimit import measure as rate_limit_cost
 from bench.report import verdicts, write
 from bench.runner import PYTHON_SERVICES, Plan, Runner, phase_dicts, ratio
 from bench.target import Target, bench_keys, running_stack, start_stack, state_root
@@ -53,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="extra environment for the services of the benchmark's own stack")
     parser.add_argument("--profile", type=int, nargs="?", const=500, default=None, metavar="RATE",
                         help="record py-spy profiles of every service during the fixed-rate phase at RATE (500)")
-    parser.add_argument("--skip", default="", help="phases to leave out: ceilings,fixed,reads,sustained")
+    parser.add_argument("--skip", default="", help="phases to leave out: ceilings,fixed,reads,sustained,ratelimit")
     parser.add_argument("--output", type=Path, default=None, help="results folder (default bench/results)")
     return parser.parse_args(argv)
 
@@ -159,6 +160,9 @@ async def run(args: argparse.Namespace, target: Target, plan: Plan, folder: Path
         runner.monitor.sample(time.time())
         log(f"auditing {len(runner.accepted):,} accepted applications")
         checked = await audit(target.primary_url, runner.accepted, wait_seconds=plan.drain_timeout)
+        if "ratelimit" not in skip:
+            log("measuring the per-tenant rate limiter (admission CPU, sync statement)")
+            headline["rate_limit"] = await rate_limit_cost(target.primary_url)
     finally:
         await runner.probe.stop()
     usage = runner.usage()

@@ -14,9 +14,12 @@ import asyncpg
 
 from fastloans.devstack.stack import SERVICES, Infra, Ports, ServiceSet
 from fastloans.devstack.system import free_port, log
-from fastloans.tenants import issue_key
+from fastloans.tenants import issue_key, set_rate_limit
 
 BENCH_TENANT = "bench"
+# Requests a second for the benchmark tenant: far above any rate offered, so every request pays for the
+# per-tenant rate limit (as production traffic does) and none is refused.
+BENCH_RATE_LIMIT = 1_000_000
 
 
 @dataclass
@@ -117,11 +120,13 @@ def start_stack(state: Path, *, durable: bool, extra_env: dict[str, str]) -> Tar
 
 
 async def issue_keys(primary_url: str, count: int) -> list[str]:
-    """`count` API keys of the benchmark tenant (each key has its own rate-limit bucket)."""
+    """`count` API keys of the benchmark tenant, whose own rate limit is counted but never reached."""
     conn = await asyncpg.connect(primary_url)
     try:
-        return [(await issue_key(conn, BENCH_TENANT, scopes=("submit", "read"), label="benchmark")).key
+        keys = [(await issue_key(conn, BENCH_TENANT, scopes=("submit", "read"), label="benchmark")).key
                 for _ in range(count)]
+        await set_rate_limit(conn, BENCH_TENANT, per_second=BENCH_RATE_LIMIT, burst=2 * BENCH_RATE_LIMIT)
+        return keys
     finally:
         await conn.close()
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from fastloans.devstack.stack import SERVICES, Infra, Ports, ServiceSet
+from fastloans.devstack.stack import OPS_PORTS, SERVICES, Infra, Ports, ServiceSet
 from fastloans.devstack.system import free_port, log
 from fastloans.tenants import issue_key, set_rate_limit
 
@@ -83,12 +83,13 @@ def running_stack(state: Path) -> Target | None:
         return None
     env = _read_env(env_file)
     api = env.get("FASTLOANS_API_URL", "")
-    if not api or not _answers(api):
+    # `make up` lists the metrics URLs in the order it starts the services; the gateway's is on its ops port.
+    metrics = dict(zip(SERVICES, env.get("FASTLOANS_METRICS_URLS", "").split(), strict=False))
+    if not api or not _answers(metrics.get("gateway", "").removesuffix("/metrics")):
         return None
     ports = {"postgres-primary": _port(env["DATABASE_URL"]), "postgres-replica": _port(env["DATABASE_READ_URL"]),
              "kafka": _port(env["KAFKA_BOOTSTRAP_SERVERS"].split(",")[0])}
-    # `make up` lists the metrics URLs in the order it starts the services.
-    for name, url in zip(SERVICES, env.get("FASTLOANS_METRICS_URLS", "").split(), strict=False):
+    for name, url in metrics.items():
         ports[name] = _port(url)
     ports["gateway"] = _port(api)
     return Target(api_url=api, primary_url=env["DATABASE_URL"], replica_url=env["DATABASE_READ_URL"],
@@ -98,7 +99,8 @@ def running_stack(state: Path) -> Target | None:
 def start_stack(state: Path, *, durable: bool, extra_env: dict[str, str]) -> Target:
     """Start PostgreSQL, Kafka and every service on free ports, with their data in `state`."""
     ports = Ports(pg_primary=free_port(), pg_replica=free_port(), kafka=[free_port()],
-                  kafka_controller=[free_port()], services={name: free_port() for name in SERVICES})
+                  kafka_controller=[free_port()], services={name: free_port() for name in SERVICES},
+                  ops={name: free_port() for name in OPS_PORTS})
     infra = Infra(state, ports, durable=durable)
     environment = {"FASTLOANS_STATE_DIR": str(state), **extra_env}
     services = ServiceSet(infra, extra_env=environment)

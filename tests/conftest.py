@@ -51,7 +51,7 @@ def state_dir() -> Path:
 @pytest.fixture(scope="session")
 def infra(state_dir: Path) -> Iterator[object]:
     """PostgreSQL primary + streaming replica and a Kafka broker on free loopback ports, migrated, with topics."""
-    from fastloans.devstack.stack import SERVICES, Infra, Ports
+    from fastloans.devstack.stack import OPS_PORTS, SERVICES, Infra, Ports
     from fastloans.devstack.system import free_port
 
     ports = Ports(
@@ -60,6 +60,7 @@ def infra(state_dir: Path) -> Iterator[object]:
         kafka=[free_port()],
         kafka_controller=[free_port()],
         services={name: free_port() for name in SERVICES},
+        ops={name: free_port() for name in OPS_PORTS},
     )
     stack = Infra(state_dir, ports, durable=False, partitions=3)
     try:
@@ -110,6 +111,12 @@ def services(infra: object) -> Iterator[object]:
 def api_url(services: object, infra: object) -> str:
     """The gateway's base URL."""
     return f"http://127.0.0.1:{infra.ports.services['gateway']}"  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def ops_url(services: object, infra: object) -> str:
+    """The base URL of the gateway's /healthz, /readyz and /metrics (not the public port)."""
+    return f"http://127.0.0.1:{infra.ports.ops_port('gateway')}"  # type: ignore[attr-defined]
 
 
 async def issue_test_key(primary_url: str, tenant: str, scopes: tuple[str, ...] = ("submit", "read")) -> str:

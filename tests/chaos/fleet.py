@@ -21,9 +21,11 @@ class Fleet:
     def __init__(self, services: ServiceSet) -> None:
         self.services = services
         self.ports: dict[str, int] = {}
+        self.ops_ports: dict[str, int] = {}
         self.kinds: dict[str, str] = {}
         for key, child in services.children.items():
             self.ports[key] = child.port  # type: ignore[attr-defined]
+            self.ops_ports[key] = child.ops_port  # type: ignore[attr-defined]
             self.kinds[key] = key.split("-", 1)[0]
 
     @classmethod
@@ -39,6 +41,10 @@ class Fleet:
         """The HTTP base URL of one instance."""
         return f"http://127.0.0.1:{self.ports[instance]}"
 
+    def ops_url(self, instance: str) -> str:
+        """The base URL of one instance's /healthz, /readyz and /metrics."""
+        return f"http://127.0.0.1:{self.ops_ports[instance]}"
+
     def child(self, instance: str) -> Child:
         """The process of one instance."""
         return self.services.children[instance]
@@ -51,8 +57,9 @@ class Fleet:
             taken = set(self.instances(service))
             instance = next(n for n in (service, *(f"{service}-{i}" for i in range(2, 100))) if n not in taken)
         port = self.ports.get(instance) or free_port()
-        child = self.services.start(service, instance=instance, port=port)
+        child = self.services.start(service, instance=instance, port=port, ops_port=self.ops_ports.get(instance))
         self.ports[instance], self.kinds[instance] = port, service
+        self.ops_ports[instance] = child.ops_port  # type: ignore[attr-defined]
         if wait:
             self.services.wait_ready(child, timeout=120)
         return instance
@@ -83,6 +90,7 @@ class Fleet:
         del self.services.children[instance]
         del self.kinds[instance]
         del self.ports[instance]
+        del self.ops_ports[instance]
 
     def stop_all(self) -> None:
         """SIGTERM everything that runs."""

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import asyncpg
 
-from fastloans.devstack.stack import SERVICES, Infra, Ports
+from fastloans.devstack.stack import OPS_PORTS, SERVICES, Infra, Ports
 from fastloans.devstack.system import free_port
 from fastloans.tenants import issue_key
 from tests.chaos.faults import ALL_FAULTS, DEFAULT_FAULTS, FaultInjector, schedule
@@ -149,7 +149,8 @@ def run(config: ChaosConfig, log: Callable[[str], None] = _say) -> ChaosReport:
     """Start a stack of its own, run `chaos` on it, and stop everything."""
     state = config.state_dir or _fresh_state()
     ports = Ports(pg_primary=free_port(), pg_replica=free_port(), kafka=[free_port()],
-                  kafka_controller=[free_port()], services={name: free_port() for name in SERVICES})
+                  kafka_controller=[free_port()], services={name: free_port() for name in SERVICES},
+                  ops={name: free_port() for name in OPS_PORTS})
     infra = Infra(state, ports, durable=config.durable, partitions=6, kafka_nodes=config.kafka_nodes,
                   kafka_heap="384m")
     fleet: Fleet | None = None

@@ -337,3 +337,26 @@ def test_schema_refuses_bad_values(render, settings: tuple[str, ...], message: s
     error = render.error(set_values=settings)
     assert "values don't meet the specifications of the schema" in error, error
     assert message in error, error
+
+
+def test_gateway_ops_routes_are_off_the_ingress_path(render) -> None:
+    """The gateway's probes and Prometheus use its ops port; the Ingress and the ingress controller only `http`."""
+    objects = render(values=values_args("production"))
+    gateway = named(objects, "Deployment", f"{FULL}-gateway")["spec"]["template"]["spec"]["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in gateway["ports"]} == {"http": 8000, "ops": 9180}
+    assert env_of(gateway)["OPS_PORT"]["value"] == "9180"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert gateway[probe]["httpGet"]["port"] == "ops", probe
+    for rule in named(objects, "Ingress", f"{FULL}-gateway")["spec"]["rules"]:
+        assert {path["backend"]["service"]["port"]["name"] for path in rule["http"]["paths"]} == {"http"}
+    rules = named(objects, "NetworkPolicy", f"{FULL}-gateway")["spec"]["ingress"]
+    ports = {rule["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]:
+             [p["port"] for p in rule["ports"]] for rule in rules}
+    assert ports == {"monitoring": ["ops"], "ingress-nginx": ["http"]}
+    service = named(objects, "Service", f"{FULL}-gateway")
+    assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} == {"http": "http", "ops": "ops"}
+    assert named(objects, "ServiceMonitor", f"{FULL}-gateway")["spec"]["endpoints"][0]["port"] == "ops"
+    # The workers keep health and metrics on their only port.
+    relay = named(objects, "Deployment", f"{FULL}-relay")["spec"]["template"]["spec"]["containers"][0]
+    assert relay["readinessProbe"]["httpGet"]["port"] == "http" and "OPS_PORT" not in env_of(relay)
+    assert named(objects, "ServiceMonitor", f"{FULL}-relay")["spec"]["endpoints"][0]["port"] == "http"

@@ -91,14 +91,14 @@ async def test_oversized_body_without_content_length_is_refused(client: httpx.As
     assert_problem(response, 413)
 
 
-async def test_authentication(api_url: str, migrated_db) -> None:
+async def test_authentication(api_url: str, ops_url: str, migrated_db) -> None:
     async with httpx.AsyncClient(base_url=api_url) as anonymous:
         body = assert_problem(await anonymous.post(URL, json=APPROVED), 401)
         assert "Bearer" in body["detail"]
         response = await anonymous.get(f"{URL}/{uuid.uuid4()}", headers={"Authorization": "Bearer not-a-key"})
         assert_problem(response, 401)
         assert response.headers["www-authenticate"].startswith("Bearer")
-        assert (await anonymous.get("/healthz")).status_code == 200
+        assert (await anonymous.get(f"{ops_url}/healthz")).status_code == 200
     read_only = await issue_test_key(migrated_db.primary_url, "readers", scopes=("read",))
     async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {read_only}"}) as reader:
         assert_problem(await reader.post(URL, json=APPROVED), 403)

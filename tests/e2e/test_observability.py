@@ -145,11 +145,11 @@ class Traffic:
 @pytest.fixture(scope="module")
 async def traffic(services, infra, tenant_key: str) -> Traffic:
     """Scrape, push an application and a poison message through, then scrape again once the gauges report."""
-    ports = infra.ports.services
+    ports = {name: infra.ports.ops_port(name) for name in infra.ports.services}
     before = scrape_all(ports)
     poison_id = uuid.uuid4()
     await publish_poison(infra.settings(), Topic.SUBMITTED, poison_id)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['gateway']}",
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{infra.ports.services['gateway']}",
                                  headers={"Authorization": f"Bearer {tenant_key}"}, timeout=40) as http:
         created = await http.post(URL, json=APPLICATION)
         assert created.status_code == 202, created.text
@@ -266,7 +266,7 @@ def test_gateway_metrics_add_up_across_worker_processes(infra, services, tmp_pat
     child = service_set.start("gateway", instance="gateway-multiprocess", port=free_port())
     try:
         service_set.wait_ready(child)
-        port = child.port  # type: ignore[attr-defined]
+        port = child.ops_port  # type: ignore[attr-defined]
 
         async def burst() -> None:
             # Separate connections, concurrently: the two processes share the listening socket.

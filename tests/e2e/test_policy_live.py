@@ -75,7 +75,7 @@ class Pipeline:
 
     def metrics_url(self, name: str) -> str:
         """The /metrics URL of one of this pipeline's services."""
-        return f"http://127.0.0.1:{self.children[name].port}/metrics"  # type: ignore[attr-defined]
+        return f"http://127.0.0.1:{self.children[name].ops_port}/metrics"  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")

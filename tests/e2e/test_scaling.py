@@ -35,7 +35,7 @@ async def test_scaling_consumers_up_and_down_under_load(
                 added.append(await asyncio.to_thread(fleet.start, service))
         busy: set[str] = set()
         for _ in range(120):
-            busy = {name for name in added if await processed(fleet.url(name)) > 0}
+            busy = {name for name in added if await processed(fleet.ops_url(name)) > 0}
             if busy == set(added):
                 break
             await asyncio.sleep(1)

@@ -64,8 +64,9 @@ async def test_every_api_route_requires_a_key(api_url: str) -> None:
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/"])
-async def test_health_metrics_docs_and_the_web_page_need_no_key(api_url: str, path: str) -> None:
-    async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
+async def test_health_metrics_docs_and_the_web_page_need_no_key(api_url: str, ops_url: str, path: str) -> None:
+    base = ops_url if path in ("/healthz", "/readyz", "/metrics") else api_url
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         assert (await http.get(path)).status_code == 200
 
 
@@ -146,7 +147,7 @@ async def test_cors_allows_only_the_configured_origins(strict_gateway: str) -> N
 async def test_security_headers_on_every_response(api_url: str, tenant_key: str) -> None:
     auth = bearer(tenant_key)
     requests = [
-        ("GET", "/healthz", {}, None), ("GET", "/readyz", {}, None), ("GET", "/metrics", {}, None),
+        ("GET", "/healthz", {}, None), ("GET", "/readyz", {}, None), ("GET", "/metrics", {}, None),  # 404 on this port
         ("GET", "/openapi.json", {}, None), ("GET", "/docs", {}, None), ("GET", "/", {}, None),
         ("GET", "/no/such/page", {}, None), ("GET", URL, auth, None), ("GET", URL, {}, None),
         ("GET", f"{URL}/{uuid.uuid4()}", auth, None), ("POST", URL, auth, {**APPROVED, "credit_score": 1}),
@@ -201,7 +202,8 @@ async def test_no_applicant_data_or_keys_in_logs_or_metrics(distinctive_run: lis
             text = path.read_bytes().decode("utf-8", "replace")
             leaks += [f"{path.name}: {needle!r}" for needle in secrets_and_data if needle in text]
     async with httpx.AsyncClient(timeout=30) as http:
-        for service, port in infra.ports.services.items():  # type: ignore[attr-defined]
+        for service in infra.ports.services:  # type: ignore[attr-defined]
+            port = infra.ports.ops_port(service)  # type: ignore[attr-defined]
             metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
             assert "fastloans_" in metrics, service
             # Neither data nor keys nor per-application ids (unbounded label values) in any label.

@@ -49,7 +49,7 @@ def _stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
 def test_up_is_ready_then_stops_cleanly_and_restarts_warm(tmp_path: Path) -> None:
     state = Path(__file__).resolve().parents[2] / ".fastloans" / f"up-test-{os.getpid()}"
     ports = {name: free_port() for name in ("PG", "REPLICA", "KAFKA", "KAFKA_CONTROLLER", "GATEWAY", "RISK",
-                                             "APPROVAL", "RECORDER", "RELAY")}
+                                             "APPROVAL", "RECORDER", "RELAY", "GATEWAY_OPS")}
     stack_env = state / "stack.env"
     try:
         process = _start(state, ports)
@@ -61,6 +61,7 @@ def test_up_is_ready_then_stops_cleanly_and_restarts_warm(tmp_path: Path) -> Non
         assert values["DATABASE_READ_URL"].endswith(f":{ports['REPLICA']}/fastloans")
         assert values["KAFKA_BOOTSTRAP_SERVERS"] == f"127.0.0.1:{ports['KAFKA']}"
         assert len(values["FASTLOANS_METRICS_URLS"].split()) == 5
+        assert f"http://127.0.0.1:{ports['GATEWAY_OPS']}/metrics" in values["FASTLOANS_METRICS_URLS"].split()
         streaming = subprocess.run(
             ["psql", "-h", "127.0.0.1", "-p", str(ports["PG"]), "-U", "postgres", "-At", "-c",
              "SELECT state FROM pg_stat_replication"], capture_output=True, text=True, check=True,

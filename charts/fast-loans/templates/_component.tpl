@@ -11,6 +11,7 @@ The objects of one component. Every define takes (dict "root" $ "name" <componen
 {{- $c := .c -}}
 {{- $labelCtx := dict "root" $root "component" .name -}}
 {{- $uses := $c.uses | default dict }}
+{{- $opsPort := ternary "ops" "http" (not (empty $c.opsPort)) }}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -86,11 +87,20 @@ spec:
             - name: http
               containerPort: {{ $c.port }}
               protocol: TCP
+            {{- with $c.opsPort }}
+            - name: ops
+              containerPort: {{ . }}
+              protocol: TCP
+            {{- end }}
           env:
             - name: HTTP_HOST
               value: "0.0.0.0"
             - name: HTTP_PORT
               value: {{ $c.port | quote }}
+            {{- with $c.opsPort }}
+            - name: OPS_PORT
+              value: {{ . | quote }}
+            {{- end }}
             - name: PROMETHEUS_MULTIPROC_DIR
               value: /tmp/metrics
             {{- with $c.webConcurrency }}
@@ -108,20 +118,20 @@ spec:
           startupProbe:
             httpGet:
               path: /healthz
-              port: http
+              port: {{ $opsPort }}
             periodSeconds: {{ $c.startupProbe.periodSeconds }}
             failureThreshold: {{ $c.startupProbe.failureThreshold }}
           livenessProbe:
             httpGet:
               path: /healthz
-              port: http
+              port: {{ $opsPort }}
             periodSeconds: {{ $c.livenessProbe.periodSeconds }}
             timeoutSeconds: {{ $c.livenessProbe.timeoutSeconds }}
             failureThreshold: {{ $c.livenessProbe.failureThreshold }}
           readinessProbe:
             httpGet:
               path: /readyz
-              port: http
+              port: {{ $opsPort }}
             periodSeconds: {{ $c.readinessProbe.periodSeconds }}
             timeoutSeconds: {{ $c.readinessProbe.timeoutSeconds }}
             failureThreshold: {{ $c.readinessProbe.failureThreshold }}
@@ -177,6 +187,13 @@ spec:
       port: {{ .c.port }}
       targetPort: http
       protocol: TCP
+    {{- with .c.opsPort }}
+    {{- /* For the ServiceMonitor; the Ingress routes only to `http`, the NetworkPolicy admits only Prometheus. */}}
+    - name: ops
+      port: {{ . }}
+      targetPort: ops
+      protocol: TCP
+    {{- end }}
 {{- end -}}
 
 {{- define "fastloans.component.scaling" -}}
@@ -292,12 +309,12 @@ spec:
   policyTypes:
     - Ingress
   ingress:
-    {{- /* /metrics (and, for the gateway, the API: same port) from Prometheus. */}}
+    {{- /* /metrics from Prometheus: the ops port where the component has one (the gateway), else its only port. */}}
     - from:
         - namespaceSelector:
             {{- toYaml $root.Values.networkPolicy.monitoringNamespaceSelector | nindent 12 }}
       ports:
-        - port: http
+        - port: {{ ternary "ops" "http" (not (empty .c.opsPort)) }}
           protocol: TCP
     {{- if and $root.Values.ingress.enabled (eq .name "gateway") }}
     - from:
@@ -331,7 +348,7 @@ spec:
     matchLabels:
       {{- include "fastloans.selectorLabels" $labelCtx | nindent 6 }}
   endpoints:
-    - port: http
+    - port: {{ ternary "ops" "http" (not (empty .c.opsPort)) }}
       path: /metrics
       interval: {{ $root.Values.observability.serviceMonitor.interval }}
 {{- end }}

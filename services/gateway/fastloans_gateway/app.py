@@ -32,6 +32,7 @@ from fastloans_gateway.auth import Authenticator
 from fastloans_gateway.problems import Problem, field_errors, problem_response
 from fastloans_gateway.reports import router as reports_router
 from fastloans_gateway.schemas import LoanApplicationCreate, LoanApplicationUpdate
+from fastloans_gateway.server import OpsPortMiddleware
 from fastloans_gateway.settings import GatewaySettings
 from fastloans_gateway.waiting import DecisionWaiters
 from fastloans_gateway.web import web_router
@@ -216,6 +217,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         log.exception("unhandled error", extra={"url.path": request.url.path})
         return problem_response(Problem(500, "internal error"), request.url.path)
 
+    # /healthz, /readyz and /metrics answer only on the ops port, the API only on the public one.
+    app.add_middleware(OpsPortMiddleware, ops_port=settings.ops_port, public_port=settings.http_port,
+                       ops_paths=UNLOGGED_ROUTES)
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -31,6 +31,9 @@ SERVICES: dict[str, tuple[str, int]] = {
     "recorder": ("fastloans-recorder", 8003),
     "relay": ("fastloans-relay", 8004),
 }
+# name -> default port of /healthz, /readyz and /metrics (OPS_PORT), for the services that keep them off their main
+# port; the other services serve them on their only port.
+OPS_PORTS: dict[str, int] = {"gateway": 9180}
 
 
 @dataclass
@@ -42,10 +45,11 @@ class Ports:
     kafka: list[int] = field(default_factory=lambda: [9092])
     kafka_controller: list[int] = field(default_factory=lambda: [9093])
     services: dict[str, int] = field(default_factory=lambda: {n: p for n, (_, p) in SERVICES.items()})
+    ops: dict[str, int] = field(default_factory=lambda: dict(OPS_PORTS))
 
     @classmethod
     def from_env(cls) -> Ports:
-        """Defaults, overridden by FASTLOANS_{PG,REPLICA,KAFKA}_PORT and FASTLOANS_<SERVICE>_PORT."""
+        """Defaults, overridden by FASTLOANS_{PG,REPLICA,KAFKA}_PORT, FASTLOANS_<SERVICE>_PORT and _OPS_PORT."""
         env = os.environ
         ports = cls(
             pg_primary=int(env.get("FASTLOANS_PG_PORT", 5432)),
@@ -59,7 +63,13 @@ class Ports:
         ports.kafka_controller = [controller + 2 * i for i in range(nodes)]
         for name in ports.services:
             ports.services[name] = int(env.get(f"FASTLOANS_{name.upper()}_PORT", ports.services[name]))
+        for name in ports.ops:
+            ports.ops[name] = int(env.get(f"FASTLOANS_{name.upper()}_OPS_PORT", ports.ops[name]))
         return ports
+
+    def ops_port(self, name: str) -> int:
+        """The port of a service's /healthz, /readyz and /metrics."""
+        return self.ops.get(name, self.services[name])
 
     def named(self) -> dict[str, int]:
         """Every port with a readable name, for the already-in-use check."""
@@ -68,6 +78,7 @@ class Ports:
             named[f"Kafka broker {i + 1}"] = port
             named[f"Kafka controller {i + 1}"] = cport
         named.update({f"{name} service": port for name, port in self.services.items()})
+        named.update({f"{name} ops": port for name, port in self.ops.items()})
         return named
 
 
@@ -162,7 +173,8 @@ class ServiceSet:
             **self.extra_env,
         }
 
-    def start(self, name: str, *, instance: str | None = None, port: int | None = None) -> Child:
+    def start(self, name: str, *, instance: str | None = None, port: int | None = None,
+              ops_port: int | None = None) -> Child:
         """Start one instance of a service (several instances get distinct names and ports)."""
         script, _ = SERVICES[name]
         bindir = Path(sys.executable).parent
@@ -171,15 +183,22 @@ class ServiceSet:
         port = port or self.infra.ports.services[name]
         env = self.env_for(name, port)
         env["FASTLOANS_INSTANCE"] = key
+        if name in self.infra.ports.ops:
+            # Another instance of the service needs an ops port of its own.
+            ops_port = ops_port or (self.infra.ports.ops[name] if key == name else free_port())
+            env["OPS_PORT"] = str(ops_port)
+        else:
+            ops_port = port
         child = Child(name=key, argv=[executable], log_path=self.infra.log_dir / f"{key}.log", env=env)
         child.start()
         child.port = port  # type: ignore[attr-defined]
+        child.ops_port = ops_port  # type: ignore[attr-defined]
         self.children[key] = child
         return child
 
     def wait_ready(self, child: Child, timeout: float = 60.0) -> None:
         """Wait until the service answers 200 on /readyz."""
-        url = f"http://127.0.0.1:{child.port}/readyz"  # type: ignore[attr-defined]
+        url = f"http://127.0.0.1:{child.ops_port}/readyz"  # type: ignore[attr-defined]
 
         def ready() -> bool:
             if not child.running:
@@ -283,7 +302,7 @@ def up(state: Path) -> int:
         key = prepare_demo_key(state, infra.postgres.primary_url)
         services.start_all()
         gateway = f"http://127.0.0.1:{ports.services['gateway']}"
-        metrics = " ".join(f"http://127.0.0.1:{c.port}/metrics" for c in services.children.values())  # type: ignore[attr-defined]
+        metrics = " ".join(f"http://127.0.0.1:{c.ops_port}/metrics" for c in services.children.values())  # type: ignore[attr-defined]
         write_stack_env(state, {
             "FASTLOANS_API_URL": gateway,
             **infra.env(),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import re
 import uuid
 
 import asyncpg
@@ -227,12 +230,20 @@ async def test_patch_refuses_nulls_and_empty_changes(client: httpx.AsyncClient, 
     assert_problem(await client.patch(f"{URL}/{created['id']}", json={}), 422)
 
 
-async def test_docs_page_may_load_swagger_ui(api_url: str) -> None:
+async def test_docs_page_loads_swagger_ui_from_local_files_under_the_strict_csp(api_url: str) -> None:
     async with httpx.AsyncClient(base_url=api_url) as http:
         docs = await http.get("/docs")
         api = await http.get("/openapi.json")
-    assert "https://cdn.jsdelivr.net" in docs.headers["content-security-policy"]
-    assert "cdn.jsdelivr.net" not in api.headers["content-security-policy"]
+        assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
+        assert docs.headers["content-security-policy"] == api.headers["content-security-policy"]
+        assert "script-src 'self';" in docs.headers["content-security-policy"]
+        assert "unsafe-inline" not in docs.headers["content-security-policy"]
+        urls = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+        assert urls and all(url.startswith("/static/") for url in urls), urls
+        for url in urls:
+            asset = await http.get(url)
+            assert asset.status_code == 200 and "immutable" in asset.headers["cache-control"], url
+        assert re.search(r"<script(?![^>]*\ssrc=)", docs.text) is None
     schema = api.json()["components"]["schemas"]["LoanApplicationUpdate"]["properties"]["credit_score"]
     assert "anyOf" not in schema and schema["type"] == "integer"
 
@@ -243,3 +254,114 @@ async def test_noop_floor_endpoint_is_unauthenticated_and_undocumented(api_url: 
         spec = (await http.get("/openapi.json")).json()
     assert response.status_code == 200
     assert "/noop" not in spec["paths"]
+
+
+# -- strict input: hostile or ambiguous values are refused with a 4xx, never stored, never a 500 ----------
+
+UNSTORABLE_NAMES = [
+    ("nul", "Ada\x00Lovelace"), ("ansi", "\x1b[31mAda\x1b[0m"), ("crlf", "Ada\r\nX-Injected: 1"),
+    ("bidi-override", "\u202eecalevoL adA"), ("bidi-isolate", "Ada \u2066Lovelace\u2069"),
+    ("zero-width-only", "\u200b\u200b"), ("filler-only", "\u3164"),
+]
+
+
+@pytest.mark.parametrize("name", [n for _, n in UNSTORABLE_NAMES], ids=[i for i, _ in UNSTORABLE_NAMES])
+async def test_names_with_control_or_invisible_characters_are_422_on_post_and_patch(
+        client: httpx.AsyncClient, name: str) -> None:
+    assert_problem(await client.post(URL, json={**APPROVED, "applicant_name": name}), 422, "applicant_name")
+    created = await submit(client, APPROVED)
+    target = f"{URL}/{created['id']}"
+    assert_problem(await client.patch(target, json={"applicant_name": name}), 422, "applicant_name")
+    assert (await client.get(target)).json()["applicant_name"] == APPROVED["applicant_name"]
+
+
+async def test_names_are_stored_in_nfc(client: httpx.AsyncClient) -> None:
+    created = await submit(client, {**APPROVED, "applicant_name": "Jose\u0301 Garci\u0301a"})
+    assert created["applicant_name"] == "José García"
+    assert (await client.get(f"{URL}/{created['id']}")).json()["applicant_name"] == "José García"
+
+
+@pytest.mark.parametrize("amount", ["1_000", "\u0661\u0660\u0660\u0660", "\uff11\uff10\uff10\uff10"],
+                         ids=["underscore", "arabic-indic", "full-width"])
+async def test_money_takes_only_ascii_digits(client: httpx.AsyncClient, amount: str) -> None:
+    assert_problem(await client.post(URL, json={**APPROVED, "loan_amount": amount}), 422, "loan_amount")
+    created = await submit(client, APPROVED)
+    assert_problem(await client.patch(f"{URL}/{created['id']}", json={"monthly_debt": amount}), 422, "monthly_debt")
+
+
+async def test_duplicate_keys_are_refused_naming_the_key(client: httpx.AsyncClient) -> None:
+    body = b'{"applicant_name": "Ada Lovelace", "credit_score": 750, "loan_amount": "1.00", "loan_purpose": "car", ' \
+           b'"monthly_income": "5000.00", "monthly_debt": "0", "employment_status": "employed", ' \
+           b'"loan_amount": "900000.00"}'
+    response = await client.post(URL, content=body, headers={"content-type": "application/json"})
+    assert_problem(response, 422, "loan_amount")
+    created = await submit(client, APPROVED)
+    response = await client.patch(f"{URL}/{created['id']}", content=b'{"credit_score": 800, "credit_score": 300}',
+                                  headers={"content-type": "application/json"})
+    assert_problem(response, 422, "credit_score")
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/merge-patch+json", "application/vnd.fastloans+json", "application/json; charset=latin-1",
+    "application/json; charset=utf-16", "application/json; boundary=x", "application/jsonp",
+])
+async def test_only_application_json_in_utf_8_is_accepted(client: httpx.AsyncClient, content_type: str) -> None:
+    assert_problem(await client.post(URL, content=json_bytes(APPROVED), headers={"content-type": content_type}), 415)
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON;charset=UTF-8"])
+async def test_application_json_with_charset_utf_8_is_accepted(client: httpx.AsyncClient, content_type: str) -> None:
+    response = await client.post(URL, content=json_bytes(APPROVED), headers={"content-type": content_type})
+    assert response.status_code == 202, response.text
+
+
+def json_bytes(body: dict) -> bytes:
+    """`body` as JSON text."""
+    return json.dumps(body).encode()
+
+
+async def test_negative_zero_is_zero_in_the_202_and_on_get(client: httpx.AsyncClient) -> None:
+    response = await client.post(URL, content=json_bytes(APPROVED).replace(b'"1000.00"', b"-0.00"),
+                                 headers={"content-type": "application/json"})
+    assert response.status_code == 202, response.text
+    assert response.json()["monthly_debt"] == "0.00"
+    assert (await client.get(f"{URL}/{response.json()['id']}")).json()["monthly_debt"] == "0.00"
+
+
+async def test_idempotency_compares_values_not_their_spelling(client: httpx.AsyncClient) -> None:
+    key = f"idem-{uuid.uuid4()}"
+    first = await client.post(URL, json=APPROVED, headers={"Idempotency-Key": key})
+    assert first.status_code == 202
+    for same in ({"loan_amount": 2000}, {"loan_amount": "2e3", "monthly_debt": 1000.0},
+                 {"applicant_name": "  Ada Lovelace ", "employment_status": "Employed"}):
+        again = await client.post(URL, json={**APPROVED, **same}, headers={"Idempotency-Key": key})
+        assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true", (same, again.text)
+        assert again.json()["id"] == first.json()["id"]
+    assert_problem(await client.post(URL, json={**APPROVED, "loan_amount": 2000.01}, headers={"Idempotency-Key": key}),
+                   422, "Idempotency-Key")
+
+
+@pytest.mark.parametrize("body", [
+    b'{"loan_amount": 1e99999999999999999999}', b'{"loan_amount": -1E+1000000000000000000000000}',
+    b'{"applicant_name": "Ada\\ud800"}', b'{"\\udfff": 1}',
+], ids=["huge-exponent", "huge-negative-exponent", "lone-surrogate-value", "lone-surrogate-key"])
+async def test_numbers_and_strings_python_cannot_hold_are_400(client: httpx.AsyncClient, body: bytes) -> None:
+    assert_problem(await client.post(URL, content=body, headers={"content-type": "application/json"}), 400)
+    created = await submit(client, APPROVED)
+    response = await client.patch(f"{URL}/{created['id']}", content=body, headers={"content-type": "application/json"})
+    assert_problem(response, 400)
+
+
+def raw_cursor(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize("cursor", [
+    raw_cursor(f"0001-01-01T00:00:00+14:00|{uuid.uuid4()}"), raw_cursor(f"9999-12-31T23:59:59-14:00|{uuid.uuid4()}"),
+    raw_cursor(f"2026-01-01T00:00:00+01:00|{uuid.uuid4()}"), raw_cursor(f"2026-01-01T00:00:00|{uuid.uuid4()}"),
+    raw_cursor("x|y"), "\x00", "é",
+], ids=["year-1-at-plus-14", "year-9999-at-minus-14", "other-offset", "naive", "junk", "nul", "non-ascii"])
+async def test_cursors_the_api_never_issued_are_400(client: httpx.AsyncClient, cursor: str) -> None:
+    response = await client.get(URL, params={"cursor": cursor})
+    body = assert_problem(response, 400)
+    assert body["errors"] == [{"field": "cursor", "message": "invalid"}]

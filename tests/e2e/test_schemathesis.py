@@ -1,8 +1,10 @@
 """Property-based requests generated from the gateway's own OpenAPI document (schemathesis).
 
-Valid and invalid bodies, parameters and headers for every operation, plus
-stateful sequences (submit → read → change → withdraw → read): no 5xx, and
-every response (status, content type, headers, body) must match the spec.
+Valid and invalid bodies, parameters and headers for every operation (`--mode all`:
+positive and negative data, NUL bytes allowed), plus stateful sequences (submit →
+read → change → withdraw → read), in every phase (examples, coverage, fuzzing,
+stateful): no 5xx, and every response (status, content type, headers, body) must
+match the spec.
 Two checks are left out: `positive_data_acceptance` expects every value the
 schema allows to be accepted, which cannot hold for opaque pagination cursors
 or for business rules (a PATCH that leaves an application invalid); and
@@ -32,6 +34,7 @@ def test_generated_requests_get_no_5xx_and_conform_to_the_spec(api_url: str, ten
                                                                 state_dir: Path) -> None:
     result = subprocess.run(
         [_schemathesis(), "run", f"{api_url}/openapi.json", "--checks", "all",
+         "--phases", "examples,coverage,fuzzing,stateful", "--mode", "all", "--generation-allow-x00", "true",
          "--exclude-checks", "positive_data_acceptance,ensure_resource_availability",
          "--header", f"Authorization: Bearer {tenant_key}", "--max-examples", str(MAX_EXAMPLES), "--seed", "20261",
          "--workers", "2", "--request-timeout", "30", "--generation-database", "none", "--no-color",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -210,3 +211,55 @@ async def test_no_applicant_data_or_keys_in_logs_or_metrics(distinctive_run: lis
             leaks += [f"{service} /metrics: {needle!r}" for needle in [*secrets_and_data, *application_ids]
                       if needle in metrics]
     assert not leaks
+
+
+async def test_head_is_answered_wherever_get_is(api_url: str, tenant_key: str) -> None:
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
+        page = await http.get("/")
+        assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
+        docs_assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', (await http.get("/docs")).text)
+        created = await submit(http, APPROVED, **bearer(tenant_key))
+        paths = [("/", {}), ("/docs", {}), ("/openapi.json", {}), (assets[0], {}), (docs_assets[-1], {}),
+                 (URL, bearer(tenant_key)), (f"{URL}/{created['id']}", bearer(tenant_key)),
+                 (f"{URL}/{uuid.uuid4()}", bearer(tenant_key)), (URL, {}), ("/no/such/page", {})]
+        for path, headers in paths:
+            get = await http.get(path, headers=headers)
+            head = await http.head(path, headers=headers)
+            assert head.status_code == get.status_code, (path, head.status_code, get.status_code)
+            assert head.content == b"", path
+            for name in ("content-type", "content-length", "etag", "cache-control", "content-security-policy",
+                         "allow", "www-authenticate"):
+                if name != "content-length" or path not in (URL, f"{URL}/{created['id']}"):  # the body can differ
+                    assert head.headers.get(name) == get.headers.get(name), (path, name)
+
+
+async def test_405_names_every_method_of_the_path(api_url: str, tenant_key: str) -> None:
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
+        for method, path, allowed in [("PUT", URL, "GET, HEAD, POST"),
+                                      ("POST", f"{URL}/{uuid.uuid4()}", "DELETE, GET, HEAD, PATCH"),
+                                      ("POST", "/", "GET, HEAD"), ("DELETE", "/docs", "GET, HEAD")]:
+            response = await http.request(method, path, headers=bearer(tenant_key))
+            assert response.status_code == 405 and response.headers["allow"] == allowed, (method, path)
+            assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("path", [f"{URL}/", f"{URL}/{uuid.uuid4()}/", "/docs/", "/static/"])
+async def test_no_redirect_reflects_the_host_header(api_url: str, tenant_key: str, path: str) -> None:
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
+        response = await http.get(path, headers={**bearer(tenant_key), "host": "evil.example"})
+    assert "evil.example" not in response.headers.get("location", "")
+    assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"
+
+
+async def test_http_metrics_label_only_the_methods_the_api_serves(api_url: str, ops_url: str,
+                                                                  tenant_key: str) -> None:
+    crafted = ["PROPFIND", "MKCOL", "LOCK", "PURGE", "M-SEARCH", "SUBSCRIBE", "TRACE", "PUT"]
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
+        for method in crafted:
+            response = await http.request(method, URL, headers=bearer(tenant_key))
+            assert 400 <= response.status_code < 500, (method, response.status_code)
+        await http.head(URL, headers=bearer(tenant_key))
+        metrics = (await http.get(f"{ops_url}/metrics")).text
+    labelled = set(re.findall(r'^fastloans_http_requests_total\{[^}]*method="([^"]*)"', metrics, re.MULTILINE))
+    assert "other" in labelled and "HEAD" in labelled
+    assert labelled <= {"GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS", "other"}, labelled

@@ -7,8 +7,8 @@ import json
 import math
 import time
 import uuid
-from datetime import datetime
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -90,11 +90,51 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number")
 
 
+def _decimal(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:  # an exponent beyond what Decimal represents
+        raise ValueError("number out of range") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object from its members, refusing a key given twice (the last would win silently)."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise Problem(422, f"invalid field(s): {key}",
+                              errors=[{"field": key, "message": "given more than once"}])
+            seen.add(key)
+    for key, value in pairs:
+        # "\ud800" escapes decode to unpaired surrogates, which neither UTF-8 nor PostgreSQL can hold.
+        for text in (key, value) if isinstance(value, str) else (key,):
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise Problem(400, "the body is not valid JSON: a string holds an unpaired surrogate "
+                                       "escape") from None
+    return data
+
+
+def json_content_type(header: str) -> bool:
+    """Whether a Content-Type is `application/json`, with at most a `charset=utf-8` parameter."""
+    media_type, *parameters = header.split(";")
+    if media_type.strip().lower() != "application/json":
+        return False
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() != "charset" or value.strip().strip('"').lower() != "utf-8":
+            return False
+    return len(parameters) <= 1
+
+
 async def read_json(request: Request) -> dict[str, Any]:
     """The request body as a JSON object, with numbers as exact Decimals; clear 4xx errors otherwise."""
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise Problem(415, "send the body as application/json")
+    if not json_content_type(request.headers.get("content-type", "")):
+        raise Problem(415, "send the body as application/json (the only charset allowed is utf-8)")
     limit = request.app.state.settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
@@ -109,7 +149,8 @@ async def read_json(request: Request) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise Problem(400, "the body is not valid UTF-8") from None
     try:
-        data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        data = json.loads(text, parse_float=_decimal, parse_constant=_reject_constant,
+                          object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as error:
         message = error.msg if isinstance(error, json.JSONDecodeError) else str(error) or "too deeply nested"
         raise Problem(400, f"the body is not valid JSON: {message}") from None
@@ -304,13 +345,21 @@ async def withdraw_application(request: Request, who: CallerDep, application_id:
 
 
 def _encode_cursor(created_at: datetime, ident: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{ident}".encode()).decode()
+    return base64.urlsafe_b64encode(f"{created_at.astimezone(UTC).isoformat()}|{ident}".encode()).decode()
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The position a cursor names, or 400 unless it is exactly one the API could have issued.
+
+    Issued cursors hold a UTC time: another offset could take a date outside what PostgreSQL converts
+    (year 1 at +14:00), and any other spelling of a valid position is refused the same way.
+    """
     try:
-        created, ident = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(created), uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError):
-        raise Problem(400, "invalid cursor; use next_cursor from the previous page",
-                      errors=[{"field": "cursor", "message": "invalid"}]) from None
+        created, ident = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii").split("|", 1)
+        position = datetime.fromisoformat(created), uuid.UUID(ident)
+        if position[0].utcoffset() == timedelta(0) and _encode_cursor(*position) == cursor:
+            return position
+    except (ValueError, UnicodeError, OverflowError):
+        pass
+    raise Problem(400, "invalid cursor; use next_cursor from the previous page",
+                  errors=[{"field": "cursor", "message": "invalid"}])

@@ -17,7 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
-from starlette.routing import compile_path
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastloans.db import Database
@@ -49,17 +49,19 @@ SECURITY_HEADERS = [
     (b"content-security-policy",
      b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"),
 ]
-# FastAPI's Swagger UI page loads its bundle from jsDelivr and starts it with an inline script.
-DOCS_CSP = (b"default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.com; "
-            b"style-src 'self' https://cdn.jsdelivr.net; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-            b"frame-ancestors 'none'")
+# The methods the API serves, as the HTTP metrics label them; any other the parser knows is counted as "other".
+SERVED_METHODS = frozenset({"GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"})
 
 
 UNLOGGED_ROUTES = {"/healthz", "/readyz", "/metrics"}
+OPENAPI_URL = "/openapi.json"
 
 
 class EdgeMiddleware:
-    """Security headers on every response; request metrics, a log line and error tags by route template."""
+    """Security headers on every response; request metrics, a log line and error tags by route template.
+
+    HEAD is routed as GET wherever GET is served (the ASGI server sends the headers without the body).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -69,6 +71,9 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        method = scope["method"] if scope["method"] in SERVED_METHODS else "other"
+        if scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
         status_holder = {"status": 500}
         location: list[bytes] = []
 
@@ -79,8 +84,6 @@ class EdgeMiddleware:
                 present = {name for name, _ in headers}
                 location.extend(value for name, value in headers if name == b"location")
                 headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
-                if scope["path"] == "/docs":
-                    headers = [(n, DOCS_CSP if n == b"content-security-policy" else v) for n, v in headers]
                 if not scope["path"].startswith("/static/") and b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
@@ -91,7 +94,6 @@ class EdgeMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "GET")
             status = str(status_holder["status"])
             HTTP_REQUESTS.labels(template, method, status).inc()
             HTTP_LATENCY.labels(template, method).observe(time.perf_counter() - started)
@@ -154,16 +156,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         description="Submit loan applications and read their decisions. Every error is RFC 9457 "
                     "`application/problem+json`. Money is decimal with at most two places.",
         lifespan=lifespan,
-        docs_url="/docs",
-        openapi_url="/openapi.json",
+        docs_url=None,  # served by web_router from local files, under the strict CSP
+        openapi_url=OPENAPI_URL if settings.docs_enabled else None,
         redoc_url=None,
+        # No trailing-slash redirects: Starlette builds their Location from the Host header. A wrong path is a 404.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.trace_parent = lambda: None
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     app.include_router(router)
     app.include_router(reports_router)
-    app.include_router(web_router())
+    app.include_router(web_router(docs_openapi_url=OPENAPI_URL if settings.docs_enabled else None))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -201,9 +205,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         detail = error.detail if isinstance(error.detail, str) else "error"
         headers = dict(error.headers or {})
         if error.status_code == 405:
-            # Every documented method of the path (the router names only those of the first route it matched).
-            methods = {method.upper() for template, operations in request.app.openapi()["paths"].items()
-                       if compile_path(template)[0].match(request.url.path) for method in operations}
+            # Every method some route serves on the path (the router names only those of the first route it matched).
+            methods = {method for method in SERVED_METHODS
+                       if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+                              for route in request.app.router.routes)}
             if methods:
                 headers["Allow"] = ", ".join(sorted(methods | ({"HEAD"} if "GET" in methods else set())))
         return problem_response(Problem(error.status_code, detail, headers=headers), request.url.path)

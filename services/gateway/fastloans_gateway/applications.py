@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -20,6 +21,7 @@ from fastloans.events import ApplicationSubmitted, Facts, Topic
 from fastloans.kafka import is_transient
 from fastloans.settings import Settings
 from fastloans_gateway.problems import Problem
+from fastloans_gateway.schemas import CENT
 
 log = logging.getLogger("fastloans.gateway")
 
@@ -33,9 +35,19 @@ COLUMNS = (
 FACT_FIELDS = ("credit_score", "loan_amount", "monthly_income", "monthly_debt", "employment_status", "loan_purpose")
 
 
+def _canonical(value: object) -> str:
+    # Decimals by value, not spelling: 2000, 2E+3 and 2000.00 are one amount, and -0 is 0. Amounts are written
+    # with two places, as before, so the fingerprints of keys stored by an earlier release still match.
+    if isinstance(value, Decimal):
+        amount = value.copy_abs() if value == 0 else value
+        cents = amount.quantize(CENT)
+        return str(cents) if cents == amount else str(amount.normalize())
+    return str(value)
+
+
 def request_fingerprint(body: dict[str, Any]) -> str:
-    """A hash of a validated request body, for Idempotency-Key comparisons."""
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
+    """A hash of a validated request body, for Idempotency-Key comparisons: equal values, equal hashes."""
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS, default=_canonical)).hexdigest()
 
 
 class OutboxNotifier:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from fastloans.db import json_value
 from fastloans.policy import EMPLOYMENT_STATUSES, LOAN_PURPOSES
@@ -16,18 +27,78 @@ from fastloans.policy import EMPLOYMENT_STATUSES, LOAN_PURPOSES
 CREDIT_SCORE_MIN = 300
 CREDIT_SCORE_MAX = 850
 MONEY_MAX = Decimal("999999999999.99")
+CENT = Decimal("0.01")
+NAME_MAX = 200
+# A decimal written the way JSON writes numbers, in ASCII digits only: Python's Decimal alone would also take
+# "1_000", Arabic-Indic or full-width digits. The exponent is bounded so Decimal can always represent it.
+MONEY_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
+# Format characters a name may need: the joiners of Persian, Indic and emoji sequences. Every other format
+# character (bidirectional overrides and isolates, zero-width spaces, byte order marks, ...) is refused.
+NAME_JOINERS = frozenset("\u200c\u200d")
+# Letters that render as nothing (fillers); a name needs at least one letter that is not one of these.
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+REFUSED_CATEGORIES = {
+    "Cc": "control characters (such as line breaks, tabs, NUL or escape sequences)",
+    "Cf": "invisible formatting characters (such as bidirectional overrides or zero-width spaces)",
+    "Cs": "unpaired surrogates",
+    "Zl": "line separators",
+    "Zp": "paragraph separators",
+}
+
+
+def _money_text(value: object) -> object:
+    if isinstance(value, str):
+        text = value.strip(" \t\r\n")
+        if not MONEY_TEXT.fullmatch(text):
+            raise ValueError("must be a decimal number in ASCII digits, such as \"2000.00\"")
+        return text
+    return value
+
+
+def _canonical_money(value: Decimal) -> Decimal:
+    # Two places always, and no negative zero: the 202, a later GET and the idempotency check then agree.
+    return value.quantize(CENT).copy_abs() if value == 0 else value.quantize(CENT)
+
+
+def _nfc(value: object) -> object:
+    return unicodedata.normalize("NFC", value) if isinstance(value, str) else value
+
+
+def check_name(value: str) -> str:
+    """`value` if it is a printable name (at least one letter, no control or format characters), else ValueError."""
+    has_letter = False
+    for char in value:
+        category = unicodedata.category(char)
+        if category in REFUSED_CATEGORIES and char not in NAME_JOINERS:
+            raise ValueError(f"must not contain {REFUSED_CATEGORIES[category]}; found U+{ord(char):04X}")
+        if category[0] == "L" and char not in BLANK_LETTERS:
+            has_letter = True
+    if not has_letter:
+        raise ValueError("must contain at least one letter")
+    return value
+
 
 Money = Annotated[
     Decimal,
+    BeforeValidator(_money_text),
     Field(max_digits=14, decimal_places=2, le=MONEY_MAX, allow_inf_nan=False,
-          description="Amount in the loan's currency, at most two decimal places; a JSON number or a string."),
+          description="Amount in the loan's currency, at most two decimal places; a JSON number or a string "
+                      "of ASCII digits."),
+    AfterValidator(_canonical_money),
 ]
 PositiveMoney = Annotated[Money, Field(gt=0)]
 NonNegativeMoney = Annotated[Money, Field(ge=0)]
 CreditScore = Annotated[
     StrictInt, Field(ge=CREDIT_SCORE_MIN, le=CREDIT_SCORE_MAX, description="FICO-style score, 300 to 850.")
 ]
-ApplicantName = Annotated[str, Field(min_length=1, max_length=200, description="The applicant's full name.")]
+ApplicantName = Annotated[
+    str,
+    BeforeValidator(_nfc),
+    Field(min_length=1, max_length=NAME_MAX,
+          description="The applicant's full name (Unicode NFC): at least one letter, no control or invisible "
+                      "formatting characters."),
+    AfterValidator(check_name),
+]
 
 EMPLOYMENT_HELP = "One of: " + ", ".join(sorted(EMPLOYMENT_STATUSES)) + " (case-insensitive)."
 PURPOSE_HELP = "One of: " + ", ".join(sorted(LOAN_PURPOSES)) + " (case-insensitive)."

@@ -31,6 +31,17 @@ class GatewaySettings(Settings):
     # How long the first of a batch of submissions waits for others to share its insert.
     submit_linger_ms: float = Field(0.0, ge=0, le=100, validation_alias="SUBMIT_LINGER_MS")
 
+    # The API docs page (/docs) and the OpenAPI document (/openapi.json). Unset: served in development and
+    # test only, so a staging or production deployment shows neither unless it asks for them.
+    api_docs_enabled: bool | None = Field(None, validation_alias="API_DOCS_ENABLED")
+
+    @property
+    def docs_enabled(self) -> bool:
+        """Whether /docs and /openapi.json are served."""
+        if self.api_docs_enabled is None:
+            return self.environment in ("development", "test")
+        return self.api_docs_enabled
+
     # HTTP server limits (enforced by fastloans_gateway.server) and the port of /healthz, /readyz and /metrics.
     ops_port: int = Field(9180, ge=1, le=65535, validation_alias="OPS_PORT")
     http_max_header_bytes: int = Field(16_384, ge=1024, le=1_048_576, validation_alias="HTTP_MAX_HEADER_BYTES")

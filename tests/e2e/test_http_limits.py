@@ -153,6 +153,27 @@ def test_too_many_header_fields_get_431(gateway: Gateway) -> None:
     assert status_of(refused) == 431 and "too many header fields" in problem_of(refused)["detail"]
 
 
+def noop_requests(gateway: Gateway) -> float:
+    """How many requests the gateway has counted on /noop (from its /metrics)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{gateway.ops_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("fastloans_http_requests_total{") and 'route="/noop"' in line)
+
+
+def test_nothing_pipelined_behind_a_refused_head_is_served(gateway: Gateway) -> None:
+    fields = b"".join(b"X-F%d: 1\r\n" % i for i in range(MAX_HEADERS + 1))
+    before = noop_requests(gateway)
+    with gateway.connect() as sock:
+        sock.sendall(b"GET /noop HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\nGET /noop HTTP/1.1\r\nHost: x\r\n\r\n")
+        response, _ = read_response(sock)
+    assert status_of(response) == 431 and response.count(b"HTTP/1.1 ") == 1, response
+    with gateway.connect() as sock:  # a request after it, on a connection of its own, is counted
+        sock.sendall(b"GET /noop HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status_of(read_response(sock)[0]) == 200
+    assert noop_requests(gateway) - before == 1
+
+
 def test_a_slow_head_is_cut_off_after_the_head_timeout(gateway: Gateway) -> None:
     with gateway.connect() as sock:
         started = time.monotonic()

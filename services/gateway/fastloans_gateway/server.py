@@ -131,7 +131,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         """Refuse a head over the limits with 431; otherwise start the request as uvicorn does."""
-        if self.transport.is_closing():
+        if self._draining or self.transport.is_closing():
+            # Answered already (a pipelined request behind a refused one): nothing more is started.
             self.cycle = _ANSWERED  # type: ignore[assignment]
             return
         self._cancel_timer()
@@ -152,7 +153,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """The request body is complete: its deadline ends."""
         _base.on_message_complete(self)
         self._in_body = False
-        if self._timer is not None:
+        if self._timer is not None and not self._draining:
             self._cancel_timer()
 
     def send_400_response(self, msg: str) -> None:

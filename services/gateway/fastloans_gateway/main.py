@@ -38,7 +38,8 @@ def http_limits(settings: GatewaySettings) -> HttpLimits:
         body_timeout=settings.http_body_timeout_seconds,
         discard_body_bytes=settings.http_discard_body_bytes,
         max_connections=settings.http_max_connections,
-        ops_port=settings.ops_port,
+        # On one shared port every connection is a public one (capped).
+        ops_port=settings.ops_port if settings.ops_port != settings.http_port else 0,
     )
 
 

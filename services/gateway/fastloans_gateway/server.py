@@ -34,7 +34,7 @@ class HttpLimits:
     body_timeout: float
     discard_body_bytes: int
     max_connections: int
-    ops_port: int
+    ops_port: int  # connections to it are not capped (0: none is the ops port)
     retry_after: int = 1
 
 

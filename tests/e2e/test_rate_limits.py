@@ -24,7 +24,7 @@ import pytest
 
 from fastloans.devstack.stack import ServiceSet
 from fastloans.devstack.system import free_port
-from fastloans.tenants import hash_key
+from fastloans.tenants import hash_key, set_rate_limit
 from tests.conftest import MigratedDb, issue_test_key
 
 URL = "/api/v1/loan_applications"
@@ -196,3 +196,23 @@ async def test_a_waiting_request_answers_as_soon_as_the_decision_is_announced(cl
     # Well before the safety re-read (10 s): the recorder's notification woke it.
     assert answer.status_code == 200 and answer.json()["status"] == "approved"
     assert time.monotonic() - started < 8
+
+
+async def test_a_tenants_own_limit_replaces_the_default(limited_gateways: list[str], migrated_db: MigratedDb) -> None:
+    strict, free = f"strict-{uuid.uuid4().hex[:8]}", f"free-{uuid.uuid4().hex[:8]}"
+    strict_key = await issue_test_key(migrated_db.primary_url, strict, ("read",))
+    free_key = await issue_test_key(migrated_db.primary_url, free, ("read",))
+    conn = await asyncpg.connect(migrated_db.primary_url)
+    try:
+        await set_rate_limit(conn, strict, per_second=0.1, burst=2)
+        await set_rate_limit(conn, free, per_second=0, burst=None)  # unlimited
+    finally:
+        await conn.close()
+    async with httpx.AsyncClient(base_url=limited_gateways[0], timeout=30) as http:
+        strict_answers = [(await http.get(f"{URL}/not-an-id", headers={"Authorization": f"Bearer {strict_key}"}))
+                          .status_code for _ in range(5)]
+        free_answers = await asyncio.gather(*(http.get(f"{URL}/not-an-id",
+                                                       headers={"Authorization": f"Bearer {free_key}"})
+                                              for _ in range(3 * BURST)))
+    assert strict_answers == [404, 404, 429, 429, 429]
+    assert {r.status_code for r in free_answers} == {404}

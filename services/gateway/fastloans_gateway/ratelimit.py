@@ -34,7 +34,8 @@ MAX_WINDOW_SECONDS = 3600.0
 # A tenant unseen by a process for this long is forgotten there (and no longer synchronised).
 IDLE_SECONDS = 10.0
 CLEANUP_SECONDS = 30.0
-FIRST_SYNC_TIMEOUT = 1.0
+# How long a request waits for a sync before it is counted locally (the database may be down).
+SYNC_TIMEOUT = 1.0
 # The tenant id of the presence rows, by which processes count each other (tenants' ids are random).
 PRESENCE = uuid.UUID(int=0)
 
@@ -145,48 +146,50 @@ class TenantLimiter:
 
     async def admit(self, tenant_id: uuid.UUID, limit: Limit) -> int | None:
         """None if the tenant may make one more request now (and count it), else seconds to wait."""
-        now = self.clock()
         state = self._tenants.get(tenant_id)
         if state is None or state.limit != limit:
-            state = self._tenants[tenant_id] = _Tenant(limit=limit, seen=now)
-        state.seen = now
+            state = self._tenants[tenant_id] = _Tenant(limit=limit, seen=self.clock())
+        state.seen = self.clock()
         if not state.synced:
-            await self._first_sync()
-            now = self.clock()
+            await self._next_sync(wake=True)
+        for attempt in range(2):
             state = self._tenants.setdefault(tenant_id, state)
-        window = limit.window_ms
-        now_ms = int(now * 1000)
-        current = now_ms - now_ms % window
-        elapsed = (now_ms - current) / window
-        previous_count, current_count = state.total(current - window), state.total(current)
-        if estimate(previous_count, current_count, elapsed) + 1 > limit.limit:
-            return retry_after(previous_count, current_count, elapsed, window / 1000, limit.limit)
-        if state.allowance < 1:
-            # The rest of the window is the other processes' share until the next sync.
-            return 1
-        state.allowance -= 1
-        state.mine[current] = state.mine.get(current, 0) + 1
-        state.pending[current] = state.pending.get(current, 0) + 1
-        return None
+            window = limit.window_ms
+            now_ms = int(self.clock() * 1000)
+            current = now_ms - now_ms % window
+            elapsed = (now_ms - current) / window
+            previous_count, current_count = state.total(current - window), state.total(current)
+            if estimate(previous_count, current_count, elapsed) + 1 > limit.limit:
+                return retry_after(previous_count, current_count, elapsed, window / 1000, limit.limit)
+            if state.allowance >= 1:
+                state.allowance -= 1
+                state.mine[current] = state.mine.get(current, 0) + 1
+                state.pending[current] = state.pending.get(current, 0) + 1
+                return None
+            if attempt == 0:
+                # The window has room, but this process has used its share: the next sync may give it more.
+                await self._next_sync(wake=False)
+        return 1
+
+    async def _next_sync(self, *, wake: bool) -> None:
+        # Wait for the next sync (shared by every request waiting for it); `wake` makes it happen now.
+        self.start()
+        if self._synced is None:
+            self._synced = asyncio.get_running_loop().create_future()
+        waiting = self._synced
+        if wake:
+            self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiting), SYNC_TIMEOUT + self.interval)
+        for state in self._tenants.values():
+            if not state.synced:  # the database did not answer in time: count locally until it does
+                state.synced = True
+                state.allowance = share(state.limit.limit - self._estimate(state), self.processes)
 
     def start(self) -> None:
         """Synchronise in the background from now on (this process counts as present from its first sync)."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
-
-    async def _first_sync(self) -> None:
-        # A tenant new to this process waits for one sync, shared with any other newcomers.
-        self.start()
-        if self._synced is None:
-            self._synced = asyncio.get_running_loop().create_future()
-        waiting = self._synced
-        self._wake.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(waiting), FIRST_SYNC_TIMEOUT)
-        for state in self._tenants.values():
-            if not state.synced:  # the database did not answer in time: count locally until it does
-                state.synced = True
-                state.allowance = share(state.limit.limit - self._estimate(state), self.processes)
 
     async def stop(self) -> None:
         """Stop synchronising."""

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import MigratedDb, issue_test_key
 from tests.e2e.test_pipeline import APPROVED, URL
 
 PROBLEM = "application/problem+json"
@@ -110,6 +111,15 @@ def _query(params: dict[str, str]) -> str:
     return "&".join(f"{quote(k)}={quote(v.encode('utf-8', 'surrogatepass'))}" for k, v in params.items())
 
 
+@st.composite
+def moments(draw: st.DrawFn) -> str:
+    """A time as text: any date at any offset (the ends of the calendar likely), or naive, or any text."""
+    offset = timezone(timedelta(minutes=draw(st.integers(-1439, 1439))))
+    edge = st.sampled_from([datetime.min, datetime.max, datetime(1, 1, 8), datetime(9999, 12, 24)])
+    moment = draw(st.one_of(edge, st.datetimes()))
+    return draw(st.one_of(st.just(moment.replace(tzinfo=offset).isoformat()), st.just(moment.isoformat()), ANY_TEXT))
+
+
 QUERY_STRINGS = st.one_of(
     cursors().map(lambda cursor: _query({"cursor": cursor})),
     st.fixed_dictionaries({}, optional={"cursor": cursors(), "limit": st.one_of(ANY_TEXT, st.integers().map(str)),
@@ -122,6 +132,19 @@ QUERY_STRINGS = st.one_of(
 def http(api_url: str, tenant_key: str) -> Iterator[httpx.Client]:
     """A blocking client as the test tenant (Hypothesis drives plain functions)."""
     with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {tenant_key}"}, timeout=40) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def admin_key(migrated_db: MigratedDb) -> str:
+    """A key with the admin scope (the policy report needs it)."""
+    return await issue_test_key(migrated_db.primary_url, f"fuzz-admin-{uuid.uuid4().hex[:6]}", ("admin",))
+
+
+@pytest.fixture(scope="module")
+def admin_http(api_url: str, admin_key: str) -> Iterator[httpx.Client]:
+    """A blocking client with the admin key."""
+    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=40) as client:
         yield client
 
 
@@ -187,3 +210,11 @@ def test_paths_and_methods_never_get_a_5xx(http: httpx.Client, segment: str, que
     response = http.request(method, f"{URL}/{path}?{query}", content=b"{}",
                             headers={"content-type": "application/json"})
     assert response.status_code < 500, (method, path, query, response.text[:300])
+
+
+@settings(FUZZ, max_examples=150)
+@given(params=st.fixed_dictionaries({}, optional={"since": moments(), "until": moments()}))
+@example(params={"since": "0001-01-01T00:00:00+14:00"})
+@example(params={"until": "9999-12-31T23:59:59-14:00", "since": "9999-12-31T00:00:00-14:00"})
+def test_report_windows_never_get_a_5xx(admin_http: httpx.Client, params: dict[str, str]) -> None:
+    assert_answered(admin_http.get(f"/api/v1/policy/challenger?{_query(params)}"))

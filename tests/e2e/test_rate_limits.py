@@ -146,9 +146,8 @@ async def test_a_tenant_cannot_multiply_its_limit_with_keys_or_gateways(
     assert all(seen[429] and seen[404] for seen in outcomes.values()), outcomes
 
 
-async def test_waiting_requests_read_the_primary_once_until_notified(
-    api_url: str, infra: object, pg: asyncpg.Pool, tenant_key: str
-) -> None:
+async def undecided_application(pg: asyncpg.Pool, infra: object, tenant_key: str) -> uuid.UUID:
+    """A pending application of the key's tenant that nothing will decide (no outbox row), on the replica too."""
     tenant_id = await pg.fetchval("SELECT tenant_id FROM api_keys WHERE key_hash = $1", hash_key(tenant_key))
     ident = uuid.uuid4()
     now = datetime.now(UTC)
@@ -166,6 +165,13 @@ async def test_waiting_requests_read_the_primary_once_until_notified(
             await asyncio.sleep(0.05)
     finally:
         await replica.close()
+    return ident
+
+
+async def test_waiting_requests_read_the_primary_once_until_notified(
+    api_url: str, infra: object, pg: asyncpg.Pool, tenant_key: str
+) -> None:
+    ident = await undecided_application(pg, infra, tenant_key)
     waiters = 20
     before = await scans(pg, "loan_applications")
     async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {tenant_key}"},
@@ -216,3 +222,26 @@ async def test_a_tenants_own_limit_replaces_the_default(limited_gateways: list[s
                                               for _ in range(3 * BURST)))
     assert strict_answers == [404, 404, 429, 429, 429]
     assert {r.status_code for r in free_answers} == {404}
+
+
+async def test_a_waiting_request_reads_again_when_the_listener_reconnects(
+    api_url: str, infra: object, pg: asyncpg.Pool, tenant_key: str
+) -> None:
+    ident = await undecided_application(pg, infra, tenant_key)
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {tenant_key}"},
+                                 timeout=40) as http:
+        started = time.monotonic()
+        task = asyncio.gather(http.get(f"{URL}/{ident}", params={"wait": 25}))
+        await asyncio.sleep(0.5)
+        assert not task.done()
+        # The listeners go away, and a decision is stored without a notification: only a re-read finds it.
+        listeners = await pg.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE query ILIKE 'LISTEN%fastloans_decided%'")
+        assert listeners
+        await pg.execute("UPDATE loan_applications SET status = 'approved', is_approved = true, risk_score = 10, "
+                         "policy_version = 'seed-1', decided_at = now() WHERE id = $1", ident)
+        (answer,) = await task
+        elapsed = time.monotonic() - started
+    assert answer.json()["status"] == "approved"
+    # After the reconnection (about two seconds), not at the safety re-read ten seconds in.
+    assert elapsed < 8, elapsed

@@ -1,4 +1,4 @@
-"""Security of the gateway: keys required, scoped, revocable and stored hashed; per-key rate limits; CORS;
+"""Security of the gateway: keys required, scoped, revocable and stored hashed; per-tenant rate limits; CORS;
 security headers; and no applicant data or secrets in any log file or metric of a run."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ SECURITY_HEADERS = {
 
 @pytest.fixture(scope="module")
 def strict_gateway(infra: object) -> Iterator[str]:
-    """A second gateway process with a low per-key rate limit and one allowed CORS origin."""
+    """A second gateway process with a low rate limit and one allowed CORS origin."""
     gateway = ServiceSet(infra, extra_env={  # type: ignore[arg-type]
         "ENVIRONMENT": "test", "AUTH_CACHE_SECONDS": "0", "RATE_LIMIT_PER_SECOND": "0.1", "RATE_LIMIT_BURST": "3",
         "CORS_ALLOW_ORIGINS": ALLOWED_ORIGIN,

@@ -271,3 +271,30 @@ def test_ops_routes_answer_only_on_the_ops_port(gateway: Gateway, path: str) -> 
     with pytest.raises(urllib.error.HTTPError) as no_api:
         urllib.request.urlopen(ops + URL, timeout=10)  # noqa: S310 - loopback
     assert no_api.value.code == 404
+
+
+def test_several_worker_processes_keep_the_limits_and_the_ops_port(infra: object, tmp_path) -> None:
+    """With WEB_CONCURRENCY=2 each worker listens on both ports and applies the limits."""
+    from fastloans.devstack.stack import ServiceSet
+    from fastloans.devstack.system import free_port
+
+    service_set = ServiceSet(infra, extra_env={  # type: ignore[arg-type]
+        "ENVIRONMENT": "test", "WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    child = service_set.start("gateway", instance="gateway-limits-workers", port=free_port())
+    try:
+        service_set.wait_ready(child)
+        gateway = Gateway(port=child.port, ops_port=child.ops_port, pid=child.process.pid)  # type: ignore[attr-defined,union-attr]
+        assert len(psutil.Process(gateway.pid).children()) >= 2
+        oversized = b"GET /noop HTTP/1.1\r\nHost: x\r\nX-Large: " + b"v" * (MAX_HEADER_BYTES + 1) + b"\r\n\r\n"
+        for _ in range(20):  # separate connections, accepted by either worker
+            with gateway.connect() as sock:
+                sock.sendall(oversized)
+                assert status_of(read_response(sock)[0]) == 431
+            with gateway.connect(gateway.ops_port) as sock:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert status_of(read_response(sock)[0]) == 200
+            with gateway.connect() as sock:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert status_of(read_response(sock)[0]) == 404
+    finally:
+        service_set.stop_all()

@@ -37,6 +37,7 @@ class Verdict:
     outbox: int = 0
     lag: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
+    dead_letter_keys: set[bytes] = field(default_factory=set)  # every key in the dead-letter topic
 
     @property
     def ok(self) -> bool:
@@ -229,6 +230,7 @@ async def _check_topics(verdict: Verdict, settings: Settings, keys: set[bytes]) 
         for key, value in await read_topic(settings, Topic.DECIDED.value) if key in keys
     )
     verdict.redelivered = sum(n - 1 for n in revisions.values())
-    verdict.dead_lettered = sum(key in keys for key, _ in await read_topic(settings, Topic.DLQ.value))
+    verdict.dead_letter_keys = {key for key, _ in await read_topic(settings, Topic.DLQ.value)}
+    verdict.dead_lettered = len(keys & verdict.dead_letter_keys)
     if verdict.dead_lettered:
         verdict.note(f"{verdict.dead_lettered} messages of accepted applications were dead-lettered")

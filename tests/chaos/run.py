@@ -7,6 +7,10 @@ checks every acknowledged application. Ends with one summary line and exits
 non-zero on any loss, duplicate or resurrection.
 
     python -m tests.chaos.run --duration 180 --rate 15 --instances 2
+
+Meanwhile a poison source (`tests/chaos/poison.py`, one message every
+`--poison-interval` seconds, 0 turns it off) sends oversized and malformed
+headers and bodies through the API and straight to the topics and the outbox.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from tests.chaos.faults import ALL_FAULTS, DEFAULT_FAULTS, FaultInjector, schedu
 from tests.chaos.fleet import Fleet
 from tests.chaos.invariants import Verdict, verify, wait_drained
 from tests.chaos.load import LoadGenerator, LoadStats
+from tests.chaos.poison import PoisonSource, PoisonStats
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,6 +53,7 @@ class ChaosConfig:
     drain_timeout: float = 300.0
     durable: bool = True
     state_dir: Path | None = None
+    poison_interval: float = 2.0
 
 
 @dataclass
@@ -59,17 +65,18 @@ class ChaosReport:
     load: LoadStats
     faults: dict[str, int]
     seconds: float
+    poison: PoisonStats = field(default_factory=PoisonStats)
 
     @property
     def ok(self) -> bool:
-        """Nothing lost, duplicated or resurrected, every planned fault injected."""
-        return self.verdict.ok and sum(self.faults.values()) > 0 and self.load.rejected == 0
+        """Nothing lost, duplicated or resurrected, every planned fault injected, every poison dead-lettered."""
+        return self.verdict.ok and sum(self.faults.values()) > 0 and self.load.rejected == 0 and self.poison.ok
 
     def line(self) -> str:
         """The one-line summary."""
         faults = " ".join(f"{kind}={n}" for kind, n in sorted(self.faults.items()))
         answers = " ".join(f"{k.replace(' ', ':')}={n}" for k, n in sorted(self.load.attempts.items()))
-        return (f"{self.verdict.summary()} faults[{faults}] retries={self.load.retries} "
+        return (f"{self.verdict.summary()} {self.poison.summary()} faults[{faults}] retries={self.load.retries} "
                 f"abandoned={self.load.abandoned} rejected={self.load.rejected} answers[{answers}] "
                 f"duration={self.seconds:.0f}s seed={self.config.seed}")
 
@@ -90,11 +97,14 @@ async def chaos(config: ChaosConfig, infra: Infra, fleet: Fleet, api_key: str,
     log(f"load {config.rate}/s for {config.duration:.0f}s; faults planned: "
         + ", ".join(f"{kind}@{at:.0f}s" for at, kind in plan))
     pool = await asyncpg.create_pool(infra.postgres.primary_url, min_size=0, max_size=4)
+    poison = PoisonSource(settings, pool, gateways, api_key, load.stats, interval=config.poison_interval,
+                          seed=config.seed)
     started = time.monotonic()
     try:
         # The load goes on until the duration has passed and the last fault has recovered.
         loading = asyncio.create_task(load.run(config.duration * 10))
         faults = asyncio.create_task(injector.run(plan, asyncio.get_running_loop().time()))
+        poisoning = asyncio.create_task(poison.run())
         while not loading.done():
             await asyncio.wait({loading}, timeout=10)
             if faults.done() and time.monotonic() - started >= config.duration:
@@ -104,13 +114,17 @@ async def chaos(config: ChaosConfig, infra: Infra, fleet: Fleet, api_key: str,
                 f"faults={sum(injector.counts.values())}")
         await loading
         await faults
-        log("load finished; waiting for the pipeline to drain")
+        poison.stop()
+        await poisoning
+        log(f"load finished; waiting for the pipeline to drain; {poison.stats.summary()}")
         tracked = list(load.stats.accepted.values())
         await wait_drained(pool, settings, tracked, within=config.drain_timeout, progress=log)
         verdict = await verify(pool, settings, gateways[0], api_key, load.stats)
+        await poison.count_dead_letters(verdict.dead_letter_keys)
     finally:
         await pool.close()
-    report = ChaosReport(config, verdict, load.stats, dict(injector.counts), time.monotonic() - started)
+    report = ChaosReport(config, verdict, load.stats, dict(injector.counts), time.monotonic() - started,
+                         poison.stats)
     for example in verdict.examples:
         log(f"problem: {example}")
     return report
@@ -179,13 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", default=",".join(DEFAULT_FAULTS),
                         help=f"comma-separated, from: {', '.join(ALL_FAULTS)}")
     parser.add_argument("--seed", type=int, default=None, help="random seed (printed at the end)")
+    parser.add_argument("--poison-interval", type=float, default=2.0,
+                        help="seconds between poison messages (default 2; 0: none)")
     args = parser.parse_args(argv)
     faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
     unknown = set(faults) - set(ALL_FAULTS)
     if unknown:
         parser.error(f"unknown fault(s): {', '.join(sorted(unknown))}")
     config = ChaosConfig(duration=args.duration, rate=args.rate, instances=args.instances,
-                         kafka_nodes=args.kafka_nodes, faults=faults)
+                         kafka_nodes=args.kafka_nodes, faults=faults, poison_interval=args.poison_interval)
     if args.seed is not None:
         config.seed = args.seed
     report = run(config)

@@ -61,6 +61,8 @@ class EdgeMiddleware:
     """Security headers on every response; request metrics, a log line and error tags by route template.
 
     HEAD is routed as GET wherever GET is served (the ASGI server sends the headers without the body).
+    An exception is answered here (503 for an outage, else 500) and not raised on: raised, it would be
+    logged a second time by the server, which also drops the connection, and counted with the wrong status.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -74,12 +76,13 @@ class EdgeMiddleware:
         method = scope["method"] if scope["method"] in SERVED_METHODS else "other"
         if scope["method"] == "HEAD":
             scope = {**scope, "method": "GET"}
-        status_holder = {"status": 500}
+        status_holder = {"status": 500, "started": 0}
         location: list[bytes] = []
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                status_holder["started"] = 1
                 headers = list(message.get("headers", []))
                 present = {name for name, _ in headers}
                 location.extend(value for name, value in headers if name == b"location")
@@ -91,6 +94,11 @@ class EdgeMiddleware:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except Exception as error:
+            if status_holder["started"]:  # too late for an answer: the server closes the connection
+                raise
+            tag_request(request_application_id(scope, None))
+            await error_response(error, scope["path"])(scope, receive, send_with_headers)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
@@ -104,6 +112,16 @@ class EdgeMiddleware:
                 tag_request(application_id)
                 log_request(method=method, route=template, status=status_holder["status"],
                             seconds=time.perf_counter() - started, application_id=application_id)
+
+
+def error_response(error: Exception, path: str) -> Response:
+    """The answer to an unexpected exception, logged once: 503 + Retry-After for an outage, else 500."""
+    if is_transient(error) or isinstance(error, asyncpg.PostgresConnectionError):
+        log.warning("dependency unavailable", extra={"error.type": type(error).__name__})
+        return problem_response(Problem(503, "a dependency is unavailable; retry shortly",
+                                        headers={"Retry-After": "1"}), path)
+    log.exception("unhandled error", extra={"url.path": path})
+    return problem_response(Problem(500, "internal error"), path)
 
 
 def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
@@ -215,12 +233,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def on_error(request: Request, error: Exception) -> Response:
-        if is_transient(error) or isinstance(error, asyncpg.PostgresConnectionError):
-            log.warning("dependency unavailable", extra={"error.type": type(error).__name__})
-            return problem_response(Problem(503, "a dependency is unavailable; retry shortly",
-                                            headers={"Retry-After": "1"}), request.url.path)
-        log.exception("unhandled error", extra={"url.path": request.url.path})
-        return problem_response(Problem(500, "internal error"), request.url.path)
+        return error_response(error, request.url.path)
 
     # /healthz, /readyz and /metrics answer only on the ops port, the API only on the public one.
     app.add_middleware(OpsPortMiddleware, ops_port=settings.ops_port, public_port=settings.http_port,

@@ -56,7 +56,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HTTP_PORT=8000
 WORKDIR /tmp
 USER 10001:10001
-EXPOSE 8000 8004
+EXPOSE 8000 8004 9180
 # Kubernetes probes /healthz and /readyz itself (see charts/fast-loans), so no
 # HEALTHCHECK is baked in.
 CMD ["fastloans-gateway"]

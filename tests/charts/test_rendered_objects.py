@@ -360,3 +360,17 @@ def test_gateway_ops_routes_are_off_the_ingress_path(render) -> None:
     relay = named(objects, "Deployment", f"{FULL}-relay")["spec"]["template"]["spec"]["containers"][0]
     assert relay["readinessProbe"]["httpGet"]["port"] == "http" and "OPS_PORT" not in env_of(relay)
     assert named(objects, "ServiceMonitor", f"{FULL}-relay")["spec"]["endpoints"][0]["port"] == "http"
+
+
+def test_gateway_trusts_the_ingress_and_outlives_its_keep_alive(render) -> None:
+    """Behind the ingress: client addresses from X-Forwarded-For, keep-alive longer than the controller's,
+    and the API docs off unless asked for (the environment decides)."""
+    gateway = named(render(), "Deployment", f"{FULL}-gateway")["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(gateway)
+    assert env["FORWARDED_ALLOW_IPS"]["value"] == "*"
+    assert int(env["HTTP_KEEPALIVE_SECONDS"]["value"]) > 60
+    assert "API_DOCS_ENABLED" not in env
+    docs_on = named(render(set_values=("components.gateway.apiDocs=true",)), "Deployment", f"{FULL}-gateway")
+    assert env_of(docs_on["spec"]["template"]["spec"]["containers"][0])["API_DOCS_ENABLED"]["value"] == "true"
+    relay = named(render(), "Deployment", f"{FULL}-relay")["spec"]["template"]["spec"]["containers"][0]
+    assert "FORWARDED_ALLOW_IPS" not in env_of(relay) and "HTTP_KEEPALIVE_SECONDS" not in env_of(relay)

@@ -218,6 +218,31 @@ def test_a_slow_body_gets_408_after_the_body_timeout(gateway: Gateway, tenant_ke
     assert elapsed < BODY_TIMEOUT + 2
 
 
+def post_statuses(gateway: Gateway) -> dict[str, float]:
+    """The gateway's request counts of the applications route's POSTs, by status, from its metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{gateway.ops_port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("fastloans_http_requests_total{") and f'route="{URL}"' in line and 'method="POST"' in line:
+            status = line.split('status="', 1)[1].split('"', 1)[0]
+            counts[status] = counts.get(status, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_a_client_that_leaves_mid_body_is_counted_as_499_not_500(gateway: Gateway, tenant_key: str) -> None:
+    before = post_statuses(gateway)
+    with gateway.connect() as sock:
+        sock.sendall(f"POST {URL} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tenant_key}\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 2000\r\n\r\n{".encode())
+        time.sleep(0.3)  # the request is under way: the app is reading its body
+    deadline = time.monotonic() + 10
+    while (after := post_statuses(gateway)).get("499", 0) <= before.get("499", 0) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert after.get("499", 0) == before.get("499", 0) + 1, after
+    assert after.get("500", 0) == before.get("500", 0), after
+
+
 def test_connections_over_the_cap_get_503_with_retry_after(gateway: Gateway) -> None:
     held = [gateway.connect() for _ in range(MAX_CONNECTIONS)]
     try:

@@ -111,6 +111,18 @@ spec:
             - name: CORS_ALLOW_ORIGINS
               value: {{ join "," . | quote }}
             {{- end }}
+            {{- with $c.forwardedAllowIps }}
+            - name: FORWARDED_ALLOW_IPS
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with $c.keepAliveSeconds }}
+            - name: HTTP_KEEPALIVE_SECONDS
+              value: {{ . | quote }}
+            {{- end }}
+            {{- if not (kindIs "invalid" $c.apiDocs) }}
+            - name: API_DOCS_ENABLED
+              value: {{ $c.apiDocs | quote }}
+            {{- end }}
             {{- include "fastloans.env" . | nindent 12 }}
             {{- with $c.env }}
             {{- toYaml . | nindent 12 }}

@@ -15,6 +15,8 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 
+from fastloans.tracecontext import TRACE_HEADERS
+from fastloans.tracecontext import trace_context as valid_trace_context
 from fastloans_gateway import applications
 from fastloans_gateway.auth import Caller
 from fastloans_gateway.problems import PROBLEM_JSON, Problem, field_errors
@@ -30,7 +32,6 @@ from fastloans_gateway.waiting import RECHECK_SECONDS
 PREFIX = "/api/v1/loan_applications"
 MAX_WAIT_SECONDS = 30
 MAX_IDEMPOTENCY_KEY = 255
-TRACE_HEADERS = ("traceparent", "tracestate")
 
 router = APIRouter(prefix=PREFIX, tags=["loan applications"])
 
@@ -205,8 +206,6 @@ def parse_id(application_id: str) -> uuid.UUID:
 
 def trace_context(request: Request) -> dict[str, str]:
     """The request's W3C trace context, validated and bounded, to carry into the outbox message."""
-    from fastloans.tracecontext import trace_context as valid_trace_context
-
     # Invalid or oversized headers are dropped: the request goes on without them.
     context = valid_trace_context((name, value) for name in TRACE_HEADERS for value in request.headers.getlist(name))
     apm = request.app.state.trace_parent()

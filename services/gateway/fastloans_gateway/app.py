@@ -76,7 +76,8 @@ class EdgeMiddleware:
         method = scope["method"] if scope["method"] in SERVED_METHODS else "other"
         if scope["method"] == "HEAD":
             scope = {**scope, "method": "GET"}
-        status_holder = {"status": 500, "started": 0}
+        # 499 (client closed request) unless a response starts: the client went away mid-request.
+        status_holder = {"status": 499, "started": 0}
         location: list[bytes] = []
 
         async def send_with_headers(message: Message) -> None:

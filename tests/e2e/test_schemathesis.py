@@ -22,7 +22,9 @@ import sys
 from pathlib import Path
 
 MAX_EXAMPLES = 450
-MIN_REQUESTS = 2000
+# Runs generate about 1,700 to 2,300 requests (the fuzzing phase stops when it finds nothing new, so the count
+# varies from run to run); far fewer means the spec lost operations or the generator stopped early.
+MIN_REQUESTS = 1200
 
 
 def _schemathesis() -> str:

@@ -51,9 +51,11 @@ bench: venv ## Benchmark the pipeline (open-loop load); writes bench/results/
 chaos: venv ## Fault injection under load for a few minutes; ends with accepted/decided/lost/duplicates
 	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 
-images: ## Build the service images (needs a Docker engine)
-	@if ! docker info >/dev/null 2>&1; then echo "make images: no Docker engine is running here; build where one exists (docker build -f docker/<service>.Dockerfile .)"; exit 1; fi
-	@for s in gateway risk approval recorder; do docker build -f docker/$$s.Dockerfile -t fastloans/$$s:dev . || exit 1; done
+images: venv ## Build the service images (needs a Docker engine), one per line of the service registry
+	@if ! docker info >/dev/null 2>&1; then echo "make images: no Docker engine is running here; build where one exists (docker build -f docker/service.Dockerfile --build-arg SERVICE=<service> --build-arg PORTS=<ports> .)"; exit 1; fi
+	@$(BIN)/python -m fastloans.services | while read -r s ports; do \
+	  docker build -f docker/service.Dockerfile --build-arg SERVICE=$$s --build-arg PORTS="$$ports" -t fastloans/$$s:dev . || exit 1; \
+	done
 
 clean-state: ## Delete the local stack's data (.fastloans/)
 	rm -rf .fastloans

@@ -10,15 +10,11 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from fastloans.events import Topic
+from fastloans import services
 
-# consumer group -> the topic it reads (the services' default group names and topics).
-GROUPS = {
-    "fastloans-risk": Topic.SUBMITTED.value,
-    "fastloans-approval": Topic.SCORED.value,
-    "fastloans-recorder": Topic.DECIDED.value,
-}
-RECORDER = "fastloans-recorder"
+# consumer group -> the topic it reads (the services' default group names and topics, from the registry).
+GROUPS = {s.group: s.consumes.value for s in services.CONSUMERS if s.group and s.consumes}
+RECORDER = services.RECORDER.name
 
 
 @dataclass

@@ -11,11 +11,13 @@ import ssl
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fastloans.services import Service
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -29,7 +31,11 @@ def _alias(*names: str) -> AliasChoices:
 
 
 class Settings(BaseSettings):
-    """Settings shared by every service; each service subclasses it for its defaults."""
+    """Settings shared by every service; each service's subclass names its entry in the registry.
+
+    A subclass sets `service` and declares no `service_name` or `http_port` of its own: their
+    defaults come from the registry, and both keep the variables declared here (`PORT` too).
+    """
 
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -38,13 +44,17 @@ class Settings(BaseSettings):
         populate_by_name=True,
     )
 
+    # The registry entry of the process these settings are for (None: a tool such as the `fastloans` command).
+    service: ClassVar[Service | None] = None
+
     service_name: str = Field("fastloans", validation_alias=_alias("SERVICE_NAME"))
     environment: Literal["development", "test", "staging", "production"] = Field(
         "development", validation_alias=_alias("ENVIRONMENT")
     )
 
-    # PostgreSQL: the primary takes every write; the replica serves reads.
-    database_url: str = Field(validation_alias=_alias("DATABASE_URL", "DB_URL"))
+    # PostgreSQL: the primary takes every write; the replica serves reads. Required unless the registry
+    # says the service uses no database.
+    database_url: str | None = Field(None, validation_alias=_alias("DATABASE_URL", "DB_URL"))
     database_read_url: str | None = Field(None, validation_alias=_alias("DATABASE_READ_URL"))
     database_password: SecretStr | None = Field(None, validation_alias=_alias("DATABASE_PASSWORD"))
     database_sslmode: SslMode = Field("prefer", validation_alias=_alias("DATABASE_SSLMODE"))
@@ -142,6 +152,18 @@ class Settings(BaseSettings):
         return ",".join(servers)
 
     @model_validator(mode="after")
+    def _service_defaults(self) -> Settings:
+        spec = self.service
+        if spec is not None:
+            if "service_name" not in self.model_fields_set:
+                self.service_name = spec.name
+            if "http_port" not in self.model_fields_set:
+                self.http_port = spec.port
+        if self.database_url is None and self.uses_database:
+            raise ValueError("DATABASE_URL is required but not set")
+        return self
+
+    @model_validator(mode="after")
     def _consistent(self) -> Settings:
         sasl = self.kafka_security_protocol.startswith("SASL_")
         if sasl and not (self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password):
@@ -158,13 +180,23 @@ class Settings(BaseSettings):
 
     # -- derived values -------------------------------------------------
 
+    @property
+    def uses_database(self) -> bool:
+        """Whether this process opens the database (every tool does; a service if the registry says so)."""
+        return self.service is None or self.service.database
+
+    def _database_url(self) -> str:
+        if self.database_url is None:
+            raise RuntimeError(f"{self.service_name} has no DATABASE_URL: the registry says it uses no database")
+        return self.database_url
+
     def primary_dsn(self) -> str:
         """The primary's URL in plain `postgresql://` form, password injected."""
-        return _plain_dsn(self.database_url, self.database_password)
+        return _plain_dsn(self._database_url(), self.database_password)
 
     def replica_dsn(self) -> str:
         """The replica's URL (the primary's when no replica is configured)."""
-        return _plain_dsn(self.database_read_url or self.database_url, self.database_password)
+        return _plain_dsn(self.database_read_url or self._database_url(), self.database_password)
 
     def database_ssl(self) -> ssl.SSLContext | str | bool:
         """The `ssl` argument asyncpg takes for the configured `sslmode`."""

@@ -29,7 +29,8 @@ trail = logging.getLogger("fastloans.pipeline")
 class PipelineWorker:
     """Consumes one topic in batches; subclasses implement `handle`.
 
-    Readiness means: the consumer holds partitions and the primary answers.
+    Readiness means: the consumer holds partitions and, for a service the registry declares with a
+    database, the primary answers; a service without one opens no database at all.
     Each message gets an APM transaction continuing its trace (when APM is on)
     and one log line naming its application and trace.
     """
@@ -42,7 +43,7 @@ class PipelineWorker:
         self.settings = settings
         self.name = settings.service_name
         self.producer = make_producer(settings)
-        self.db = Database.from_settings(settings, **self.database_settings)
+        self._db = Database.from_settings(settings, **self.database_settings) if settings.uses_database else None
         self.consumer = BatchConsumer(
             settings,
             topic=self.input_topic,
@@ -51,6 +52,13 @@ class PipelineWorker:
             producer=self.producer,
         )
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def db(self) -> Database:
+        """The database pools (only for a service the registry declares with a database)."""
+        if self._db is None:
+            raise RuntimeError(f"{self.name} is declared without a database")
+        return self._db
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
         """Process one batch; raise to have it retried (or dead-lettered if it keeps failing)."""
@@ -82,7 +90,9 @@ class PipelineWorker:
         except Exception:
             await self.producer.stop()
             raise
-        self._tasks = [asyncio.create_task(self._watch_lag()), asyncio.create_task(sample_database(self.db))]
+        self._tasks = [asyncio.create_task(self._watch_lag())]
+        if self._db is not None:
+            self._tasks.append(asyncio.create_task(sample_database(self._db)))
 
     async def run(self) -> None:
         """Consume until asked to stop."""
@@ -93,16 +103,20 @@ class PipelineWorker:
         self.consumer.request_stop()
 
     async def stop(self) -> None:
-        """Leave the group, flush the producer, close the database pools."""
+        """Leave the group, flush the producer, close the database pools (if any)."""
         for task in self._tasks:
             task.cancel()
         await self.consumer.stop()
         await self.producer.stop()
-        await self.db.dispose()
+        if self._db is not None:
+            await self._db.dispose()
 
     async def readiness(self) -> dict[str, bool]:
-        """Partitions assigned, and the primary answers."""
-        return {"kafka_partitions": self.consumer.ready, "database": (await self.db.ping())["primary"]}
+        """Partitions assigned, and the primary answers (when the service has a database)."""
+        checks = {"kafka_partitions": self.consumer.ready}
+        if self._db is not None:
+            checks["database"] = (await self._db.ping())["primary"]
+        return checks
 
     async def _watch_lag(self) -> None:
         consumer = self.consumer.consumer

@@ -1,4 +1,4 @@
-"""The service images' Dockerfiles: hadolint-clean, hardened, and kept in step with each other."""
+"""The one service Dockerfile: hadolint-clean and hardened, for every image the registry builds."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from fastloans import services
+
 from .conftest import REPO_ROOT, tool_path
 
 pytestmark = pytest.mark.charts
 
 DOCKER = REPO_ROOT / "docker"
-SERVICES = {"gateway": 8000, "risk": 8001, "approval": 8002, "recorder": 8003}
+DOCKERFILE = DOCKER / "service.Dockerfile"
+TEXT = DOCKERFILE.read_text()
 
 
 def _hadolint() -> str:
@@ -23,17 +26,22 @@ def _hadolint() -> str:
     return path
 
 
-def test_one_dockerfile_per_service_image() -> None:
-    """docker/<service>.Dockerfile exists for every service image, and nothing else."""
-    assert {p.name for p in DOCKER.glob("*.Dockerfile")} == {f"{s}.Dockerfile" for s in SERVICES}
+def _stage(name: str) -> str:
+    """The instructions of one build stage."""
+    start = TEXT.index(f"AS {name}\n")
+    following = TEXT.find("\nFROM ", start)
+    return TEXT[start:] if following < 0 else TEXT[start:following]
 
 
-@pytest.mark.parametrize("service", list(SERVICES))
-def test_hadolint_is_clean(service: str) -> None:
+def test_one_dockerfile_for_every_service_image() -> None:
+    """docker/service.Dockerfile is the only Dockerfile; each image is one of its builds."""
+    assert {p.name for p in DOCKER.glob("*Dockerfile*")} == {"service.Dockerfile"}
+
+
+def test_hadolint_is_clean() -> None:
     """hadolint reports nothing, not even style notes."""
-    dockerfile = DOCKER / f"{service}.Dockerfile"
     result = subprocess.run(
-        [_hadolint(), "--no-color", "--failure-threshold", "style", str(dockerfile)],
+        [_hadolint(), "--no-color", "--failure-threshold", "style", str(DOCKERFILE)],
         capture_output=True,
         text=True,
         check=False,
@@ -41,38 +49,44 @@ def test_hadolint_is_clean(service: str) -> None:
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
 
 
-@pytest.mark.parametrize(("service", "port"), list(SERVICES.items()))
-def test_dockerfile_hardening(service: str, port: int) -> None:
-    """Multi-stage, pinned slim base, dependencies before source, uid 10001, exec-form CMD."""
-    text = (DOCKER / f"{service}.Dockerfile").read_text()
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm$", text, re.M)
-    assert text.count("FROM ${PYTHON_IMAGE} AS") == 2
-    deps = text.index("--requirement /tmp/requirements.txt --constraint constraints.txt")
-    assert deps < text.index("COPY shared/ shared/"), "dependencies must be installed before the source is copied"
-    assert "COPY constraints.txt" in text and f"COPY services/{service}/pyproject.toml" in text
-    assert re.search(r"^USER 10001:10001$", text, re.M)
-    assert "--uid 10001" in text
-    assert "PYTHONDONTWRITEBYTECODE=1" in text and "--no-cache-dir" in text
-    assert re.search(rf"^EXPOSE {port}\b", text, re.M)
-    assert re.search(rf'^CMD \["fastloans-{service}"\]$', text, re.M)
+def test_pinned_multi_stage_base() -> None:
+    """Both stages start from one pinned slim base (the venv is copied between them as is)."""
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm$", TEXT, re.M)
+    assert re.findall(r"^FROM (.*)$", TEXT, re.M) == ["${PYTHON_IMAGE} AS builder", "${PYTHON_IMAGE} AS runtime"]
 
 
-def test_dockerfiles_differ_only_in_the_service() -> None:
-    """The four files are one template: replacing the service name and port makes them identical."""
+def test_dependencies_are_pinned_and_cached_before_the_source() -> None:
+    """Third-party packages come from the pins, in a layer built before the source is copied; no dev packages."""
+    builder = _stage("builder")
+    deps = builder.index("--requirement /tmp/requirements.txt --constraint constraints.txt")
+    assert deps < builder.index("COPY shared/ shared/"), "dependencies must be installed before the source is copied"
+    assert "COPY constraints.txt" in builder and "COPY services/${SERVICE}/pyproject.toml" in builder
+    assert "--no-cache-dir" in builder and "--no-deps ./shared ./services/${SERVICE}" in builder
+    assert "requirements-dev" not in TEXT and "[dev]" not in TEXT and "-e " not in TEXT
 
-    def normalised(service: str) -> str:
-        text = (DOCKER / f"{service}.Dockerfile").read_text()
-        text = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
-        text = text.replace(service, "SERVICE").replace(str(SERVICES[service]), "PORT")
-        return re.sub(r"^EXPOSE PORT.*$", "EXPOSE PORT", text, flags=re.M)
 
-    reference = normalised("risk")
-    for service in SERVICES:
-        assert normalised(service) == reference, service
+def test_runtime_stage_is_non_root_and_exec_form() -> None:
+    """Fixed uid 10001, no .pyc writes, the port(s) exposed, the service's console script run without a shell."""
+    runtime = _stage("runtime")
+    assert re.search(r"^USER 10001:10001$", runtime, re.M) and "--uid 10001" in runtime
+    assert "PYTHONDONTWRITEBYTECODE=1" in runtime
+    assert re.search(r"^EXPOSE \$\{PORTS\}$", runtime, re.M) and re.search(r"^ARG PORTS$", runtime, re.M)
+    assert re.search(r'^CMD \["fastloans-service"\]$', runtime, re.M)
+    assert not re.search(r"^(CMD|ENTRYPOINT) [^\[]", TEXT, re.M), "shell-form CMD/ENTRYPOINT"
+    # The fixed command is a link to the service's own console script, made (and checked) at build time.
+    assert "test -x /opt/venv/bin/fastloans-${SERVICE}" in TEXT
+    assert "ln -s fastloans-${SERVICE} /opt/venv/bin/fastloans-service" in TEXT
+
+
+@pytest.mark.parametrize("image", list(services.images()))
+def test_every_image_names_a_project_with_its_console_script(image: str) -> None:
+    """SERVICE=<image> names a project under services/ whose pyproject declares fastloans-<image>."""
+    project = (REPO_ROOT / "services" / image / "pyproject.toml").read_text()
+    assert f'fastloans-{image} = "' in project
 
 
 def test_dockerignore_keeps_the_context_small() -> None:
-    """The build context is an allow-list: pins, package sources and the Dockerfiles' helper."""
+    """The build context is an allow-list: pins, package sources and the Dockerfile's helper."""
     lines = (REPO_ROOT / ".dockerignore").read_text().splitlines()
     assert lines[lines.index("*")] == "*"
     for allowed in ("!constraints.txt", "!shared/", "!services/", "!docker/requirements-from-pyproject.py"):

@@ -9,6 +9,8 @@ import jsonschema
 import pytest
 import yaml
 
+from fastloans import services
+
 from .conftest import REPO_ROOT
 
 pytestmark = pytest.mark.charts
@@ -27,12 +29,16 @@ def test_skaffold_matches_its_schema(schemas_dir: Path) -> None:
     assert not errors, "\n".join(errors)
 
 
-def test_one_artifact_per_dockerfile() -> None:
-    """Each docker/<service>.Dockerfile is an artifact built from the repository root."""
+def test_one_artifact_per_image_from_the_one_dockerfile() -> None:
+    """Each image of the registry is an artifact of docker/service.Dockerfile with its SERVICE and PORTS."""
     artifacts = {a["image"]: a for a in CONFIG["build"]["artifacts"]}
-    dockerfiles = {f"docker/{p.name}" for p in (REPO_ROOT / "docker").glob("*.Dockerfile")}
-    assert {a["docker"]["dockerfile"] for a in artifacts.values()} == dockerfiles
-    assert all(a["context"] == "." for a in artifacts.values())
+    assert set(artifacts) == {f"fastloans/{image}" for image in services.images()}
+    for image in services.images():
+        artifact = artifacts[f"fastloans/{image}"]
+        assert artifact["context"] == "."
+        assert artifact["docker"]["dockerfile"] == "docker/service.Dockerfile"
+        ports = " ".join(map(str, services.image_ports(image)))
+        assert artifact["docker"]["buildArgs"] == {"SERVICE": image, "PORTS": ports}
     assert CONFIG["build"]["tagPolicy"] == {"gitCommit": {}}
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord
-from pydantic import Field
 
+from fastloans import services
 from fastloans.events import ApplicationDecided, ApplicationScored, EventDecodeError, Topic
 from fastloans.kafka import send_all, trace_headers
 from fastloans.policy import Contribution, decide, score
@@ -16,10 +16,9 @@ from fastloans.settings import Settings, load_settings
 
 
 class ApprovalSettings(Settings):
-    """Approval service settings: health and metrics on port 8002 by default."""
+    """Approval service settings (name, port and dependencies from the registry)."""
 
-    service_name: str = Field("fastloans-approval")
-    http_port: int = Field(8002, ge=1, le=65535, validation_alias="HTTP_PORT")
+    service = services.APPROVAL
 
 
 def contributions_of(event: ApplicationScored) -> tuple[Contribution, ...]:

@@ -18,8 +18,7 @@ import contextlib
 import logging
 import time
 
-from pydantic import Field
-
+from fastloans import services
 from fastloans.db import Database, json_value, listen_forever
 from fastloans.kafka import Message, dead_letter, deliver, is_transient, make_producer
 from fastloans.metrics import DEAD_LETTERS, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED, sample_database
@@ -37,10 +36,9 @@ IDLE_POLL_SECONDS = 1.0
 
 
 class RelaySettings(Settings):
-    """Relay settings: health and metrics on port 8004 by default."""
+    """Relay settings (name, port and dependencies from the registry)."""
 
-    service_name: str = Field("fastloans-relay")
-    http_port: int = Field(8004, ge=1, le=65535, validation_alias="HTTP_PORT")
+    service = services.RELAY
 
 
 class OutboxRelay:

@@ -7,14 +7,14 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
+from fastloans import services
 from fastloans.settings import Settings
 
 
 class GatewaySettings(Settings):
-    """Settings of the HTTP API (port 8000 by default)."""
+    """Settings of the HTTP API (name, ports and dependencies from the registry)."""
 
-    service_name: str = Field("fastloans-gateway")
-    http_port: int = Field(8000, ge=1, le=65535, validation_alias="HTTP_PORT")
+    service = services.GATEWAY
     web_concurrency: int = Field(1, ge=1, le=64, validation_alias="WEB_CONCURRENCY")
     max_body_bytes: int = Field(16_384, ge=1024, le=10_485_760, validation_alias="MAX_BODY_BYTES")
     # Comma-separated origins; empty keeps CORS closed. NoDecode: the raw string is split below, not parsed as JSON.
@@ -43,7 +43,7 @@ class GatewaySettings(Settings):
         return self.api_docs_enabled
 
     # HTTP server limits (enforced by fastloans_gateway.server) and the port of /healthz, /readyz and /metrics.
-    ops_port: int = Field(9180, ge=1, le=65535, validation_alias="OPS_PORT")
+    ops_port: int = Field(services.GATEWAY.ops_port, ge=1, le=65535, validation_alias="OPS_PORT")
     http_max_header_bytes: int = Field(16_384, ge=1024, le=1_048_576, validation_alias="HTTP_MAX_HEADER_BYTES")
     http_max_headers: int = Field(100, ge=8, le=1000, validation_alias="HTTP_MAX_HEADERS")
     http_header_timeout_seconds: float = Field(10.0, gt=0, le=300, validation_alias="HTTP_HEADER_TIMEOUT_SECONDS")

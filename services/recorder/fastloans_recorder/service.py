@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import orjson
 from aiokafka import ConsumerRecord
-from pydantic import Field
 
+from fastloans import services
 from fastloans.events import ApplicationDecided, EventDecodeError, Topic
 from fastloans.metrics import DECISION_REASONS, DECISIONS, SUBMISSION_TO_DECISION
 from fastloans.runtime import run_worker
@@ -53,10 +53,9 @@ IDS_PER_NOTIFICATION = 200
 
 
 class RecorderSettings(Settings):
-    """Recorder settings: health and metrics on port 8003 by default."""
+    """Recorder settings (name, port and dependencies from the registry)."""
 
-    service_name: str = Field("fastloans-recorder")
-    http_port: int = Field(8003, ge=1, le=65535, validation_alias="HTTP_PORT")
+    service = services.RECORDER
 
 
 class RecorderWorker(PipelineWorker):

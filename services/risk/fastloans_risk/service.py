@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord
-from pydantic import Field
 
+from fastloans import services
 from fastloans.events import ApplicationScored, ApplicationSubmitted, Topic
 from fastloans.kafka import send_all, trace_headers
 from fastloans.policy import evaluate, score
@@ -16,10 +16,9 @@ from fastloans.settings import Settings, load_settings
 
 
 class RiskSettings(Settings):
-    """Risk service settings: health and metrics on port 8001 by default."""
+    """Risk service settings (name, port and dependencies from the registry)."""
 
-    service_name: str = Field("fastloans-risk")
-    http_port: int = Field(8001, ge=1, le=65535, validation_alias="HTTP_PORT")
+    service = services.RISK
 
 
 class RiskWorker(PolicyWorker):

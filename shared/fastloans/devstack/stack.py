@@ -15,6 +15,7 @@ from pathlib import Path
 
 import asyncpg
 
+from fastloans import services as registry
 from fastloans.db.migrate import upgrade
 from fastloans.devstack.kafka import KafkaCluster
 from fastloans.devstack.postgres import PostgresPair
@@ -23,17 +24,11 @@ from fastloans.kafka import create_topics
 from fastloans.settings import Settings
 from fastloans.tenants import KeyConflictError, issue_key
 
-# name -> (console script, default port). The relay shares the gateway's package and image.
-SERVICES: dict[str, tuple[str, int]] = {
-    "gateway": ("fastloans-gateway", 8000),
-    "risk": ("fastloans-risk", 8001),
-    "approval": ("fastloans-approval", 8002),
-    "recorder": ("fastloans-recorder", 8003),
-    "relay": ("fastloans-relay", 8004),
-}
+# name -> (console script, default port), from the service registry.
+SERVICES: dict[str, tuple[str, int]] = {s.short: (s.command, s.port) for s in registry.SERVICES}
 # name -> default port of /healthz, /readyz and /metrics (OPS_PORT), for the services that keep them off their main
 # port; the other services serve them on their only port.
-OPS_PORTS: dict[str, int] = {"gateway": 9180}
+OPS_PORTS: dict[str, int] = {s.short: s.ops_port for s in registry.SERVICES if s.ops_port is not None}
 
 
 @dataclass
@@ -100,13 +95,10 @@ class Infra:
         self.kafka = KafkaCluster(state / "kafka", ports=ports.kafka, controller_ports=ports.kafka_controller,
                                   log_dir=self.log_dir, heap=kafka_heap)
 
-    def env(self) -> dict[str, str]:
-        """The settings every service needs to reach this infrastructure."""
-        return {
-            "DATABASE_URL": self.postgres.primary_url,
-            "DATABASE_READ_URL": self.postgres.replica_url,
-            "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
-        }
+    def env(self, *, database: bool = True) -> dict[str, str]:
+        """The settings a service needs to reach this infrastructure (without the database's if it uses none)."""
+        urls = {"DATABASE_URL": self.postgres.primary_url, "DATABASE_READ_URL": self.postgres.replica_url}
+        return {**(urls if database else {}), "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers}
 
     def settings(self) -> Settings:
         """Base settings pointing at this infrastructure."""
@@ -147,6 +139,10 @@ class Infra:
         self.postgres.stop()
 
 
+# What a service without a database does not inherit from the caller's environment (a sourced stack.env).
+DATABASE_VARIABLES = frozenset({"DATABASE_URL", "DB_URL", "DATABASE_READ_URL", "DATABASE_PASSWORD"})
+
+
 class ServiceSet:
     """The service processes, started from the virtualenv's console scripts."""
 
@@ -163,10 +159,12 @@ class ServiceSet:
                 if (bindir / script).exists() or shutil.which(script)]
 
     def env_for(self, name: str, port: int) -> dict[str, str]:
-        """The environment of one service process."""
+        """The environment of one service process (a service without a database gets no database URL)."""
+        database = registry.by_short(name).database
+        inherited = {k: v for k, v in os.environ.items() if database or k not in DATABASE_VARIABLES}
         return {
-            **os.environ,
-            **self.infra.env(),
+            **inherited,
+            **self.infra.env(database=database),
             "HTTP_HOST": "127.0.0.1",
             "HTTP_PORT": str(port),
             "ENVIRONMENT": os.environ.get("ENVIRONMENT", "development"),

@@ -7,13 +7,15 @@ import json
 import pytest
 import yaml
 
+from fastloans import services
+
 from .conftest import CHART, RELEASE, REPO_ROOT, VALUES_CASES, by_kind, env_of, named, pod_spec, values_args
 
 pytestmark = pytest.mark.charts
 
 FULL = f"{RELEASE}-fast-loans"
-COMPONENTS = ["approval", "gateway", "recorder", "relay", "risk"]
-CONSUMERS = {"risk": "submitted", "approval": "scored", "recorder": "decided"}
+COMPONENTS = sorted(s.short for s in services.SERVICES)
+CONSUMERS = {s.short: s.consumes.value.rsplit(".", 1)[-1] for s in services.CONSUMERS if s.consumes}
 RESTRICTED_CONTAINER = {
     "runAsNonRoot": True,
     "allowPrivilegeEscalation": False,
@@ -166,7 +168,7 @@ def test_secrets_only_where_needed(render) -> None:
     objects = render()
     for component in COMPONENTS:
         env = env_of(named(objects, "Deployment", f"{FULL}-{component}")["spec"]["template"]["spec"]["containers"][0])
-        uses_db = component in {"gateway", "relay", "recorder"}
+        uses_db = services.by_short(component).database
         assert ("DATABASE_PASSWORD" in env) == uses_db, component
         if uses_db:
             assert "secretKeyRef" in env["DATABASE_PASSWORD"]["valueFrom"]

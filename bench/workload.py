@@ -8,9 +8,10 @@ import uuid
 import orjson
 
 from bench.loadgen import Outcome
+from fastloans.contracts import APPLICATIONS_PATH
 from fastloans.policy import EMPLOYMENT_STATUSES, LOAN_PURPOSES
 
-API_PATH = "/api/v1/loan_applications"
+API_PATH = APPLICATIONS_PATH
 NOOP_PATH = "/noop"
 PURPOSES = LOAN_PURPOSES
 EMPLOYMENT = EMPLOYMENT_STATUSES

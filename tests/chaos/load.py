@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 import httpx
 
 from bench.workload import application
+from fastloans.contracts import APPLICATIONS_PATH
 
-URL = "/api/v1/loan_applications"
+URL = APPLICATIONS_PATH
 
 
 @dataclass

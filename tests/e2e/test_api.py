@@ -7,11 +7,13 @@ import base64
 import json
 import re
 import uuid
+from datetime import timedelta
 
 import asyncpg
 import httpx
 import pytest
 
+from fastloans.contracts import IDEMPOTENCY_TTL
 from tests.conftest import issue_test_key
 from tests.e2e.test_pipeline import APPROVED, URL, decided, submit
 
@@ -151,8 +153,9 @@ async def test_idempotency_key(client: httpx.AsyncClient, pg) -> None:
                                        for _ in range(5)])
     assert {r.status_code for r in responses} == {202}
     assert len({r.json()["id"] for r in responses}) == 1
-    # Keys expire after 24 hours: an expired key may be used again.
-    await pg.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = $1", key)
+    # Keys expire after IDEMPOTENCY_TTL: an expired key may be used again.
+    await pg.execute("UPDATE idempotency_keys SET created_at = now() - $2::interval WHERE key = $1", key,
+                     IDEMPOTENCY_TTL + timedelta(hours=1))
     renewed = await client.post(URL, json={**APPROVED, "loan_amount": "2500"}, headers={"Idempotency-Key": key})
     assert renewed.status_code == 202 and renewed.json()["id"] != responses[0].json()["id"]
 

@@ -10,10 +10,11 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from fastloans.contracts import APPLICATIONS_PATH
 from fastloans.events import ApplicationDecided, Topic
 from fastloans.kafka import make_producer, send_all
 
-URL = "/api/v1/loan_applications"
+URL = APPLICATIONS_PATH
 
 APPROVED = {
     "applicant_name": "Ada Lovelace",

@@ -22,12 +22,13 @@ import asyncpg
 import httpx
 import pytest
 
+from fastloans.contracts import APPLICATIONS_PATH, DECIDED_CHANNEL
 from fastloans.devstack.stack import ServiceSet
 from fastloans.devstack.system import free_port
 from fastloans.tenants import hash_key, set_rate_limit
 from tests.conftest import MigratedDb, issue_test_key
 
-URL = "/api/v1/loan_applications"
+URL = APPLICATIONS_PATH
 # The same values as the gateways below: 20 requests over a 1 s sliding window per tenant.
 RATE, BURST = 20, 20
 FAILURE_BURST = 5
@@ -236,7 +237,7 @@ async def test_a_waiting_request_reads_again_when_the_listener_reconnects(
         assert not task.done()
         # The listeners go away, and a decision is stored without a notification: only a re-read finds it.
         listeners = await pg.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                   "WHERE query ILIKE 'LISTEN%fastloans_decided%'")
+                                   "WHERE query ILIKE $1", f"LISTEN%{DECIDED_CHANNEL}%")
         assert listeners
         await pg.execute("UPDATE loan_applications SET status = 'approved', is_approved = true, risk_score = 10, "
                          "policy_version = 'seed-1', decided_at = now() WHERE id = $1", ident)

@@ -11,7 +11,8 @@ import pytest
 
 from fastloans.db import Database
 from fastloans.settings import Settings
-from fastloans_gateway.applications import SubmitBatcher, _new_application, _outbox_values
+from fastloans_gateway.applications import SubmitBatcher, new_application
+from fastloans_gateway.outbox import submitted_row
 
 BODY = {"applicant_name": "Batch Applicant", "credit_score": 700, "loan_amount": Decimal("1500.00"),
         "loan_purpose": "car", "monthly_income": Decimal("4000.00"), "monthly_debt": Decimal("250.50"),
@@ -31,8 +32,8 @@ async def setup(migrated_db, pg) -> tuple[Database, Settings, uuid.UUID]:
 
 
 def submission(settings: Settings, tenant: uuid.UUID, **changes: object):
-    application = _new_application(tenant, {**BODY, **changes})
-    return application, _outbox_values(settings, application, {"traceparent": TRACEPARENT})
+    application = new_application(tenant, {**BODY, **changes})
+    return application, submitted_row(settings, application, {"traceparent": TRACEPARENT})
 
 
 async def test_concurrent_submissions_are_stored_together_and_in_order(setup, pg) -> None:

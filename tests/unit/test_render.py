@@ -9,7 +9,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from fastloans_gateway.api import json_response
+from fastloans_gateway.api.responses import json_response
 from fastloans_gateway.schemas import LoanApplication, render_application
 
 SUBMITTED = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)

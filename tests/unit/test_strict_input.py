@@ -11,7 +11,8 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from fastloans_gateway.api import _decode_cursor, _encode_cursor, _unique_keys, json_content_type
+from fastloans_gateway.api.deps import json_content_type, unique_keys
+from fastloans_gateway.api.routes.applications import decode_cursor, encode_cursor
 from fastloans_gateway.applications import request_fingerprint
 from fastloans_gateway.problems import Problem
 from fastloans_gateway.schemas import LoanApplicationCreate, LoanApplicationUpdate, render_application
@@ -126,18 +127,18 @@ def test_only_application_json_in_utf_8(header: str, accepted: bool) -> None:
 
 def test_duplicate_keys_are_refused_naming_the_key() -> None:
     with pytest.raises(Problem) as caught:
-        json.loads('{"loan_amount": "1", "credit_score": 700, "loan_amount": "900000"}', object_pairs_hook=_unique_keys)
+        json.loads('{"loan_amount": "1", "credit_score": 700, "loan_amount": "900000"}', object_pairs_hook=unique_keys)
     assert caught.value.status == 422 and caught.value.errors == [
         {"field": "loan_amount", "message": "given more than once"}]
-    assert json.loads('{"a": {"b": 1}, "b": 2}', object_pairs_hook=_unique_keys) == {"a": {"b": 1}, "b": 2}
+    assert json.loads('{"a": {"b": 1}, "b": 2}', object_pairs_hook=unique_keys) == {"a": {"b": 1}, "b": 2}
 
 
 @pytest.mark.parametrize("document", ['{"applicant_name": "Ada\\ud800"}', '{"\\udfff": 1}', '{"a": {"x\\ud83d": 1}}'])
 def test_unpaired_surrogate_escapes_are_malformed_json(document: str) -> None:
     with pytest.raises(Problem) as caught:
-        json.loads(document, object_pairs_hook=_unique_keys)
+        json.loads(document, object_pairs_hook=unique_keys)
     assert caught.value.status == 400
-    assert json.loads('{"n": "\\ud83d\\ude00"}', object_pairs_hook=_unique_keys) == {"n": "\U0001f600"}
+    assert json.loads('{"n": "\\ud83d\\ude00"}', object_pairs_hook=unique_keys) == {"n": "\U0001f600"}
 
 
 def fingerprint(**fields: object) -> str:
@@ -168,12 +169,12 @@ IDENT = uuid.UUID("7d1f3a52-5c4e-4f0e-9b7a-1f6a0c2d9e11")
 @pytest.mark.parametrize("created", [datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC),
                                      datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)])
 def test_issued_cursors_decode(created: datetime) -> None:
-    assert _decode_cursor(_encode_cursor(created, IDENT)) == (created, IDENT)
+    assert decode_cursor(encode_cursor(created, IDENT)) == (created, IDENT)
 
 
 def test_cursors_are_issued_in_utc() -> None:
     local = datetime(2026, 3, 1, 12, tzinfo=timezone(timedelta(hours=3)))
-    created, _ = _decode_cursor(_encode_cursor(local, IDENT))
+    created, _ = decode_cursor(encode_cursor(local, IDENT))
     assert created == local and created.utcoffset() == timedelta(0)
 
 
@@ -183,11 +184,11 @@ def test_cursors_are_issued_in_utc() -> None:
     cursor_of(f"2026-03-01T09:30:15Z|{IDENT}"), cursor_of(f"2026-03-01T09:30:15+00:00|{str(IDENT).upper()}"),
     cursor_of(f"2026-03-01T09:30:15+00:00|{IDENT}|x"), cursor_of("2026-03-01T09:30:15+00:00"),
     cursor_of(f"2026-03-01 09:30:15+00:00|{IDENT}"), cursor_of(f"+2026-03-01T09:30:15+00:00|{IDENT}"),
-    _encode_cursor(datetime(2026, 3, 1, tzinfo=UTC), IDENT) + "=",
-    _encode_cursor(datetime(2026, 3, 1, tzinfo=UTC), IDENT).rstrip("="),
+    encode_cursor(datetime(2026, 3, 1, tzinfo=UTC), IDENT) + "=",
+    encode_cursor(datetime(2026, 3, 1, tzinfo=UTC), IDENT).rstrip("="),
     "!!", "", "é", "\x00", base64.urlsafe_b64encode(b"\xff\xfe|x").decode(),
 ])
 def test_only_cursors_the_api_could_have_issued_are_accepted(cursor: str) -> None:
     with pytest.raises(Problem) as caught:
-        _decode_cursor(cursor)
+        decode_cursor(cursor)
     assert caught.value.status == 400 and caught.value.errors == [{"field": "cursor", "message": "invalid"}]

@@ -1,14 +1,18 @@
-"""Loan applications: the transactions behind the API (application row + outbox row, atomically)."""
+"""Loan applications: the service behind the API, and the transactions that store an application with its
+outbox row atomically.
+
+This layer speaks applications, not HTTP: it raises `NotFound` and `IdempotencyConflict`, and the API maps
+them to problem+json in one place (`fastloans_gateway.api.errors`).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -16,23 +20,43 @@ from typing import Any
 import asyncpg
 import orjson
 
+from fastloans.contracts import IDEMPOTENCY_TTL
 from fastloans.db import Database, json_value
-from fastloans.events import ApplicationSubmitted, Facts, Topic
 from fastloans.kafka import is_transient
 from fastloans.settings import Settings
-from fastloans_gateway.problems import Problem
-from fastloans_gateway.schemas import CENT
+from fastloans_gateway import outbox
+from fastloans_gateway.outbox import FACT_FIELDS, OutboxRow
+from fastloans_gateway.schemas import CENT, render_application
+from fastloans_gateway.waiting import RECHECK_SECONDS, DecisionWaiters
 
-log = logging.getLogger("fastloans.gateway")
-
-OUTBOX_CHANNEL = "fastloans_outbox"
-IDEMPOTENCY_TTL = "24 hours"
 COLUMNS = (
     "id, tenant_id, revision, status, applicant_name, credit_score, loan_amount, loan_purpose, monthly_income, "
     "monthly_debt, employment_status, risk_score, is_approved, reasons, policy_version, submitted_at, decided_at, "
     "created_at"
 )
-FACT_FIELDS = ("credit_score", "loan_amount", "monthly_income", "monthly_debt", "employment_status", "loan_purpose")
+# What an Idempotency-Key's record holds once its submission is stored: the status and body a retry gets back.
+ACCEPTED = 202
+
+
+class ApplicationError(Exception):
+    """A request the service cannot carry out, for a reason the caller can act on."""
+
+
+class NotFound(ApplicationError):
+    """No such application for this tenant, or it was withdrawn."""
+
+
+class IdempotencyConflict(ApplicationError):
+    """The Idempotency-Key was already used with a different request body."""
+
+
+@dataclass(slots=True)
+class Submitted:
+    """The outcome of a submission: the application as the API shows it, and whether it is a retry's replay."""
+
+    status: int
+    application: dict[str, Any]
+    replayed: bool
 
 
 def _canonical(value: object) -> str:
@@ -50,64 +74,6 @@ def request_fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS, default=_canonical)).hexdigest()
 
 
-class OutboxNotifier:
-    """Wakes the relay after commits, outside their transactions: at most one NOTIFY per `interval`.
-
-    A NOTIFY inside the transaction would serialise every commit on PostgreSQL's notification-queue
-    lock (held through the WAL flush), and cost a round trip per request. A NOTIFY is itself a small
-    write transaction, so under load one is sent per `interval` (OUTBOX_LINGER_MS) for every commit
-    since the last. A lost wake-up only delays publishing until the relay's next poll.
-    """
-
-    def __init__(self, db: Database, *, interval: float = 0.0) -> None:
-        self.db = db
-        self.interval = interval
-        self._wanted = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Start sending notifications in the background."""
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        """Stop the background task."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    def poke(self) -> None:
-        """Ask for a NOTIFY after what has been committed so far."""
-        self._wanted.set()
-
-    async def _run(self) -> None:
-        while True:
-            await self._wanted.wait()
-            self._wanted.clear()
-            try:
-                async with self.db.connection() as conn:
-                    await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
-            except Exception as error:
-                log.warning("could not wake the outbox relay", extra={"error.type": type(error).__name__})
-                await asyncio.sleep(0.5)
-            if self.interval:
-                await asyncio.sleep(self.interval)
-
-
-def _outbox_values(settings: Settings, application: Mapping[str, Any],
-                   headers: dict[str, str]) -> tuple[str, str, bytes, str]:
-    """(topic, key, payload, headers) of the outbox row announcing `application` (a row or its values)."""
-    event = ApplicationSubmitted(
-        application_id=application["id"],
-        tenant_id=application["tenant_id"],
-        revision=application["revision"],
-        submitted_at=application["submitted_at"],
-        facts=Facts(**{name: application[name] for name in FACT_FIELDS}),
-    )
-    return (settings.topic(Topic.SUBMITTED.value), str(application["id"]), event.encode(),
-            orjson.dumps({**{k: v.decode() for k, v in event.headers()}, **headers}).decode())
-
-
 # Applications and their outbox rows, any number in one statement: one round trip, atomic without
 # BEGIN/COMMIT. The outbox ids follow the order of the arrays.
 SUBMIT = """
@@ -122,14 +88,24 @@ WITH application AS (
            AS t(id, tenant_id, applicant_name, credit_score, loan_amount, loan_purpose, monthly_income,
                 monthly_debt, employment_status, submitted_at)
 )
-INSERT INTO outbox (topic, key, payload, headers)
-SELECT * FROM unnest($11::text[], $12::text[], $13::bytea[], $14::jsonb[])
-"""
+""" + outbox.insert_arrays(11)
 SUBMIT_COLUMNS = ("id", "tenant_id", "applicant_name", "credit_score", "loan_amount", "loan_purpose",
                   "monthly_income", "monthly_debt", "employment_status", "submitted_at")
+# Claims the key, or takes it over once expired; returns nothing when a live record holds it.
+CLAIM_KEY = (
+    "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status_code, response) "
+    "VALUES ($1, $2, $3, 0, '{}') ON CONFLICT (tenant_id, key) DO UPDATE "
+    "SET request_hash = EXCLUDED.request_hash, status_code = 0, response = '{}', created_at = now() "
+    "WHERE idempotency_keys.created_at < now() - $4::interval RETURNING true"
+)
+READ_KEY = "SELECT request_hash, status_code, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2"
+RECORD_KEY = ("UPDATE idempotency_keys SET status_code = $3, response = $4::jsonb "
+              "WHERE tenant_id = $1 AND key = $2")
+# Expired keys, deleted now and then (by the relay, which runs one loop per deployment rather than per process).
+DELETE_EXPIRED_KEYS = "DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval"
 
 
-def _new_application(tenant_id: uuid.UUID, body: dict[str, Any]) -> dict[str, Any]:
+def new_application(tenant_id: uuid.UUID, body: dict[str, Any]) -> dict[str, Any]:
     """The row a new application will have (revision 1, pending, submitted now)."""
     now = datetime.now(UTC)
     return {
@@ -140,13 +116,13 @@ def _new_application(tenant_id: uuid.UUID, body: dict[str, Any]) -> dict[str, An
     }
 
 
-Submission = tuple[dict[str, Any], tuple[str, str, bytes, str]]  # the application, its outbox row
+Submission = tuple[dict[str, Any], OutboxRow]  # the application, its outbox row
 
 
 async def _insert(conn: asyncpg.Connection, submissions: list[Submission]) -> None:
     columns = [[application[name] for application, _ in submissions] for name in SUBMIT_COLUMNS]
-    outbox = [list(values) for values in zip(*(row for _, row in submissions), strict=True)]
-    await conn.execute(SUBMIT, *columns, *outbox)
+    rows = [list(values) for values in zip(*(row for _, row in submissions), strict=True)]
+    await conn.execute(SUBMIT, *columns, *rows)
 
 
 class SubmitBatcher:
@@ -212,121 +188,133 @@ def _settle(batch: list[tuple[Submission, asyncio.Future[None]]], error: BaseExc
             done.set_exception(error)
 
 
-async def submit(
-    db: Database, settings: Settings, *, tenant_id: uuid.UUID, body: dict[str, Any],
-    idempotency_key: str | None, trace: dict[str, str], render: Any, notify: Callable[[], None],
-    batcher: SubmitBatcher,
-) -> tuple[int, dict[str, Any], bool]:
-    """Store a new application and its outbox row atomically, then `notify` (wake the relay).
+class Applications:
+    """The loan applications of every tenant: submit, read (optionally waiting for the decision), list, revise,
+    withdraw. Every call names its tenant; another tenant's application is `NotFound`."""
 
-    Returns (status, response body, replayed). Without an Idempotency-Key the rows go
-    through `batcher` (shared statements); with one, in a transaction of their own with
-    the key, and a retry with the same body returns the first response while a different
-    body is refused.
-    `submitted_at` is the gateway's clock at acceptance, so the outbox event can
-    be encoded before the one statement that stores both rows.
-    """
-    application = _new_application(tenant_id, body)
-    submission = (application, _outbox_values(settings, application, trace))
-    response = render(application)
-    if not idempotency_key:
-        await batcher.store(submission)
-        notify()
-        return 202, response, False
-    fingerprint = request_fingerprint(body)
-    async with db.connection() as conn, conn.transaction():
-        owned = await conn.fetchval(
-            "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status_code, response) "
-            "VALUES ($1, $2, $3, 0, '{}') ON CONFLICT (tenant_id, key) DO UPDATE "
-            "SET request_hash = EXCLUDED.request_hash, status_code = 0, response = '{}', created_at = now() "
-            f"WHERE idempotency_keys.created_at < now() - interval '{IDEMPOTENCY_TTL}' RETURNING true",
-            tenant_id, idempotency_key, fingerprint,
-        )
-        if not owned:
-            first = await conn.fetchrow(
-                "SELECT request_hash, status_code, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
-                tenant_id, idempotency_key,
+    def __init__(self, db: Database, settings: Settings, *, batcher: SubmitBatcher, waiters: DecisionWaiters,
+                 notify: Callable[[], None]) -> None:
+        self.db = db
+        self.settings = settings
+        self.batcher = batcher
+        self.waiters = waiters
+        # Wakes the relay after a commit (`outbox.OutboxNotifier.poke`).
+        self.notify = notify
+
+    async def submit(self, *, tenant_id: uuid.UUID, body: dict[str, Any], idempotency_key: str | None,
+                     trace: dict[str, str]) -> Submitted:
+        """Store a new application and its outbox row atomically, then wake the relay.
+
+        Without an Idempotency-Key the rows go through the batcher (shared statements); with one, in a
+        transaction of their own with the key, and a retry with the same body gets the first outcome back
+        while a different body raises `IdempotencyConflict`. `submitted_at` is the gateway's clock at
+        acceptance, so the outbox event can be encoded before the one statement that stores both rows.
+        """
+        application = new_application(tenant_id, body)
+        submission = (application, outbox.submitted_row(self.settings, application, trace))
+        shown = render_application(application)
+        if not idempotency_key:
+            await self.batcher.store(submission)
+            self.notify()
+            return Submitted(ACCEPTED, shown, replayed=False)
+        fingerprint = request_fingerprint(body)
+        async with self.db.connection() as conn, conn.transaction():
+            if not await conn.fetchval(CLAIM_KEY, tenant_id, idempotency_key, fingerprint, IDEMPOTENCY_TTL):
+                first = await conn.fetchrow(READ_KEY, tenant_id, idempotency_key)
+                if first["request_hash"] != fingerprint:
+                    raise IdempotencyConflict
+                return Submitted(first["status_code"], json_value(first["response"]), replayed=True)
+            await _insert(conn, [submission])
+            await conn.execute(RECORD_KEY, tenant_id, idempotency_key, ACCEPTED, orjson.dumps(shown).decode())
+        self.notify()
+        return Submitted(ACCEPTED, shown, replayed=False)
+
+    async def get(self, *, tenant_id: uuid.UUID, application_id: uuid.UUID,
+                  wait: float = 0.0) -> tuple[asyncpg.Record, str]:
+        """The live application and where it was read ("replica" or "primary"); `NotFound` otherwise.
+
+        Read from the replica, or from the primary when the row has not replicated yet. With `wait`, a
+        pending application is read again (on the primary) as soon as its decision is announced, for up
+        to `wait` seconds.
+        """
+        source = "replica"
+        row = await self._fetch(tenant_id, application_id)
+        if row is None:
+            source = "primary"
+            row = await self._fetch(tenant_id, application_id, primary=True)
+        if row is None:
+            raise NotFound
+        if not wait or row["status"] != "pending":
+            return row, source
+        deadline = time.monotonic() + wait
+        # Watching before reading the primary: a decision recorded after that read is announced to this watch.
+        with self.waiters.watch(application_id) as watch:
+            while True:
+                row = await self._fetch(tenant_id, application_id, primary=True)
+                if row is None:
+                    raise NotFound
+                remaining = deadline - time.monotonic()
+                if row["status"] != "pending" or remaining <= 0:
+                    return row, "primary"
+                # Read again only when woken, or after RECHECK_SECONDS in case a notification was lost.
+                if not await watch.wait(min(remaining, RECHECK_SECONDS)) and remaining <= RECHECK_SECONDS:
+                    return row, "primary"
+
+    async def _fetch(self, tenant_id: uuid.UUID, application_id: uuid.UUID, *,
+                     primary: bool = False) -> asyncpg.Record | None:
+        async with self.db.connection(read=not primary) as conn:
+            return await conn.fetchrow(
+                f"SELECT {COLUMNS} FROM loan_applications WHERE id = $1 AND tenant_id = $2 AND status <> 'withdrawn'",
+                application_id, tenant_id,
             )
-            if first["request_hash"] != fingerprint:
-                raise Problem(422, "this Idempotency-Key was already used with a different request body",
-                              errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}])
-            return first["status_code"], json_value(first["response"]), True
-        await _insert(conn, [submission])
-        await conn.execute(
-            "UPDATE idempotency_keys SET status_code = 202, response = $3::jsonb WHERE tenant_id = $1 AND key = $2",
-            tenant_id, idempotency_key, orjson.dumps(response).decode(),
-        )
-    notify()
-    return 202, response, False
 
-
-async def fetch(db: Database, *, tenant_id: uuid.UUID, application_id: uuid.UUID,
-                primary: bool = False) -> asyncpg.Record | None:
-    """The live (not withdrawn) application, from the replica unless `primary`."""
-    async with db.connection(read=not primary) as conn:
-        return await conn.fetchrow(
-            f"SELECT {COLUMNS} FROM loan_applications WHERE id = $1 AND tenant_id = $2 AND status <> 'withdrawn'",
-            application_id, tenant_id,
-        )
-
-
-async def withdrawn_or_missing(db: Database, *, tenant_id: uuid.UUID, application_id: uuid.UUID) -> bool:
-    """True when the application does not exist for this tenant or was withdrawn (read on the primary)."""
-    async with db.connection() as conn:
-        status = await conn.fetchval(
-            "SELECT status FROM loan_applications WHERE id = $1 AND tenant_id = $2", application_id, tenant_id
-        )
-    return status is None or status == "withdrawn"
-
-
-async def revise(db: Database, settings: Settings, *, tenant_id: uuid.UUID, application_id: uuid.UUID,
-                 changes: dict[str, Any], trace: dict[str, str], notify: Callable[[], None]) -> asyncpg.Record | None:
-    """Apply `changes` as a new revision, pending again, and queue it for a decision; then `notify`."""
-    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=3))
-    async with db.connection() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            f"UPDATE loan_applications SET {assignments}, revision = revision + 1, status = 'pending', "
-            "risk_score = NULL, is_approved = NULL, reasons = NULL, policy_version = NULL, decided_at = NULL, "
-            "submitted_at = clock_timestamp(), updated_at = clock_timestamp() "
-            f"WHERE id = $1 AND tenant_id = $2 AND status <> 'withdrawn' RETURNING {COLUMNS}",
-            application_id, tenant_id, *changes.values(),
-        )
-        if row is not None:
-            await conn.execute(
-                "INSERT INTO outbox (topic, key, payload, headers) VALUES ($1, $2, $3, $4::jsonb)",
-                *_outbox_values(settings, row, trace),
+    async def revise(self, *, tenant_id: uuid.UUID, application_id: uuid.UUID, changes: dict[str, Any],
+                     trace: dict[str, str]) -> asyncpg.Record:
+        """Apply `changes` as a new revision, pending again, queue it for a decision and wake the relay."""
+        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=3))
+        async with self.db.connection() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"UPDATE loan_applications SET {assignments}, revision = revision + 1, status = 'pending', "
+                "risk_score = NULL, is_approved = NULL, reasons = NULL, policy_version = NULL, decided_at = NULL, "
+                "submitted_at = clock_timestamp(), updated_at = clock_timestamp() "
+                f"WHERE id = $1 AND tenant_id = $2 AND status <> 'withdrawn' RETURNING {COLUMNS}",
+                application_id, tenant_id, *changes.values(),
             )
-    if row is not None:
-        notify()
-    return row
+            if row is not None:
+                await conn.execute(outbox.INSERT, *outbox.submitted_row(self.settings, row, trace))
+        if row is None:
+            raise NotFound
+        self.notify()
+        return row
 
+    async def withdraw(self, *, tenant_id: uuid.UUID, application_id: uuid.UUID) -> None:
+        """Withdraw the application; `NotFound` if it does not exist or is already withdrawn."""
+        async with self.db.connection() as conn:
+            result = await conn.execute(
+                "UPDATE loan_applications SET status = 'withdrawn', withdrawn_at = clock_timestamp(), "
+                "updated_at = clock_timestamp() WHERE id = $1 AND tenant_id = $2 AND status <> 'withdrawn'",
+                application_id, tenant_id,
+            )
+        if not result.endswith(" 1"):
+            raise NotFound
 
-async def withdraw(db: Database, *, tenant_id: uuid.UUID, application_id: uuid.UUID) -> bool:
-    """Withdraw the application; False if it does not exist or is already withdrawn."""
-    async with db.connection() as conn:
-        result = await conn.execute(
-            "UPDATE loan_applications SET status = 'withdrawn', withdrawn_at = clock_timestamp(), "
-            "updated_at = clock_timestamp() WHERE id = $1 AND tenant_id = $2 AND status <> 'withdrawn'",
-            application_id, tenant_id,
-        )
-    return result.endswith(" 1")
-
-
-async def page(db: Database, *, tenant_id: uuid.UUID, status: str | None, limit: int,
-               cursor: tuple[Any, uuid.UUID] | None) -> list[asyncpg.Record]:
-    """A page of the tenant's live applications, newest first (keyset pagination), from the replica."""
-    clauses = ["tenant_id = $1", "status <> 'withdrawn'"]
-    args: list[Any] = [tenant_id]
-    if status:
-        args.append(status)
-        clauses.append(f"status = ${len(args)}")
-    if cursor:
-        args.extend(cursor)
-        clauses.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
-    args.append(limit + 1)
-    async with db.connection(read=True) as conn:
-        return await conn.fetch(
-            f"SELECT {COLUMNS} FROM loan_applications WHERE {' AND '.join(clauses)} "
-            f"ORDER BY created_at DESC, id DESC LIMIT ${len(args)}",
-            *args,
-        )
+    async def page(self, *, tenant_id: uuid.UUID, status: str | None, limit: int,
+                   after: tuple[datetime, uuid.UUID] | None) -> tuple[list[asyncpg.Record], bool]:
+        """Up to `limit` of the tenant's live applications, newest first, from the replica, and whether more
+        follow; `after` is the (created_at, id) of the last one of the previous page (keyset pagination)."""
+        clauses = ["tenant_id = $1", "status <> 'withdrawn'"]
+        args: list[Any] = [tenant_id]
+        if status:
+            args.append(status)
+            clauses.append(f"status = ${len(args)}")
+        if after:
+            args.extend(after)
+            clauses.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+        args.append(limit + 1)
+        async with self.db.connection(read=True) as conn:
+            rows = await conn.fetch(
+                f"SELECT {COLUMNS} FROM loan_applications WHERE {' AND '.join(clauses)} "
+                f"ORDER BY created_at DESC, id DESC LIMIT ${len(args)}",
+                *args,
+            )
+        return rows[:limit], len(rows) > limit

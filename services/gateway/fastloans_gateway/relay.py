@@ -19,14 +19,16 @@ import logging
 import time
 
 from fastloans import services
-from fastloans.db import Database, json_value, listen_forever
+from fastloans.contracts import IDEMPOTENCY_TTL
+from fastloans.db import Database, listen_forever
 from fastloans.kafka import Message, dead_letter, deliver, is_transient, make_producer
 from fastloans.metrics import DEAD_LETTERS, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED, sample_database
 from fastloans.runtime import run_worker
 from fastloans.settings import Settings, load_settings
-from fastloans.tracecontext import TRACE_HEADERS, trace_context
+from fastloans.tracecontext import TRACE_HEADERS
 from fastloans.tracing import message_transactions, outgoing_headers
-from fastloans_gateway.applications import OUTBOX_CHANNEL
+from fastloans_gateway import outbox
+from fastloans_gateway.applications import DELETE_EXPIRED_KEYS
 
 log = logging.getLogger("fastloans.relay")
 trail = logging.getLogger("fastloans.pipeline")
@@ -58,7 +60,7 @@ class OutboxRelay:
         await self.producer.start()
         self._kafka_ok = True
         # After a reconnection, `on_connect` wakes the loop to catch up with rows committed meanwhile.
-        listener = listen_forever(self.settings, OUTBOX_CHANNEL, lambda *_: self._wake.set(), on_connect=self._wake.set)
+        listener = listen_forever(self.settings, outbox.CHANNEL, lambda *_: self._wake.set(), on_connect=self._wake.set)
         self._tasks = [asyncio.create_task(listener), asyncio.create_task(self._gauges()),
                        asyncio.create_task(sample_database(self.db))]
 
@@ -115,13 +117,10 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Publish up to BATCH rows; returns how many were published or dead-lettered."""
         async with self.db.connection() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                BATCH,
-            )
+            rows = await conn.fetch(outbox.LOCK_BATCH, BATCH)
             if not rows:
                 return 0
-            messages = [((row["topic"], 0, row["id"]), row["key"].encode(), _row_headers(row["headers"]))
+            messages = [((row["topic"], 0, row["id"]), row["key"].encode(), outbox.kafka_headers(row["headers"]))
                         for row in rows]
             with message_transactions("Outbox PUBLISH", messages) as traces:
                 outgoing: list[Message] = [
@@ -131,7 +130,7 @@ class OutboxRelay:
                 errors = await deliver(self.producer, outgoing)
                 if any(errors):
                     await self._settle(rows, outgoing, errors)
-                await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows])
+                await conn.execute(outbox.DELETE, [row["id"] for row in rows])
         OUTBOX_PUBLISHED.inc(len(rows))
         if trail.isEnabledFor(logging.INFO):
             for trace, row in zip(traces, rows, strict=True):
@@ -168,32 +167,16 @@ class OutboxRelay:
             await asyncio.sleep(5)
             try:
                 async with self.db.connection() as conn:
-                    row = await conn.fetchrow(
-                        "SELECT count(*) AS backlog, "
-                        "COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)), 0)::float8 AS age "
-                        "FROM outbox"
-                    )
+                    row = await conn.fetchrow(outbox.BACKLOG)
                     OUTBOX_BACKLOG.set(row["backlog"])
                     OUTBOX_OLDEST_AGE.set(row["age"])
                     if time.monotonic() - last_cleanup > 600:
-                        await conn.execute(
-                            "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'")
+                        await conn.execute(DELETE_EXPIRED_KEYS, IDEMPOTENCY_TTL)
                         last_cleanup = time.monotonic()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.debug("outbox gauges unavailable", exc_info=True)
-
-
-def _row_headers(stored: object) -> list[tuple[str, bytes]]:
-    """An outbox row's headers as Kafka headers; trace context only when valid (`fastloans.tracecontext`)."""
-    headers = json_value(stored)
-    if not isinstance(headers, dict):
-        return []
-    context = trace_context((name, str(value)) for name, value in headers.items() if name in TRACE_HEADERS)
-    return [(name, str(value).encode()) for name, value in headers.items() if name not in TRACE_HEADERS] + [
-        (name, value.encode()) for name, value in context.items()
-    ]
 
 
 def _with_trace(headers: list[tuple[str, bytes]], traced: list[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:

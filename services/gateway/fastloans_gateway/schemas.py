@@ -160,13 +160,19 @@ class LoanApplicationCreate(_Fields):
     employment_status: str = Field(description=EMPLOYMENT_HELP)
 
 
+def _changes_schema(schema: dict[str, Any]) -> None:
+    for field in schema["properties"].values():
+        field.pop("default", None)
+    schema["examples"] = [{"monthly_debt": "500.00"}]
+
+
 class LoanApplicationUpdate(_Fields):
     """Changes to an application's data; the application is decided again as a new revision."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True,
-                              json_schema_extra={"examples": [{"monthly_debt": "500.00"}]})
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra=_changes_schema)
 
-    # Every field is optional but none is nullable: the default None only marks "not given".
+    # Every field is optional but none is nullable: the default None only marks "not given", so the schema
+    # shows no default (null is not a value these fields accept).
     applicant_name: ApplicantName = None  # type: ignore[assignment]
     credit_score: CreditScore = None  # type: ignore[assignment]
     loan_amount: PositiveMoney = None  # type: ignore[assignment]

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 
+from fastloans.contracts import DECIDED_CHANNEL
 from fastloans.db import listen_forever
 from fastloans.settings import Settings
 
-log = logging.getLogger("fastloans.gateway.waiting")
-
-DECIDED_CHANNEL = "fastloans_decided"
 RECHECK_SECONDS = 10.0
 
 

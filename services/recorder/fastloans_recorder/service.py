@@ -11,13 +11,12 @@ import orjson
 from aiokafka import ConsumerRecord
 
 from fastloans import services
+from fastloans.contracts import DECIDED_CHANNEL
 from fastloans.events import ApplicationDecided, EventDecodeError, Topic
 from fastloans.metrics import DECISION_REASONS, DECISIONS, SUBMISSION_TO_DECISION
 from fastloans.runtime import run_worker
 from fastloans.settings import Settings, load_settings
 from fastloans.worker import PipelineWorker
-
-DECIDED_CHANNEL = "fastloans_decided"
 
 RECORD_BATCH = """
 WITH incoming AS (

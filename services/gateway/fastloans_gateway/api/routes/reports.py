@@ -1,4 +1,5 @@
-"""Reports for the lender's credit-risk team: /api/v1/policy/... (admin keys only)."""
+"""Reports for the lender's credit-risk team: /api/v1/policy/... (admin keys only). HTTP only: the report itself
+is `fastloans.policy.agreement`."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
+from fastloans.contracts import POLICY_PATH
 from fastloans.policy.agreement import challenger_agreement
-from fastloans_gateway.api import PROBLEM_RESPONSES, CallerDep
+from fastloans_gateway.api.deps import CallerDep
+from fastloans_gateway.api.openapi import problems
 from fastloans_gateway.problems import Problem
 
 DEFAULT_WINDOW = timedelta(days=7)
 MAX_WINDOW = timedelta(days=366)
 EARLIEST = datetime.min.replace(tzinfo=UTC)
 
-router = APIRouter(prefix="/api/v1/policy", tags=["credit policy"])
+router = APIRouter(prefix=POLICY_PATH, tags=["credit policy"])
 
 
 class VersionPair(BaseModel):
@@ -54,8 +57,9 @@ def _utc(moment: datetime | None, field: str) -> datetime | None:
 @router.get(
     "/challenger",
     response_model=ChallengerReport,
-    responses={status: PROBLEM_RESPONSES[status] for status in (401, 403, 422, 429)},
+    responses=problems(401, 403, 422, 429, 503),
     summary="Champion versus challenger agreement (admin scope)",
+    operation_id="getChallengerReport",
 )
 async def challenger_report(
     request: Request,

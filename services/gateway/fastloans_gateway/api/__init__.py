@@ -1,0 +1,1 @@
+"""The HTTP layer: routes, their dependencies, error answers and the OpenAPI document."""

@@ -1,0 +1,1 @@
+"""The gateway's routers: one module per part of the API."""

@@ -1,0 +1,70 @@
+"""The gateway's layers keep to their business: the service layer and the outbox know nothing of HTTP, every
+domain error has one HTTP answer, and the outbox row written on submit is the one the relay reads."""
+
+from __future__ import annotations
+
+import ast
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+
+import fastloans_gateway
+from fastloans.events import ApplicationSubmitted
+from fastloans.settings import Settings
+from fastloans_gateway import applications, outbox
+from fastloans_gateway.api.errors import DOMAIN_PROBLEMS, domain_problem
+from fastloans_gateway.applications import ApplicationError, IdempotencyConflict, NotFound
+
+PACKAGE = Path(fastloans_gateway.__file__).parent
+HTTP_MODULES = ("fastapi", "starlette", "fastloans_gateway.api", "fastloans_gateway.problems")
+TRACEPARENT = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+
+
+def imported(module: Path) -> set[str]:
+    """Every module `module` imports."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("name", ["applications.py", "outbox.py", "waiting.py", "relay.py"])
+def test_the_service_layer_and_the_outbox_do_not_speak_http(name: str) -> None:
+    speaking = {module for module in imported(PACKAGE / name) if module.startswith(HTTP_MODULES)}
+    assert not speaking, speaking
+
+
+def test_every_domain_error_has_exactly_one_answer() -> None:
+    errors = {cls for cls in vars(applications).values()
+              if isinstance(cls, type) and issubclass(cls, ApplicationError) and cls is not ApplicationError}
+    assert set(DOMAIN_PROBLEMS) == errors == {NotFound, IdempotencyConflict}
+    assert domain_problem(NotFound()).status == 404
+    conflict = domain_problem(IdempotencyConflict())
+    assert conflict.status == 422 and conflict.errors == [{"field": "Idempotency-Key",
+                                                           "message": "reused with a different body"}]
+
+
+def test_the_row_written_on_submit_is_the_one_the_relay_reads() -> None:
+    settings = Settings(database_url="postgresql://app@db/loans", kafka_bootstrap_servers="k:9092",
+                        kafka_topic_prefix="t.")
+    application = applications.new_application(uuid.uuid4(), {
+        "applicant_name": "Ada Lovelace", "credit_score": 750, "loan_amount": Decimal("2000.00"),
+        "loan_purpose": "auto", "monthly_income": Decimal("5000.00"), "monthly_debt": Decimal("0.00"),
+        "employment_status": "employed"})
+    row = outbox.submitted_row(settings, application, {"traceparent": TRACEPARENT, "tracestate": "x=\x00"})
+    assert row.topic == "t.loan-applications.submitted" and row.key == str(application["id"])
+    event = ApplicationSubmitted.decode(row.payload)
+    assert event.application_id == application["id"] and event.facts.loan_amount == Decimal("2000.00")
+    assert "Ada" not in row.payload.decode() + row.headers  # the applicant's name stays in the database
+    headers = dict(outbox.kafka_headers(row.headers))
+    assert headers["traceparent"] == TRACEPARENT.encode()
+    assert "tracestate" not in headers  # an invalid trace state is dropped on the way out, not published
+    assert set(orjson.loads(row.headers)) - {"traceparent", "tracestate"} <= set(headers)
+    assert application["submitted_at"] <= datetime.now(UTC)

@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.probes import audit
+from bench.checks import audit
 from bench.ratelimit import measure as rate_limit_cost
 from bench.report import verdicts, write
 from bench.runner import PYTHON_SERVICES, Plan, Runner, phase_dicts, ratio
 from bench.target import Target, bench_keys, running_stack, start_stack, state_root
-from fastloans.devstack.system import log
+from fastloans_dev.devstack.system import log
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import signal
 import subprocess
 
+from bench.checks import GROUPS
 from fastloans import services as registry
-from fastloans.devstack.stack import SERVICES, Infra, ServiceSet
-from fastloans.devstack.system import Child, free_port
+from fastloans_dev.devstack.stack import SERVICES, Infra, ServiceSet
+from fastloans_dev.devstack.system import Child, free_port
 
 CONSUMERS = tuple(s.short for s in registry.CONSUMERS)
-# The consumer group of each pipeline service and the topic it reads (from the registry).
-GROUPS = {s.group: s.consumes.value for s in registry.CONSUMERS if s.group and s.consumes}
+__all__ = ["CONSUMERS", "GROUPS", "TEST_ENV", "Fleet"]
 TEST_ENV = {"ENVIRONMENT": "test", "RATE_LIMIT_PER_SECOND": "0", "LOG_LEVEL": "INFO"}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -11,13 +10,14 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench import checks
+from bench.checks import GROUPS
 from fastloans.events import ApplicationDecided, Topic
 from fastloans.kafka import connection_options
 from fastloans.settings import Settings
-from tests.chaos.fleet import GROUPS
 from tests.chaos.load import URL, LoadStats, Tracked
 
 
@@ -65,27 +65,13 @@ async def consumer_lag(settings: Settings) -> dict[str, int]:
     await admin.start()
     await reader.start()
     try:
-        lag = {}
-        for group, topic in GROUPS.items():
-            name = settings.topic(topic)
-            partitions = await _partitions(admin, name)
-            ends = await reader.end_offsets(partitions)
-            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
-            lag[group] = sum(max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in partitions)
-        return lag
+        partitions = {topic: await checks.topic_partitions(admin, settings.topic(topic))
+                      for topic in set(GROUPS.values())}
+        offsets = await checks.group_offsets(admin, reader, partitions)
+        return {group: found.lag for group, found in offsets.items()}
     finally:
         await reader.stop()
         await admin.close()
-
-
-async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> list[TopicPartition]:
-    for _ in range(50):
-        for described in await admin.describe_topics([topic]):
-            found = sorted(p.get("partition", p.get("partition_index")) for p in described.get("partitions") or [])
-            if found:
-                return [TopicPartition(topic, p) for p in found]
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"topic {topic} has no partitions")
 
 
 async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes, bytes]]:
@@ -98,7 +84,7 @@ async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes, bytes]
     await reader.start()
     seen: list[tuple[bytes, bytes]] = []
     try:
-        partitions = await _partitions(admin, name)
+        partitions = await checks.topic_partitions(admin, name)
         reader.assign(partitions)
         await reader.seek_to_beginning(*partitions)
         ends = await reader.end_offsets(partitions)
@@ -125,32 +111,26 @@ async def wait_drained(pool: asyncpg.Pool, settings: Settings, tracked: list[Tra
                        progress: Callable[[str], None] = lambda _: None) -> None:
     """Wait (bounded) until the outbox is empty, every group has caught up and no tracked application is pending."""
     ids = [uuid.UUID(t.id) for t in tracked]
-    deadline = time.monotonic() + within
-    while True:
+
+    async def counts() -> dict[str, int]:
         try:
             outbox, lag, pending = await pending_work(pool, settings, ids)
         except Exception as error:  # a broker or the database may still be recovering
             progress(f"drain check failed ({type(error).__name__}); retrying")
             outbox = lag = pending = -1
-        if (outbox, lag, pending) == (0, 0, 0) or time.monotonic() > deadline:
-            return
-        progress(f"draining: outbox={outbox} lag={lag} pending={pending}")
-        await asyncio.sleep(2)
+        return {"outbox": outbox, "lag": lag, "pending": pending}
+
+    await checks.wait_drained(counts, within=within, interval=2, progress=progress)
 
 
 async def verify(pool: asyncpg.Pool, settings: Settings, api_url: str, api_key: str, stats: LoadStats) -> Verdict:
     """Check every accepted application against the database, the API and the decided topic."""
     tracked = list(stats.accepted.values())
     verdict = Verdict(accepted=len(tracked))
-    ids = [uuid.UUID(t.id) for t in tracked]
-    rows = {str(r["id"]): r for r in await pool.fetch(
-        "SELECT id, status, revision, risk_score FROM loan_applications WHERE id = ANY($1::uuid[])", ids)}
-    decisions: dict[str, dict[int, list[asyncpg.Record]]] = {}
-    for d in await pool.fetch("SELECT application_id, revision, outcome, risk_score FROM loan_decisions "
-                              "WHERE application_id = ANY($1::uuid[])", ids):
-        decisions.setdefault(str(d["application_id"]), {}).setdefault(d["revision"], []).append(d)
+    rows, decisions = await checks.stored(pool, [uuid.UUID(t.id) for t in tracked])
     for t in tracked:
-        _check_one(verdict, t, rows.get(t.id), decisions.get(t.id, {}))
+        _count(verdict, checks.check_application(t.id, rows.get(t.id), decisions.get(t.id, {}),
+                                                 delete_sent=t.delete_sent, withdrawn=t.withdrawn))
     verdict.outbox = await pool.fetchval("SELECT count(*) FROM outbox")
     verdict.lag = await consumer_lag(settings)
     await _check_api(verdict, api_url, api_key, tracked, rows)
@@ -158,42 +138,18 @@ async def verify(pool: asyncpg.Pool, settings: Settings, api_url: str, api_key: 
     return verdict
 
 
-def _check_one(verdict: Verdict, t: Tracked, row: asyncpg.Record | None,
-               history: dict[int, list[asyncpg.Record]]) -> None:
-    if row is None:
-        verdict.lost += 1
-        verdict.note(f"{t.id}: acknowledged but not in the database")
-        return
-    for revision, records in history.items():
-        if len(records) > 1 or revision > row["revision"]:
-            verdict.duplicates += 1
-            verdict.note(f"{t.id}: {len(records)} decisions for revision {revision} (current {row['revision']})")
-    if row["status"] == "withdrawn":
-        if t.delete_sent:
-            verdict.withdrawn += 1
-        else:
-            verdict.lost += 1
-            verdict.note(f"{t.id}: withdrawn without a DELETE")
-        return
-    if t.withdrawn:
-        verdict.resurrected += 1
-        verdict.note(f"{t.id}: withdrawn (204) but now {row['status']}")
-        return
-    current = history.get(row["revision"], [])
-    if row["status"] == "pending" or not current:
-        verdict.lost += 1
-        verdict.note(f"{t.id}: revision {row['revision']} is {row['status']} with {len(current)} decisions")
-        return
-    if (current[0]["outcome"], current[0]["risk_score"]) != (row["status"], row["risk_score"]):
+def _count(verdict: Verdict, finding: checks.Finding) -> None:
+    verdict.duplicates += finding.surplus
+    if finding.outcome == "mismatched":
         verdict.duplicates += 1
-        verdict.note(f"{t.id}: applied {row['status']}/{row['risk_score']} but recorded "
-                     f"{current[0]['outcome']}/{current[0]['risk_score']}")
-        return
-    verdict.decided += 1
+    else:
+        setattr(verdict, finding.outcome, getattr(verdict, finding.outcome) + 1)
+    for problem in finding.problems:
+        verdict.note(problem)
 
 
 async def _check_api(verdict: Verdict, api_url: str, api_key: str, tracked: list[Tracked],
-                     rows: dict[str, asyncpg.Record]) -> None:
+                     rows: dict[str, checks.Row]) -> None:
     """Each application reads back over the API as the database has it (withdrawn ones answer 404)."""
     gate = asyncio.Semaphore(16)
 

@@ -9,7 +9,8 @@ BIN := $(VENV)/bin
 export FASTLOANS_CACHE ?= $(HOME)/.cache/fastloans
 export PIP_CACHE_DIR ?= $(FASTLOANS_CACHE)/pip
 PYTEST_ARGS ?=
-PACKAGES := -e ./shared[analysis] -e ./services/gateway -e ./services/risk -e ./services/approval -e ./services/recorder
+# The runtime packages the images install, plus the development tools (devtools/: `fastloans up`, `fastloans policy`).
+PACKAGES := -e ./shared -e ./devtools -e ./services/gateway -e ./services/risk -e ./services/approval -e ./services/recorder
 STAMP := $(VENV)/.installed
 
 .PHONY: help venv up test test-unit test-integration lint images k8s-tools browser-deps bench chaos clean-state
@@ -17,7 +18,7 @@ STAMP := $(VENV)/.installed
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(STAMP): constraints.txt requirements-dev.txt shared/pyproject.toml $(wildcard services/*/pyproject.toml)
+$(STAMP): constraints.txt requirements-dev.txt shared/pyproject.toml devtools/pyproject.toml $(wildcard services/*/pyproject.toml)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt $(PACKAGES) -r requirements-dev.txt
 	@touch $@
@@ -43,7 +44,7 @@ test-integration: venv ## Integration and end-to-end tests only
 	$(BIN)/pytest -m "not unit and not charts" $(PYTEST_ARGS)
 
 lint: venv ## Static checks
-	$(BIN)/ruff check shared services tests
+	$(BIN)/ruff check shared services devtools tests
 
 bench: venv ## Benchmark the pipeline (open-loop load); writes bench/results/
 	$(BIN)/python -m bench $(BENCH_ARGS)

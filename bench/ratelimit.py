@@ -21,9 +21,9 @@ from typing import Any
 from bench.target import running_stack, state_root
 from fastloans.db import Database
 from fastloans.db.migrate import upgrade
-from fastloans.devstack.postgres import PostgresPair
-from fastloans.devstack.system import free_port, log
 from fastloans.settings import Settings
+from fastloans_dev.devstack.postgres import PostgresPair
+from fastloans_dev.devstack.system import free_port, log
 from fastloans_gateway.ratelimit import Limit, TenantLimiter
 
 

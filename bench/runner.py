@@ -21,7 +21,7 @@ from bench.monitor import Monitor
 from bench.probes import Backlog, Probe, decision_seconds, wait_drained
 from bench.target import Target
 from bench.workload import accepted_ids, get_requests, noop_requests, post_requests
-from fastloans.devstack.system import free_port
+from fastloans_dev.devstack.system import free_port
 
 PYTHON_SERVICES = ("gateway", "risk", "approval", "recorder", "relay")
 

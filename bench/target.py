@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from fastloans.devstack.stack import OPS_PORTS, SERVICES, Infra, Ports, ServiceSet
-from fastloans.devstack.system import free_port, log
 from fastloans.tenants import issue_key, set_rate_limit
+from fastloans_dev.devstack.stack import OPS_PORTS, SERVICES, Infra, Ports, ServiceSet
+from fastloans_dev.devstack.system import free_port, log
 
 BENCH_TENANT = "bench"
 # Requests a second for the benchmark tenant: far above any rate offered, so every request pays for the

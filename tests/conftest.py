@@ -51,8 +51,8 @@ def state_dir() -> Path:
 @pytest.fixture(scope="session")
 def infra(state_dir: Path) -> Iterator[object]:
     """PostgreSQL primary + streaming replica and a Kafka broker on free loopback ports, migrated, with topics."""
-    from fastloans.devstack.stack import OPS_PORTS, SERVICES, Infra, Ports
-    from fastloans.devstack.system import free_port
+    from fastloans_dev.devstack.stack import OPS_PORTS, SERVICES, Infra, Ports
+    from fastloans_dev.devstack.system import free_port
 
     ports = Ports(
         pg_primary=free_port(),
@@ -89,7 +89,7 @@ def migrated_db(infra: object) -> MigratedDb:
 @pytest.fixture(scope="session")
 def services(infra: object) -> Iterator[object]:
     """Every service as a real process against the test infrastructure."""
-    from fastloans.devstack.stack import ServiceSet
+    from fastloans_dev.devstack.stack import ServiceSet
 
     service_set = ServiceSet(infra, extra_env={  # type: ignore[arg-type]
         "ENVIRONMENT": "test",

@@ -1,10 +1,15 @@
-"""The `fastloans` command: the local stack, migrations, topics, tenants and keys, the credit policy."""
+"""The `fastloans` command: migrations, topics, tenants and keys (what the images run).
+
+The development package (devtools/, fastloans-dev) adds `fastloans up` and `fastloans policy ...`
+through the ``fastloans.cli`` entry points; the images do not install it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from importlib.metadata import entry_points
 from typing import Any
 
 import asyncpg
@@ -33,23 +38,27 @@ def _with_connection(work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> An
         raise click.ClickException(f"database error: {error}") from None
 
 
-@click.group()
+# Entry-point group through which the development package adds its subcommands.
+DEV_COMMAND_GROUP = "fastloans.cli"
+# The subcommands it adds (checked against devtools/pyproject.toml by a test), for a clear hint when absent.
+DEV_COMMANDS = ("policy", "up")
+
+
+class _Commands(click.Group):
+    """The runtime commands plus those of installed plug-ins; a hint for development commands that are absent."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Resolve ``cmd_name``; a development command without the development package fails with how to get it."""
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in DEV_COMMANDS:
+            ctx.fail(f"`fastloans {cmd_name}` is a development command: install the development package "
+                     "(`make venv`, or pip install -e ./devtools); service images do not include it")
+        return command
+
+
+@click.group(cls=_Commands)
 def main() -> None:
     """Fast Loans: loan applications decided by a versioned credit policy over Kafka."""
-
-
-@main.command()
-def up() -> None:
-    """Run the local stack in the foreground: PostgreSQL primary + replica, Kafka, every service."""
-    from fastloans.devstack.stack import up as run_up
-    from fastloans.devstack.system import StackError, state_dir
-
-    try:
-        code = run_up(state_dir())
-    except StackError as error:
-        click.echo(f"error: {error}", err=True)
-        code = 1
-    sys.exit(code)
 
 
 @main.group()
@@ -167,12 +176,9 @@ def tenants_limit(tenant: str, per_second: float | None, burst: int | None) -> N
     click.echo(f"tenant {tenant}: rate limit {shown} (takes effect within AUTH_CACHE_SECONDS)")
 
 
-def _mount_policy() -> None:
-    try:
-        from fastloans.policy.cli import policy
-    except ImportError:  # pragma: no cover - the policy package is part of this distribution
-        return
-    main.add_command(policy)
+def _mount_plugins() -> None:
+    for entry in entry_points(group=DEV_COMMAND_GROUP):
+        main.add_command(entry.load(), entry.name)
 
 
-_mount_policy()
+_mount_plugins()

@@ -7,7 +7,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 
-from fastloans.devstack.stack import Infra
+from fastloans_dev.devstack.stack import Infra
 from tests.chaos.fleet import Fleet
 
 SERVICE_KILLS = ("kill-gateway", "kill-relay", "kill-risk", "kill-approval", "kill-recorder")

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import asyncpg
 
-from fastloans.devstack.stack import OPS_PORTS, SERVICES, Infra, Ports
-from fastloans.devstack.system import free_port
 from fastloans.tenants import issue_key
+from fastloans_dev.devstack.stack import OPS_PORTS, SERVICES, Infra, Ports
+from fastloans_dev.devstack.system import free_port
 from tests.chaos.faults import ALL_FAULTS, DEFAULT_FAULTS, FaultInjector, schedule
 from tests.chaos.fleet import Fleet
 from tests.chaos.invariants import Verdict, verify, wait_drained

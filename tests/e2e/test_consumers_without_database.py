@@ -30,8 +30,8 @@ def _closed_port() -> int:
 @pytest.mark.parametrize("database", ["unset", "unreachable"])
 async def test_risk_and_approval_decide_without_a_database(infra, database: str) -> None:
     """On topics of their own, both become ready without a database check and turn a submission into a decision."""
-    from fastloans.devstack.stack import ServiceSet
-    from fastloans.devstack.system import free_port
+    from fastloans_dev.devstack.stack import ServiceSet
+    from fastloans_dev.devstack.system import free_port
 
     run = uuid.uuid4().hex[:8]
     prefix = f"nodb-{run}."

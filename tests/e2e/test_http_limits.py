@@ -48,8 +48,8 @@ class Gateway:
 @pytest.fixture(scope="module")
 def gateway(infra: object) -> Iterator[Gateway]:
     """One gateway process with short head, body and keep-alive timeouts and a small connection cap."""
-    from fastloans.devstack.stack import ServiceSet
-    from fastloans.devstack.system import free_port
+    from fastloans_dev.devstack.stack import ServiceSet
+    from fastloans_dev.devstack.system import free_port
 
     service_set = ServiceSet(infra, extra_env={  # type: ignore[arg-type]
         "ENVIRONMENT": "test", "RATE_LIMIT_PER_SECOND": "0", "AUTH_CACHE_SECONDS": "0",
@@ -300,8 +300,8 @@ def test_ops_routes_answer_only_on_the_ops_port(gateway: Gateway, path: str) -> 
 
 def test_several_worker_processes_keep_the_limits_and_the_ops_port(infra: object, tmp_path) -> None:
     """With WEB_CONCURRENCY=2 each worker listens on both ports and applies the limits."""
-    from fastloans.devstack.stack import ServiceSet
-    from fastloans.devstack.system import free_port
+    from fastloans_dev.devstack.stack import ServiceSet
+    from fastloans_dev.devstack.system import free_port
 
     service_set = ServiceSet(infra, extra_env={  # type: ignore[arg-type]
         "ENVIRONMENT": "test", "WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})

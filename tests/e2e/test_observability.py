@@ -257,8 +257,8 @@ def test_consumers_are_ready_only_with_partitions_and_database(infra, services) 
 
 def test_gateway_metrics_add_up_across_worker_processes(infra, services, tmp_path: Path) -> None:
     """With WEB_CONCURRENCY=2 the gateway's /metrics counts the requests of both processes."""
-    from fastloans.devstack.stack import ServiceSet
-    from fastloans.devstack.system import free_port
+    from fastloans_dev.devstack.stack import ServiceSet
+    from fastloans_dev.devstack.system import free_port
 
     multiproc = tmp_path / "metrics"
     multiproc.mkdir()
@@ -416,8 +416,8 @@ def instrumented(services, infra, collector: Collector) -> Iterator[dict[str, in
     The shared relay is paused meanwhile: relays share the outbox, and this
     test needs the instrumented relay to publish its application.
     """
-    from fastloans.devstack.stack import ServiceSet
-    from fastloans.devstack.system import free_port
+    from fastloans_dev.devstack.stack import ServiceSet
+    from fastloans_dev.devstack.system import free_port
 
     settings = infra.settings().model_copy(update={"kafka_topic_prefix": PREFIX})
     asyncio.run(create_topics(settings, partitions=3, replication_factor=infra.kafka.replication))

@@ -18,10 +18,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fastloans.devstack.stack import ServiceSet
-from fastloans.devstack.system import Child, free_port
 from fastloans.kafka import create_topics
 from fastloans.policy import seed_policy_text
+from fastloans_dev.devstack.stack import ServiceSet
+from fastloans_dev.devstack.system import Child, free_port
 from tests.conftest import issue_test_key
 from tests.e2e.test_pipeline import APPROVED, REJECTED, decided, submit
 

@@ -23,9 +23,9 @@ import httpx
 import pytest
 
 from fastloans.contracts import APPLICATIONS_PATH, DECIDED_CHANNEL
-from fastloans.devstack.stack import ServiceSet
-from fastloans.devstack.system import free_port
 from fastloans.tenants import hash_key, set_rate_limit
+from fastloans_dev.devstack.stack import ServiceSet
+from fastloans_dev.devstack.system import free_port
 from tests.conftest import MigratedDb, issue_test_key
 
 URL = APPLICATIONS_PATH

@@ -15,9 +15,9 @@ import asyncpg
 import httpx
 import pytest
 
-from fastloans.devstack.stack import ServiceSet
-from fastloans.devstack.system import free_port
 from fastloans.tenants import display_prefix, revoke_key
+from fastloans_dev.devstack.stack import ServiceSet
+from fastloans_dev.devstack.system import free_port
 from tests.conftest import MigratedDb, issue_test_key
 from tests.e2e.test_pipeline import APPROVED, REJECTED, URL, decided, submit
 

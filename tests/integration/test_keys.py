@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from fastloans.cli import main
-from fastloans.devstack.stack import DEMO_TENANT, prepare_demo_key
-from fastloans.devstack.system import StackError
 from fastloans.tenants import KeyConflictError, hash_key, issue_key, new_key, revoke_key
+from fastloans_dev.devstack.stack import DEMO_TENANT, prepare_demo_key
+from fastloans_dev.devstack.system import StackError
 
 
 def on_db(url: str, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:

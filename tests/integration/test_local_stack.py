@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fastloans.devstack.system import free_port, port_in_use
+from fastloans_dev.devstack.system import free_port, port_in_use
 
 READY_TIMEOUT = 240
 

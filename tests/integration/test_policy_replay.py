@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from fastloans.policy import load_default_policy, parse_policy, seed_policy_text
-from fastloans.policy.cli import policy as policy_cli
-from fastloans.policy.replay import ReplayReport, replay
+from fastloans_dev.policy.cli import policy as policy_cli
+from fastloans_dev.policy.replay import ReplayReport, replay
 
 pytestmark = pytest.mark.integration
 

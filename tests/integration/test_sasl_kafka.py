@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from fastloans.devstack.kafka import KafkaCluster
-from fastloans.devstack.system import free_port
 from fastloans.events import Topic
 from fastloans.kafka import create_topics, make_consumer, make_producer, send_all
 from fastloans.settings import Settings
+from fastloans_dev.devstack.kafka import KafkaCluster
+from fastloans_dev.devstack.system import free_port
 from tests.integration.test_tls_postgres import Pki, make_pki
 
 USER = "fastloans"

@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fastloans.db import Database, asyncpg_connect
-from fastloans.devstack.postgres import PostgresServer, _usable_root, ensure_installed
-from fastloans.devstack.system import free_port, service_user
 from fastloans.settings import Settings
+from fastloans_dev.devstack.postgres import PostgresServer, _usable_root, ensure_installed
+from fastloans_dev.devstack.system import free_port, service_user
 
 PASSWORD = secrets.token_urlsafe(18)
 

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from fastloans.policy import ApplicationFacts, load_default_policy, parse_policy, seed_policy_text
-from fastloans.policy.cli import _bound
-from fastloans.policy.cli import policy as policy_cli
-from fastloans.policy.replay import ReplayReport, asyncpg_dsn
+from fastloans_dev.policy.cli import _bound
+from fastloans_dev.policy.cli import policy as policy_cli
+from fastloans_dev.policy.replay import ReplayReport, asyncpg_dsn
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from fastloans.policy import check_policy_text, load_default_policy, seed_policy_text
-from fastloans.policy.cli import policy as policy_cli
+from fastloans_dev.policy.cli import policy as policy_cli
 
 pytestmark = pytest.mark.unit
 

@@ -62,7 +62,7 @@ def test_procfile_is_the_registry() -> None:
 
 def test_local_stack_derives_from_the_registry() -> None:
     """`make up` starts every registered service on its port; the gateway's ops port too."""
-    from fastloans.devstack.stack import OPS_PORTS, SERVICES
+    from fastloans_dev.devstack.stack import OPS_PORTS, SERVICES
 
     assert {s.short: (s.command, s.port) for s in services.SERVICES} == SERVICES
     assert {"gateway": services.GATEWAY.ops_port} == OPS_PORTS

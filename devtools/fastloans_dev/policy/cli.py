@@ -12,10 +12,10 @@ from pathlib import Path
 
 import click
 
-from .agreement import ChallengerAgreement, challenger_agreement
-from .loader import PolicyValidationError, load_default_policy, load_policy, parse_policy
-from .model import OUTCOMES, BandRule, Policy
-from .replay import ReplayReport, replay
+from fastloans.policy.agreement import ChallengerAgreement, challenger_agreement
+from fastloans.policy.loader import PolicyValidationError, load_default_policy, load_policy, parse_policy
+from fastloans.policy.model import OUTCOMES, BandRule, Policy
+from fastloans_dev.policy.replay import ReplayReport, replay
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -183,7 +183,7 @@ def simulate(
     (folder / "simulation.json").write_text(
         json.dumps(report.to_dict(), sort_keys=True, indent=2) + "\n", encoding="utf-8"
     )
-    from .plot import write_simulation_chart
+    from fastloans_dev.policy.plot import write_simulation_chart
 
     write_simulation_chart(report, folder / "simulation.png")
     click.echo(f"\nwrote {folder / 'simulation.json'} and {folder / 'simulation.png'}")
@@ -216,7 +216,7 @@ async def _stored_agreement(
 ) -> ChallengerAgreement:
     import asyncpg
 
-    from .replay import asyncpg_dsn
+    from fastloans_dev.policy.replay import asyncpg_dsn
 
     connection = await asyncpg.connect(asyncpg_dsn(url))
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .replay import ReplayReport
+from fastloans_dev.policy.replay import ReplayReport
 
 
 def write_simulation_chart(report: ReplayReport, path: str | os.PathLike[str]) -> None:

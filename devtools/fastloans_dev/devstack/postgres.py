@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastloans.devstack.system import Child, RunAs, StackError, log, service_user, wait_for
+from fastloans_dev.devstack.system import Child, RunAs, StackError, log, service_user, wait_for
 
 DATABASE = "fastloans"
 SUPERUSER = "postgres"

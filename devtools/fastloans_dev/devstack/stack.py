@@ -17,12 +17,12 @@ import asyncpg
 
 from fastloans import services as registry
 from fastloans.db.migrate import upgrade
-from fastloans.devstack.kafka import KafkaCluster
-from fastloans.devstack.postgres import PostgresPair
-from fastloans.devstack.system import Child, StackError, free_port, log, require_free, wait_for
 from fastloans.kafka import create_topics
 from fastloans.settings import Settings
 from fastloans.tenants import KeyConflictError, issue_key
+from fastloans_dev.devstack.kafka import KafkaCluster
+from fastloans_dev.devstack.postgres import PostgresPair
+from fastloans_dev.devstack.system import Child, StackError, free_port, log, require_free, wait_for
 
 # name -> (console script, default port), from the service registry.
 SERVICES: dict[str, tuple[str, int]] = {s.short: (s.command, s.port) for s in registry.SERVICES}

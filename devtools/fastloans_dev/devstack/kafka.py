@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastloans.devstack.system import Child, StackError, cache_dir, log, port_in_use, wait_for
+from fastloans_dev.devstack.system import Child, StackError, cache_dir, log, port_in_use, wait_for
 
 POM = Path(__file__).with_name("kafka-pom.xml")
 LOG4J = """\

@@ -9,9 +9,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
-from .engine import Assessment, evaluate
-from .facts import ApplicationFacts
-from .model import OUTCOMES, Policy
+from fastloans.policy.engine import Assessment, evaluate
+from fastloans.policy.facts import ApplicationFacts
+from fastloans.policy.model import OUTCOMES, Policy
 
 ProgressCallback = Callable[[int, int], None]
 

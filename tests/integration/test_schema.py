@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import asyncpg
@@ -12,7 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from fastloans.db.engines import sqlalchemy_url
-from fastloans.db.schema import metadata
+from fastloans.db.schema import STATUSES, metadata
 
 
 def _differences(connection: Connection) -> list[Any]:
@@ -51,3 +52,14 @@ async def test_check_constraints_and_unlogged_tables_agree(migrated_db) -> None:
     assert {(row["table_name"], row["name"]) for row in checks} == declared_checks
     declared_unlogged = {table.name for table in metadata.tables.values() if "UNLOGGED" in table._prefixes}
     assert {row["relname"] for row in unlogged} == declared_unlogged
+
+
+async def test_the_status_check_admits_exactly_the_declared_statuses(migrated_db) -> None:
+    """The migration spells the status list out; the models take it from `STATUSES`."""
+    conn = await asyncpg.connect(migrated_db.primary_url)
+    try:
+        definition = await conn.fetchval(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'loan_applications_status'")
+    finally:
+        await conn.close()
+    assert set(re.findall(r"'(\w+)'", definition)) == set(STATUSES)

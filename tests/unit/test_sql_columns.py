@@ -14,6 +14,8 @@ from fastloans_recorder import service as recorder
 
 # INSERT INTO table [AS alias] (column, ...)
 INSERT_LIST = re.compile(r"INSERT INTO (\w+)(?: AS \w+)? \(([^)]*)\)")
+# SELECT column, ... FROM table (plain column names only)
+SELECT_LIST = re.compile(r"SELECT ([\w, ]+?) FROM (\w+)")
 # unnest(...) AS t(column, ...): the names the arrays take before a SELECT * feeds them to an INSERT
 UNNEST_ALIAS = re.compile(r"\)\s+AS t\(([^)]*)\)", re.DOTALL)
 MODULES = (applications, outbox, ratelimit, recorder)
@@ -27,9 +29,8 @@ def _columns(table: str) -> set[str]:
     return set(metadata.tables[table].columns.keys())
 
 
-def _statements(module: ModuleType) -> list[tuple[str, str]]:
-    return [(name, value) for name, value in vars(module).items()
-            if isinstance(value, str) and INSERT_LIST.search(value)]
+def _statements(module: ModuleType, pattern: re.Pattern[str] = INSERT_LIST) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in vars(module).items() if isinstance(value, str) and pattern.search(value)]
 
 
 def test_the_gateway_column_lists_are_columns_of_loan_applications() -> None:
@@ -53,6 +54,15 @@ def test_every_insert_lists_columns_of_its_table(module: ModuleType) -> None:
         for table, listing in INSERT_LIST.findall(sql):
             unknown = set(_names(listing)) - _columns(table)
             assert not unknown, f"{module.__name__}.{name} inserts into {table} columns it lacks: {unknown}"
+
+
+def test_plain_selects_name_columns_of_their_table() -> None:
+    statements = [(module, name, sql) for module in MODULES for name, sql in _statements(module, SELECT_LIST)]
+    assert {name for _, name, _ in statements} >= {"LOCK_BATCH", "READ_KEY"}  # the relay's batch, the key replay
+    for module, name, sql in statements:
+        for listing, table in SELECT_LIST.findall(sql):
+            unknown = set(_names(listing)) - _columns(table)
+            assert not unknown, f"{module.__name__}.{name} selects from {table} columns it lacks: {unknown}"
 
 
 def test_the_recorder_feeds_its_insert_in_column_order() -> None:

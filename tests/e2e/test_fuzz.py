@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from fastloans.contracts import POLICY_PATH
 from tests.conftest import MigratedDb, issue_test_key
 from tests.e2e.test_pipeline import APPROVED, URL
 
@@ -217,4 +218,4 @@ def test_paths_and_methods_never_get_a_5xx(http: httpx.Client, segment: str, que
 @example(params={"since": "0001-01-01T00:00:00+14:00"})
 @example(params={"until": "9999-12-31T23:59:59-14:00", "since": "9999-12-31T00:00:00-14:00"})
 def test_report_windows_never_get_a_5xx(admin_http: httpx.Client, params: dict[str, str]) -> None:
-    assert_answered(admin_http.get(f"/api/v1/policy/challenger?{_query(params)}"))
+    assert_answered(admin_http.get(f"{POLICY_PATH}/challenger?{_query(params)}"))

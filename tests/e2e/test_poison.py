@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from fastloans.events import ApplicationDecided, ApplicationScored, ApplicationSubmitted, Facts, PolicyRef, Topic
 from fastloans.kafka import connection_options, make_consumer, make_producer, message_size, send_all
 from fastloans.tracecontext import MAX_TRACESTATE_CHARS
-from tests.e2e.test_pipeline import APPROVED, decided, submit
+from tests.e2e.test_pipeline import APPROVED, URL, decided, submit
 
 FACTS = {"credit_score": 750, "loan_amount": "2000.00", "monthly_income": "5000.00", "monthly_debt": "1000.00",
          "employment_status": "employed", "loan_purpose": "home_improvement"}
@@ -218,7 +218,7 @@ async def test_recorder_dead_letters_decisions_that_can_never_be_stored(client, 
 async def test_an_oversized_tracestate_does_not_stop_the_pipeline(client, infra) -> None:
     """The original attack: a POST with a tracestate of about 1 MB. It is refused at the edge (431) or accepted and
     decided without it; either way the next application is decided."""
-    response = await client.post("/api/v1/loan_applications", json=APPROVED,
+    response = await client.post(URL, json=APPROVED,
                                  headers={"traceparent": PARENT, "tracestate": "k=" + "v" * 1_050_000})
     assert response.status_code in {202, 431}, response.text
     if response.status_code == 202:
@@ -240,7 +240,7 @@ async def test_only_a_valid_trace_context_travels_with_the_events(client, infra)
     async with tail(settings, Topic.SUBMITTED) as submitted, tail(settings, Topic.DECIDED) as decided_topic:
         ids = {}
         for name, headers in cases.items():
-            response = await client.post("/api/v1/loan_applications", json=APPROVED, headers=headers)
+            response = await client.post(URL, json=APPROVED, headers=headers)
             assert response.status_code == 202, (name, response.text)
             ids[name] = response.json()["id"]
         for application_id in ids.values():

@@ -95,6 +95,17 @@ REPLICA_LAG = Gauge(
     multiprocess_mode="max",
 )
 
+AUTH_LOOKUPS = Counter(
+    "fastloans_auth_lookups_total", "API-key lookups the gateway made in the database, by result (valid, unknown).",
+    ["result"],
+)
+LONG_POLL_READS = Counter(
+    "fastloans_long_poll_reads_total",
+    "Reads of a pending application on the primary by waiting GET requests (?wait=): one, then one per announcement.",
+)
+for _result in ("valid", "unknown"):
+    AUTH_LOOKUPS.labels(_result)  # present from the start: zero is not "no data"
+
 
 def render_metrics() -> bytes:
     """The text exposition of every metric (summed across processes in multiprocess mode)."""

@@ -23,6 +23,7 @@ import orjson
 from fastloans.contracts import IDEMPOTENCY_TTL
 from fastloans.db import Database, json_value
 from fastloans.kafka import is_transient
+from fastloans.metrics import LONG_POLL_READS
 from fastloans.settings import Settings
 from fastloans_gateway import outbox
 from fastloans_gateway.outbox import FACT_FIELDS, OutboxRow
@@ -251,6 +252,7 @@ class Applications:
         with self.waiters.watch(application_id) as watch:
             while True:
                 row = await self._fetch(tenant_id, application_id, primary=True)
+                LONG_POLL_READS.inc()
                 if row is None:
                     raise NotFound
                 remaining = deadline - time.monotonic()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from fastloans.db import Database
+from fastloans.metrics import AUTH_LOOKUPS
 from fastloans.tenants import hash_key
 from fastloans_gateway.problems import Problem
 from fastloans_gateway.ratelimit import Limit, TenantLimiter
@@ -226,7 +227,9 @@ class Authenticator:
                 "WHERE k.key_hash = $1 AND k.revoked_at IS NULL", digest
             )
         if row is None:
+            AUTH_LOOKUPS.labels("unknown").inc()
             return None
+        AUTH_LOOKUPS.labels("valid").inc()
         return Caller(tenant_id=row["tenant_id"], scopes=frozenset(row["scopes"]), key_hash=digest,
                       limit=self._limit(row["rate_limit_per_second"], row["rate_limit_burst"]))
 

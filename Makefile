@@ -34,7 +34,8 @@ k8s-tools: ## Install the pinned helm and chart-test tools into $(FASTLOANS_CACH
 browser-deps: ## Install Debian's Chromium for the browser tests (when missing)
 	@if [ -x scripts/install-browser.sh ]; then scripts/install-browser.sh; fi
 
-test: venv k8s-tools browser-deps ## Run the whole suite: unit, integration (real Kafka + PostgreSQL), e2e, charts
+test: venv k8s-tools browser-deps ## Type-check, then run the whole suite: unit, integration (real Kafka + PostgreSQL), e2e, charts
+	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: venv ## Unit tests only (no I/O)
@@ -44,7 +45,8 @@ test-integration: venv ## Integration and end-to-end tests only
 	$(BIN)/pytest -m "not unit and not charts" $(PYTEST_ARGS)
 
 lint: venv ## Static checks
-	$(BIN)/ruff check shared services devtools tests
+	$(BIN)/ruff check shared services devtools bench tests
+	$(BIN)/mypy
 
 bench: venv ## Benchmark the pipeline (open-loop load); writes bench/results/
 	$(BIN)/python -m bench $(BENCH_ARGS)

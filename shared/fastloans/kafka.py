@@ -94,7 +94,8 @@ class Producer:
     async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
                    headers: Sequence[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
         """Queue one message; returns the future of its acknowledgement."""
-        return await self.client.send(topic, value=value, key=key, headers=headers)
+        ack: asyncio.Future[Any] = await self.client.send(topic, value=value, key=key, headers=headers)
+        return ack
 
     async def renew(self) -> None:
         """Replace the client by a new one (a new producer id and sequence)."""

@@ -21,7 +21,7 @@ import time
 import traceback
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
@@ -273,22 +273,27 @@ class _LineBatching:
 
     stream: Any
 
+    if TYPE_CHECKING:  # provided by the logging handler this is mixed into
+        def format(self, record: logging.LogRecord) -> str: ...
+        def flush(self) -> None: ...
+        def handleError(self, record: logging.LogRecord) -> None: ...
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.stream.write(self.format(record) + "\n")  # type: ignore[attr-defined]
+            self.stream.write(self.format(record) + "\n")
             if record.levelno >= logging.WARNING:
-                self.flush()  # type: ignore[attr-defined]
+                self.flush()
         except RecursionError:
             raise
         except Exception:
-            self.handleError(record)  # type: ignore[attr-defined]
+            self.handleError(record)
 
 
-class BatchedStreamHandler(_LineBatching, logging.StreamHandler):  # type: ignore[misc]
+class BatchedStreamHandler(_LineBatching, logging.StreamHandler[TextIO]):
     """A StreamHandler that flushes on a timer (see `_LineBatching`)."""
 
 
-class BatchedFileHandler(_LineBatching, logging.FileHandler):  # type: ignore[misc]
+class BatchedFileHandler(_LineBatching, logging.FileHandler):
     """A FileHandler that flushes on a timer (see `_LineBatching`)."""
 
 

@@ -12,7 +12,7 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from fastloans.settings import Settings
 
@@ -23,9 +23,11 @@ _SECRET_HEADERS = {"authorization", "cookie", "x-api-key", "proxy-authorization"
 # pydantic quotes the offending input ("input_value=..."): it may be applicant data.
 _INPUT_VALUE = re.compile(r"input_value=.*?(?=, input_type=|\]|$)", re.DOTALL)
 _sentry_enabled = False
+# A Sentry event: sentry_sdk declares it as a TypedDict, the tests pass plain dicts.
+_Event = TypeVar("_Event", bound=Mapping[str, Any])
 
 
-def scrub_event(event: dict[str, Any], _hint: dict[str, Any] | None = None) -> dict[str, Any]:
+def scrub_event(event: _Event, _hint: dict[str, Any] | None = None) -> _Event:
     """Drop request bodies, credentials, local variables and quoted inputs from a Sentry event."""
     request = event.get("request")
     if isinstance(request, dict):

@@ -45,7 +45,8 @@ async def ensure_tenant(conn: asyncpg.Connection, name: str) -> uuid.UUID:
         "RETURNING id",
         uuid.uuid4(), name,
     )
-    return row["id"]
+    tenant_id: uuid.UUID = row["id"]
+    return tenant_id
 
 
 class KeyConflictError(ValueError):
@@ -103,7 +104,7 @@ async def set_rate_limit(conn: asyncpg.Connection, tenant: str, *, per_second: f
     """Give `tenant` its own rate limit (None: back to the gateway's default); False if there is no such tenant."""
     if (per_second is not None and per_second < 0) or (burst is not None and burst < 1):
         raise ValueError("the rate must be at least 0 (0: unlimited) and the burst at least 1")
-    result = await conn.execute(
+    result: str = await conn.execute(
         "UPDATE tenants SET rate_limit_per_second = $2, rate_limit_burst = $3 WHERE name = $1",
         tenant, per_second, burst,
     )
@@ -112,7 +113,8 @@ async def set_rate_limit(conn: asyncpg.Connection, tenant: str, *, per_second: f
 
 async def list_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Every key's prefix, tenant, scopes and state (never the key)."""
-    return await conn.fetch(
+    keys: list[asyncpg.Record] = await conn.fetch(
         "SELECT k.prefix, t.name AS tenant, k.scopes, k.label, k.created_at, k.revoked_at "
         "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id ORDER BY k.created_at"
     )
+    return keys

@@ -65,7 +65,8 @@ def instrument_app(app: FastAPI, settings: Settings) -> None:
         return
     from elasticapm.contrib.starlette import ElasticAPM
 
-    app.add_middleware(ElasticAPM, client=client)
+    # elasticapm types its ASGI callables with MutableMapping, not Starlette's protocol: the same thing at runtime.
+    app.add_middleware(ElasticAPM, client=client)  # type: ignore[arg-type]
     app.state.trace_parent = current_traceparent
 
 
@@ -168,6 +169,7 @@ def _begin(name: str, headers: Sequence[tuple[str, bytes]] | None, started: floa
     context = trace_context(headers)
     context.pop(ELASTIC_TRACEPARENT, None)
     parent = TraceParent.from_headers(context) if context else None
+    assert _client.tracer is not None  # a started client always has its tracer
     transaction = _client.tracer.begin_transaction("messaging", trace_parent=parent, start=started,
                                                    auto_activate=False)
     transaction.name = name

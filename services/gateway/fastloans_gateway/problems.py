@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -49,7 +50,7 @@ def problem_response(problem: Problem, instance: str | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers)
 
 
-def field_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Pydantic errors as `{field, message}` pairs (never echoing the rejected value)."""
     result = []
     for error in errors:

@@ -249,10 +249,10 @@ class TenantLimiter:
                     await conn.execute(CLEANUP, now_ms)
         except BaseException:
             for tenant_id, counts in taken.items():  # sent again with the next sync
-                state = self._tenants.get(tenant_id)
-                if state is not None:
+                unsent = self._tenants.get(tenant_id)
+                if unsent is not None:
                     for start, n in counts.items():
-                        state.pending[start] = state.pending.get(start, 0) + n
+                        unsent.pending[start] = unsent.pending.get(start, 0) + n
             self._refresh()
             raise
         self.syncs += 1
@@ -263,9 +263,9 @@ class TenantLimiter:
             else:
                 seen[row["tenant_id"]][row["window_start"]] = (row["total"], row["processes"])
         for tenant_id, windows in seen.items():
-            state = self._tenants.get(tenant_id)
-            if state is not None:
-                state.others = {start: total for start, (total, _) in windows.items()}
+            synced = self._tenants.get(tenant_id)
+            if synced is not None:
+                synced.others = {start: total for start, (total, _) in windows.items()}
                 # Other processes may have started serving a new tenant at the same moment without
                 # counting yet: its first share assumes every live process does.
                 active = max((processes for _, processes in windows.values()), default=0)

@@ -18,6 +18,8 @@ import contextlib
 import logging
 import time
 
+import asyncpg
+
 from fastloans import services
 from fastloans.contracts import IDEMPOTENCY_TTL
 from fastloans.db import Database, listen_forever
@@ -137,7 +139,8 @@ class OutboxRelay:
                 trail.info("outbox row published", extra={**trace.log_fields(), "event.dataset": row["topic"]})
         return len(rows)
 
-    async def _settle(self, rows: list, outgoing: list[Message], errors: list[BaseException | None]) -> None:
+    async def _settle(self, rows: list[asyncpg.Record], outgoing: list[Message],
+                      errors: list[BaseException | None]) -> None:
         """Deal with the rows of a batch that failed: raise on an outage, else dead-letter each row Kafka refuses.
 
         A refused batch fails every message in it, so each failed row is sent once

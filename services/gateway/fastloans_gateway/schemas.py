@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 from fastloans.db import json_value
 from fastloans.policy import EMPLOYMENT_STATUSES, LOAN_PURPOSES
@@ -135,7 +136,7 @@ class _Fields(BaseModel):
         return value
 
 
-EXAMPLE = {
+EXAMPLE: JsonDict = {
     "applicant_name": "Ada Lovelace",
     "credit_score": 750,
     "loan_amount": "2000.00",

@@ -193,7 +193,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or self._draining:
             return
         cycle = self.cycle
-        if response and (cycle is None or cycle is _ANSWERED or cycle.response_complete
+        if response and (cycle is None or cycle.response_complete  # _ANSWERED is complete too
                          or cycle.disconnected):
             self.transport.write(response)
             if drain:

@@ -43,7 +43,8 @@ class GatewaySettings(Settings):
         return self.api_docs_enabled
 
     # HTTP server limits (enforced by fastloans_gateway.server) and the port of /healthz, /readyz and /metrics.
-    ops_port: int = Field(services.GATEWAY.ops_port, ge=1, le=65535, validation_alias="OPS_PORT")
+    ops_port: int = Field(services.GATEWAY.ops_port or services.GATEWAY.port, ge=1, le=65535,
+                          validation_alias="OPS_PORT")
     http_max_header_bytes: int = Field(16_384, ge=1024, le=1_048_576, validation_alias="HTTP_MAX_HEADER_BYTES")
     http_max_headers: int = Field(100, ge=8, le=1000, validation_alias="HTTP_MAX_HEADERS")
     http_header_timeout_seconds: float = Field(10.0, gt=0, le=300, validation_alias="HTTP_HEADER_TIMEOUT_SECONDS")

@@ -115,8 +115,9 @@ class ConnectionPool:
             try:
                 handed = await asyncio.wait_for(waiter, remaining)
             except BaseException as error:
-                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
-                    self._give_back(waiter.result(), True)  # handed over just as we gave up
+                late = waiter.result() if waiter.done() and not waiter.cancelled() else None
+                if late is not None:
+                    self._give_back(late, True)  # handed over just as we gave up
                 else:
                     waiter.cancel()
                     with contextlib.suppress(ValueError):

@@ -29,7 +29,9 @@ MAX_IDEMPOTENCY_KEY = 255
 
 async def caller(request: Request) -> Caller:
     """The authenticated caller of this request."""
-    return await request.app.state.auth.authenticate(request.headers.get("authorization"), request.scope.get("client"))
+    who: Caller = await request.app.state.auth.authenticate(request.headers.get("authorization"),
+                                                           request.scope.get("client"))
+    return who
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
@@ -37,7 +39,8 @@ CallerDep = Annotated[Caller, Depends(caller)]
 
 async def authorised(request: Request, scope: str) -> Caller:
     """The caller of this request, if its key has `scope` (401/403 otherwise)."""
-    who = await request.app.state.auth.authenticate(request.headers.get("authorization"), request.scope.get("client"))
+    who: Caller = await request.app.state.auth.authenticate(request.headers.get("authorization"),
+                                                           request.scope.get("client"))
     who.require(scope)
     return who
 

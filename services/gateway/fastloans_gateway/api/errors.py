@@ -4,7 +4,8 @@ any unexpected exception (503 + Retry-After for an outage, else 500, logged once
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 from fastapi import FastAPI, Request
@@ -85,8 +86,13 @@ async def on_error(request: Request, error: Exception) -> Response:
 
 def add_error_handlers(app: FastAPI) -> None:
     """Answer every error as problem+json."""
-    app.add_exception_handler(Problem, on_problem)
-    app.add_exception_handler(ApplicationError, on_domain_error)
-    app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(StarletteHTTPException, on_http)
-    app.add_exception_handler(Exception, on_error)
+    # Starlette types every handler as taking any Exception; it calls each with the type it is registered for.
+    handlers: dict[type[Exception], Callable[[Request, Any], Awaitable[Response]]] = {
+        Problem: on_problem,
+        ApplicationError: on_domain_error,
+        RequestValidationError: on_validation,
+        StarletteHTTPException: on_http,
+        Exception: on_error,
+    }
+    for kind, handler in handlers.items():
+        app.add_exception_handler(kind, handler)

@@ -19,7 +19,10 @@ def _run(connection: Connection) -> None:
 
 
 async def _main() -> None:
-    engine = create_async_engine(sqlalchemy_url(context.config.get_main_option("sqlalchemy.url")))
+    dsn = context.config.get_main_option("sqlalchemy.url")
+    if dsn is None:
+        raise RuntimeError("alembic needs the database DSN as sqlalchemy.url")
+    engine = create_async_engine(sqlalchemy_url(dsn))
     async with engine.connect() as connection:
         await connection.run_sync(_run)
         await connection.commit()

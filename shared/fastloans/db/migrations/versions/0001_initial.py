@@ -5,6 +5,8 @@ Revises:
 Create Date: 2026-11-25
 """
 
+from datetime import datetime
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
@@ -18,7 +20,7 @@ MONEY = sa.Numeric(14, 2)
 NOW = sa.text("now()")
 
 
-def _ts(name: str, *, nullable: bool = False, default: sa.TextClause | None = None) -> sa.Column:
+def _ts(name: str, *, nullable: bool = False, default: sa.TextClause | None = None) -> sa.Column[datetime]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable, server_default=default)
 
 

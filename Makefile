@@ -12,6 +12,7 @@ PYTEST_ARGS ?=
 # The runtime packages the images install, plus the development tools (devtools/: `fastloans up`, `fastloans policy`).
 PACKAGES := -e ./shared -e ./devtools -e ./services/gateway -e ./services/risk -e ./services/approval -e ./services/recorder
 STAMP := $(VENV)/.installed
+LINT_PATHS := shared services devtools bench tests
 
 .PHONY: help venv up test test-unit test-integration lint images k8s-tools browser-deps bench chaos clean-state
 
@@ -34,8 +35,7 @@ k8s-tools: ## Install the pinned helm and chart-test tools into $(FASTLOANS_CACH
 browser-deps: ## Install Debian's Chromium for the browser tests (when missing)
 	@if [ -x scripts/install-browser.sh ]; then scripts/install-browser.sh; fi
 
-test: venv k8s-tools browser-deps ## Type-check, then run the whole suite: unit, integration (real Kafka + PostgreSQL), e2e, charts
-	$(BIN)/mypy
+test: lint k8s-tools browser-deps ## Static checks, then the whole suite: unit, integration (real Kafka + PostgreSQL), e2e, charts
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: venv ## Unit tests only (no I/O)
@@ -44,8 +44,9 @@ test-unit: venv ## Unit tests only (no I/O)
 test-integration: venv ## Integration and end-to-end tests only
 	$(BIN)/pytest -m "not unit and not charts" $(PYTEST_ARGS)
 
-lint: venv ## Static checks
-	$(BIN)/ruff check shared services devtools bench tests
+lint: venv ## Static checks: ruff, ruff format, mypy (strict on shared/ and services/)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
 bench: venv ## Benchmark the pipeline (open-loop load); writes bench/results/

@@ -30,9 +30,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short phases (about two minutes) for development")
     parser.add_argument("--rates", default="250,500,1000", help="fixed POST rates per second (comma-separated)")
-    parser.add_argument("--warmup-seconds", type=float,
-                        help="POSTs at --warmup-rate before measuring, so every JIT and cache is warm "
-                             "(default 60; 20 with --quick; 0 skips it)")
+    parser.add_argument(
+        "--warmup-seconds",
+        type=float,
+        help="POSTs at --warmup-rate before measuring, so every JIT and cache is warm "
+        "(default 60; 20 with --quick; 0 skips it)",
+    )
     parser.add_argument("--warmup-rate", type=int, default=300, help="rate of the warm-up phase")
     parser.add_argument("--fixed-seconds", type=float, help="length of each fixed-rate phase (default 60)")
     parser.add_argument("--sustain-seconds", type=float, help="length of the sustained run (default 300)")
@@ -43,17 +46,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--get-rate", type=int, default=3000, help="open-loop rate of the GET-by-id phase")
     parser.add_argument("--generators", type=int, default=2, help="load generator processes for high rates")
     parser.add_argument("--connections", type=int, default=128, help="most connections open in open-loop phases")
-    parser.add_argument("--ceiling-connections", type=int, default=32,
-                        help="clients in the closed-loop throughput phases")
+    parser.add_argument(
+        "--ceiling-connections", type=int, default=32, help="clients in the closed-loop throughput phases"
+    )
     parser.add_argument("--keys", type=int, default=32, help="API keys to spread the load over")
     parser.add_argument("--new-stack", action="store_true", help="start a stack even if `make up` is running")
-    parser.add_argument("--no-fsync", action="store_true",
-                        help="start the benchmark's stack with fsync off, as the test stacks run (not durable)")
+    parser.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="start the benchmark's stack with fsync off, as the test stacks run (not durable)",
+    )
     parser.add_argument("--web-concurrency", type=int, default=None, help="gateway worker processes (own stack)")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra environment for the services of the benchmark's own stack")
-    parser.add_argument("--profile", type=int, nargs="?", const=500, default=None, metavar="RATE",
-                        help="record py-spy profiles of every service during the fixed-rate phase at RATE (500)")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the services of the benchmark's own stack",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        nargs="?",
+        const=500,
+        default=None,
+        metavar="RATE",
+        help="record py-spy profiles of every service during the fixed-rate phase at RATE (500)",
+    )
     parser.add_argument("--skip", default="", help="phases to leave out: ceilings,fixed,reads,sustained,ratelimit")
     parser.add_argument("--output", type=Path, default=None, help="results folder (default bench/results)")
     return parser.parse_args(argv)
@@ -86,10 +105,16 @@ def make_plan(args: argparse.Namespace) -> Plan:
 def commit() -> str:
     """The checked-out commit, with `-dirty` when the working tree has changes."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")
@@ -186,11 +211,18 @@ async def run(args: argparse.Namespace, target: Target, plan: Plan, folder: Path
         "decided": checked.decided,
         "lost_examples": checked.lost_examples,
         "sustained": sustained,
-        "machine": {"cpus": os.cpu_count(), "load_before": [round(x, 2) for x in os.getloadavg()],
-                    "python": platform.python_version(), "system": platform.platform(terse=True)},
-        "stack": {"reused": target.reused, "durable": not args.no_fsync if not target.reused else None,
-                  "web_concurrency": int(target.environment.get("WEB_CONCURRENCY", 1)) if not target.reused else None,
-                  "environment": {k: v for k, v in target.environment.items() if k != "FASTLOANS_STATE_DIR"}},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_before": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(),
+            "system": platform.platform(terse=True),
+        },
+        "stack": {
+            "reused": target.reused,
+            "durable": not args.no_fsync if not target.reused else None,
+            "web_concurrency": int(target.environment.get("WEB_CONCURRENCY", 1)) if not target.reused else None,
+            "environment": {k: v for k, v in target.environment.items() if k != "FASTLOANS_STATE_DIR"},
+        },
         "plan": plan.__dict__,
         "phases": phase_dicts(runner.phases),
         "usage": usage,
@@ -217,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     dated = write(results, folder)
     for item in results["targets"].values():
         status = "ok  " if item["met"] else "MISS"
-        print(f"{status} {item['label']:<42} {item['value']!s:>10}  target {item['target']}"
-              f"{'  (' + item['miss'] + ')' if item['miss'] else ''}")
+        print(
+            f"{status} {item['label']:<42} {item['value']!s:>10}  target {item['target']}"
+            f"{'  (' + item['miss'] + ')' if item['miss'] else ''}"
+        )
     print(f"\nwrote {dated.relative_to(ROOT) if dated.is_relative_to(ROOT) else dated} and latest.{{json,md,png}}")
     return 0 if results["lost"] == 0 and results["duplicates"] == 0 else 1
 

@@ -56,9 +56,12 @@ class GroupOffsets:
     lag: int  # messages on the topic it has not committed yet
 
 
-async def group_offsets(admin: AIOKafkaAdminClient, reader: AIOKafkaConsumer,
-                        partitions: Mapping[str, Sequence[TopicPartition]],
-                        groups: Mapping[str, str] = GROUPS) -> dict[str, GroupOffsets]:
+async def group_offsets(
+    admin: AIOKafkaAdminClient,
+    reader: AIOKafkaConsumer,
+    partitions: Mapping[str, Sequence[TopicPartition]],
+    groups: Mapping[str, str] = GROUPS,
+) -> dict[str, GroupOffsets]:
     """Each group's committed total and lag; `partitions` maps each topic of `groups` to its partitions."""
     every = [tp for parts in partitions.values() for tp in parts]
     ends = await reader.end_offsets(every) if every else {}
@@ -67,8 +70,9 @@ async def group_offsets(admin: AIOKafkaAdminClient, reader: AIOKafkaConsumer,
         parts = list(partitions.get(topic, ()))
         committed = await admin.list_consumer_group_offsets(group, partitions=parts or None)
         done = {tp: committed_offset(committed, tp) for tp in parts}
-        found[group] = GroupOffsets(committed=sum(done.values()),
-                                    lag=sum(max(0, ends.get(tp, 0) - done[tp]) for tp in parts))
+        found[group] = GroupOffsets(
+            committed=sum(done.values()), lag=sum(max(0, ends.get(tp, 0) - done[tp]) for tp in parts)
+        )
     return found
 
 
@@ -79,8 +83,14 @@ def _quiet(_: str) -> None:
     pass
 
 
-async def wait_drained(sample: Callable[[], Awaitable[Counts]], *, within: float, interval: float,
-                       settle: float = 0.0, progress: Callable[[str], None] = _quiet) -> bool:
+async def wait_drained(
+    sample: Callable[[], Awaitable[Counts]],
+    *,
+    within: float,
+    interval: float,
+    settle: float = 0.0,
+    progress: Callable[[str], None] = _quiet,
+) -> bool:
     """Sample until every count is 0 (and still is `settle` seconds later), up to `within` seconds; True if so."""
     deadline = time.monotonic() + within
     while True:
@@ -101,15 +111,17 @@ async def wait_drained(sample: Callable[[], Awaitable[Counts]], *, within: float
 # -- the lost/duplicate audit -----------------------------------------------------------------------------------
 
 APPLICATIONS = "SELECT id, status, revision, risk_score FROM loan_applications WHERE id = ANY($1::uuid[])"
-DECISIONS = ("SELECT application_id, revision, outcome, risk_score FROM loan_decisions "
-             "WHERE application_id = ANY($1::uuid[])")
+DECISIONS = (
+    "SELECT application_id, revision, outcome, risk_score FROM loan_decisions WHERE application_id = ANY($1::uuid[])"
+)
 
 Row = Mapping[str, Any]
 History = dict[int, list[Row]]  # revision -> the decisions recorded for it
 
 
-async def stored(db: asyncpg.Pool | asyncpg.Connection,
-                 ids: Sequence[uuid.UUID]) -> tuple[dict[str, Row], dict[str, History]]:
+async def stored(
+    db: asyncpg.Pool | asyncpg.Connection, ids: Sequence[uuid.UUID]
+) -> tuple[dict[str, Row], dict[str, History]]:
     """The stored applications of `ids` by id, and the decisions of each by revision."""
     rows = {str(r["id"]): r for r in await db.fetch(APPLICATIONS, ids)}
     decisions: dict[str, History] = {}
@@ -132,8 +144,9 @@ class Finding:
     problems: list[str] = field(default_factory=list)
 
 
-def check_application(app_id: str, row: Row | None, history: History, *, delete_sent: bool = False,
-                      withdrawn: bool = False) -> Finding:
+def check_application(
+    app_id: str, row: Row | None, history: History, *, delete_sent: bool = False, withdrawn: bool = False
+) -> Finding:
     """Classify one acknowledged application; `delete_sent`/`withdrawn`: the client sent a DELETE / got its 204."""
     if row is None:
         return Finding("lost", problems=[f"{app_id}: acknowledged but not in the database"])
@@ -143,7 +156,8 @@ def check_application(app_id: str, row: Row | None, history: History, *, delete_
             # Every decision for a revision the application never had is surplus; otherwise all but one.
             finding.surplus += len(records) if revision > row["revision"] else len(records) - 1
             finding.problems.append(
-                f"{app_id}: {len(records)} decisions for revision {revision} (current {row['revision']})")
+                f"{app_id}: {len(records)} decisions for revision {revision} (current {row['revision']})"
+            )
     if row["status"] == "withdrawn":
         if delete_sent:
             finding.outcome = "withdrawn"
@@ -158,13 +172,16 @@ def check_application(app_id: str, row: Row | None, history: History, *, delete_
     current = history.get(row["revision"], [])
     if row["status"] == "pending" or not current:
         finding.outcome = "lost"
-        finding.problems.append(f"{app_id}: revision {row['revision']} is {row['status']} with {len(current)} "
-                                "decisions")
+        finding.problems.append(
+            f"{app_id}: revision {row['revision']} is {row['status']} with {len(current)} decisions"
+        )
         return finding
     if (current[0]["outcome"], current[0]["risk_score"]) != (row["status"], row["risk_score"]):
         finding.outcome = "mismatched"
-        finding.problems.append(f"{app_id}: applied {row['status']}/{row['risk_score']} but recorded "
-                                f"{current[0]['outcome']}/{current[0]['risk_score']}")
+        finding.problems.append(
+            f"{app_id}: applied {row['status']}/{row['risk_score']} but recorded "
+            f"{current[0]['outcome']}/{current[0]['risk_score']}"
+        )
     return finding
 
 
@@ -201,5 +218,10 @@ async def audit(primary_url: str, ids: list[uuid.UUID], *, wait_seconds: float) 
         await conn.close()
     duplicates = sum(f.surplus + (f.outcome == "mismatched") for f in findings.values())
     decided = sum(f.outcome == "decided" for f in findings.values())
-    return Audit(accepted=len(unique), decided=decided, lost=len(lost), duplicates=duplicates + duplicate_acks,
-                 lost_examples=lost[:5])
+    return Audit(
+        accepted=len(unique),
+        decided=decided,
+        lost=len(lost),
+        duplicates=duplicates + duplicate_acks,
+        lost_examples=lost[:5],
+    )

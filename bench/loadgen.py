@@ -208,8 +208,9 @@ class _Run:
             wait = due - time.monotonic()
             if wait > 0.0005:
                 await asyncio.sleep(wait)
-            index = self._slot(job.start_at + job.phase_offset * interval + i * interval,
-                               max(0.0, time.monotonic() - due))
+            index = self._slot(
+                job.start_at + job.phase_offset * interval + i * interval, max(0.0, time.monotonic() - due)
+            )
             task = asyncio.create_task(self._one(index, next(requests), due))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -327,8 +328,9 @@ def merge(outcomes: list[Outcome]) -> Outcome:
     return merged
 
 
-NOOP_RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n"
-                 b"connection: keep-alive\r\n\r\n{}")
+NOOP_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n{}"
+)
 
 
 class _NoopProtocol(asyncio.Protocol):

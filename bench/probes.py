@@ -46,8 +46,9 @@ class Probe:
         self.db = await asyncpg.connect(self.primary_url)
         self.admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka, client_id="fastloans-bench")
         await self.admin.start()
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka, client_id="fastloans-bench",
-                                         enable_auto_commit=False)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.kafka, client_id="fastloans-bench", enable_auto_commit=False
+        )
         await self.consumer.start()
         for topic in set(GROUPS.values()):
             self.partitions[topic] = await checks.topic_partitions(self.admin, topic)
@@ -67,8 +68,9 @@ class Probe:
         outbox = await self.db.fetchval("SELECT count(*) FROM outbox")
         offsets = await checks.group_offsets(self.admin, self.consumer, self.partitions)
         recorded = offsets[RECORDER_GROUP].committed if RECORDER_GROUP in offsets else 0
-        return Backlog(at=time.time(), outbox=int(outbox), lag={g: o.lag for g, o in offsets.items()},
-                       recorded=recorded)
+        return Backlog(
+            at=time.time(), outbox=int(outbox), lag={g: o.lag for g, o in offsets.items()}, recorded=recorded
+        )
 
 
 async def wait_drained(probe: Probe, *, within: float, settle: float = 1.0) -> bool:
@@ -88,7 +90,8 @@ async def decision_seconds(primary_url: str, ids: list[uuid.UUID]) -> list[float
     try:
         rows = await conn.fetch(
             "SELECT EXTRACT(EPOCH FROM decided_at - submitted_at)::float8 AS s FROM loan_applications "
-            "WHERE id = ANY($1::uuid[]) AND decided_at IS NOT NULL", ids,
+            "WHERE id = ANY($1::uuid[]) AND decided_at IS NOT NULL",
+            ids,
         )
     finally:
         await conn.close()

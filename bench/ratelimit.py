@@ -27,8 +27,14 @@ from fastloans_dev.devstack.system import free_port, log
 from fastloans_gateway.ratelimit import Limit, TenantLimiter
 
 
-async def measure(primary_url: str, *, admissions: int = 200_000, syncs: int = 200,
-                  tenants: tuple[int, ...] = (1, 10, 100), processes: int = 4) -> dict[str, Any]:
+async def measure(
+    primary_url: str,
+    *,
+    admissions: int = 200_000,
+    syncs: int = 200,
+    tenants: tuple[int, ...] = (1, 10, 100),
+    processes: int = 4,
+) -> dict[str, Any]:
     """Admission CPU per request and sync statement latency, with `processes` limiters on one database."""
     settings = Settings(database_url=primary_url, kafka_bootstrap_servers="127.0.0.1:9", service_name="bench-ratelimit")
     db = Database.from_settings(settings)
@@ -62,11 +68,18 @@ async def measure(primary_url: str, *, admissions: int = 200_000, syncs: int = 2
             for each in limiters:
                 await each.stop()
             samples.sort()
-            sync_ms[str(count)] = {"p50": round(statistics.median(samples), 3),
-                                   "p99": round(samples[int(len(samples) * 0.99) - 1], 3)}
-        return {"admit_cpu_us": round(admit_us, 2), "sync_statement_ms_by_tenants": sync_ms,
-                "processes": processes, "admissions": admissions, "syncs_per_case": syncs,
-                "load_before": [round(x, 2) for x in load]}
+            sync_ms[str(count)] = {
+                "p50": round(statistics.median(samples), 3),
+                "p99": round(samples[int(len(samples) * 0.99) - 1], 3),
+            }
+        return {
+            "admit_cpu_us": round(admit_us, 2),
+            "sync_statement_ms_by_tenants": sync_ms,
+            "processes": processes,
+            "admissions": admissions,
+            "syncs_per_case": syncs,
+            "load_before": [round(x, 2) for x in load],
+        }
     finally:
         await db.dispose()
 
@@ -82,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         url = target.primary_url
     else:
         state = state_root() / "bench-ratelimit"
-        pair = PostgresPair(state / "pg", primary_port=free_port(), replica_port=free_port(),
-                            log_dir=state / "logs", durable=True)
+        pair = PostgresPair(
+            state / "pg", primary_port=free_port(), replica_port=free_port(), log_dir=state / "logs", durable=True
+        )
         pair.start()
         url = pair.primary_url
         upgrade(url)

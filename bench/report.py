@@ -58,33 +58,51 @@ def _durability(durable: bool | None) -> str:
 
 def markdown(results: dict[str, Any]) -> str:
     """The results as Markdown tables."""
-    lines = [f"# Benchmark {results['date']}{' (quick run)' if results.get('quick') else ''}", "",
-             f"Commit `{results['commit']}`; {results['machine']['cpus']} CPUs; load average before the run "
-             f"{results['machine']['load_before']}; stack "
-             f"{'reused (make up)' if results['stack']['reused'] else 'started by the benchmark'}"
-             f", PostgreSQL fsync {_durability(results['stack']['durable'])}, "
-             f"gateway workers {results['stack']['web_concurrency'] or 'as configured'}; "
-             f"generator ceiling {_fmt(results['generator_ceiling_rps'])} req/s.", "",
-             "| Figure | Measured | Target | Met |", "| --- | ---: | ---: | --- |"]
+    lines = [
+        f"# Benchmark {results['date']}{' (quick run)' if results.get('quick') else ''}",
+        "",
+        f"Commit `{results['commit']}`; {results['machine']['cpus']} CPUs; load average before the run "
+        f"{results['machine']['load_before']}; stack "
+        f"{'reused (make up)' if results['stack']['reused'] else 'started by the benchmark'}"
+        f", PostgreSQL fsync {_durability(results['stack']['durable'])}, "
+        f"gateway workers {results['stack']['web_concurrency'] or 'as configured'}; "
+        f"generator ceiling {_fmt(results['generator_ceiling_rps'])} req/s.",
+        "",
+        "| Figure | Measured | Target | Met |",
+        "| --- | ---: | ---: | --- |",
+    ]
     for item in results["targets"].values():
         met = "yes" if item["met"] else f"no ({item['miss']})"
         lines.append(f"| {item['label']} | {_fmt(item['value'])} | {_fmt(item['target'])} | {met} |")
-    lines += ["", "## Load phases", "",
-              "| Phase | Mode | Sent | OK | req/s | p50 ms | p99 ms | p99.9 ms | decision p50 ms | decision p99 ms |"
-              " backlog end | decided/s |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        "## Load phases",
+        "",
+        "| Phase | Mode | Sent | OK | req/s | p50 ms | p99 ms | p99.9 ms | decision p50 ms | decision p99 ms |"
+        " backlog end | decided/s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for phase in results["phases"]:
         lat, dec, backlog = phase["latency_ms"], phase.get("decision_ms") or {}, phase.get("backlog") or {}
-        lines.append(f"| {phase['name']} | {phase['mode']} | {phase['sent']:,} | {phase['ok']:,} | "
-                     f"{_fmt(phase['achieved_rps'])} | {_fmt(lat.get('p50'))} | {_fmt(lat.get('p99'))} | "
-                     f"{_fmt(lat.get('p99.9'))} | {_fmt(dec.get('p50'))} | {_fmt(dec.get('p99'))} | "
-                     f"{_fmt(backlog.get('end'))} | {_fmt(backlog.get('decided_per_s'))} |")
-    lines += ["", "## Processes", "", "| Component | CPU s | CPU % avg | Peak RSS MB (tree) | Largest process MB |"
-              " Processes |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        lines.append(
+            f"| {phase['name']} | {phase['mode']} | {phase['sent']:,} | {phase['ok']:,} | "
+            f"{_fmt(phase['achieved_rps'])} | {_fmt(lat.get('p50'))} | {_fmt(lat.get('p99'))} | "
+            f"{_fmt(lat.get('p99.9'))} | {_fmt(dec.get('p50'))} | {_fmt(dec.get('p99'))} | "
+            f"{_fmt(backlog.get('end'))} | {_fmt(backlog.get('decided_per_s'))} |"
+        )
+    lines += [
+        "",
+        "## Processes",
+        "",
+        "| Component | CPU s | CPU % avg | Peak RSS MB (tree) | Largest process MB | Processes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, usage in sorted(results["usage"].items()):
-        lines.append(f"| {name} | {_fmt(usage['cpu_seconds'])} | {_fmt(usage['cpu_percent_avg'])} | "
-                     f"{_fmt(usage['peak_rss_mb'])} | {_fmt(usage['peak_process_rss_mb'])} | "
-                     f"{usage['processes_max']} |")
+        lines.append(
+            f"| {name} | {_fmt(usage['cpu_seconds'])} | {_fmt(usage['cpu_percent_avg'])} | "
+            f"{_fmt(usage['peak_rss_mb'])} | {_fmt(usage['peak_process_rss_mb'])} | "
+            f"{usage['processes_max']} |"
+        )
     if results.get("profiles"):
         lines += ["", "## Where the time goes (py-spy: the functions most often on top of the stack)", ""]
         for name, profile in results["profiles"].items():
@@ -100,8 +118,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fixed = sorted((p for p in results["phases"] if p["name"].startswith("post@")),
-                   key=lambda p: p["target_rate"])
+    fixed = sorted((p for p in results["phases"] if p["name"].startswith("post@")), key=lambda p: p["target_rate"])
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     for key, style in (("p50", "o-"), ("p99", "s-"), ("p99.9", "^-")):
         points = [(p["target_rate"], p["latency_ms"][key]) for p in fixed if p["latency_ms"].get(key)]

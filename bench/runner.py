@@ -77,9 +77,15 @@ def percentiles(values: np.ndarray, *, scale: float = 1000.0) -> dict[str, float
     if values.size == 0:
         return {}
     qs = np.percentile(values, [50, 90, 99, 99.9]) * scale
-    return {"p50": round(float(qs[0]), 2), "p90": round(float(qs[1]), 2), "p99": round(float(qs[2]), 2),
-            "p99.9": round(float(qs[3]), 2), "max": round(float(values.max() * scale), 2),
-            "mean": round(float(values.mean() * scale), 2), "count": int(values.size)}
+    return {
+        "p50": round(float(qs[0]), 2),
+        "p90": round(float(qs[1]), 2),
+        "p99": round(float(qs[2]), 2),
+        "p99.9": round(float(qs[3]), 2),
+        "max": round(float(values.max() * scale), 2),
+        "mean": round(float(values.mean() * scale), 2),
+        "count": int(values.size),
+    }
 
 
 def backlog_trend(samples: list[Backlog], *, warmup: float = 0.2) -> dict[str, Any]:
@@ -94,9 +100,13 @@ def backlog_trend(samples: list[Backlog], *, warmup: float = 0.2) -> dict[str, A
     span = steady[-1].at - steady[0].at
     decided = (steady[-1].recorded - steady[0].recorded) / span if span > 0 else 0.0
     return {
-        "start": samples[0].total, "end": samples[-1].total, "peak": max(s.total for s in samples),
-        "slope_per_s": round(slope, 2), "decided_per_s": round(decided, 1),
-        "outbox_end": samples[-1].outbox, "lag_end": samples[-1].lag,
+        "start": samples[0].total,
+        "end": samples[-1].total,
+        "peak": max(s.total for s in samples),
+        "slope_per_s": round(slope, 2),
+        "decided_per_s": round(decided, 1),
+        "outbox_end": samples[-1].outbox,
+        "lag_end": samples[-1].lag,
         "series": [(round(s.at - start, 1), s.total) for s in samples],
     }
 
@@ -107,8 +117,9 @@ def is_flat(trend: dict[str, Any], rate: float, seconds: float) -> bool:
     if not trend:
         return False
     growth = trend["slope_per_s"] * seconds * 0.8
-    return (growth <= max(0.5 * rate, 100) and trend["end"] <= max(2 * rate, 500)
-            and trend["decided_per_s"] >= 0.95 * rate)
+    return (
+        growth <= max(0.5 * rate, 100) and trend["end"] <= max(2 * rate, 500) and trend["decided_per_s"] >= 0.95 * rate
+    )
 
 
 class Runner:
@@ -129,17 +140,36 @@ class Runner:
 
     # -- one phase ---------------------------------------------------------
 
-    async def phase(self, name: str, kind: str, requests: list[bytes], *, rate: float | None, seconds: float,
-                    connections: int, host: tuple[str, int] | None = None,
-                    generators: int | None = None) -> tuple[PhaseResult, Outcome, list[Backlog]]:
+    async def phase(
+        self,
+        name: str,
+        kind: str,
+        requests: list[bytes],
+        *,
+        rate: float | None,
+        seconds: float,
+        connections: int,
+        host: tuple[str, int] | None = None,
+        generators: int | None = None,
+    ) -> tuple[PhaseResult, Outcome, list[Backlog]]:
         """Drive one load phase and measure it."""
         count = generators or (self.plan.generators if rate is None or rate > 300 else 1)
         host_name, port = host or self.target.address
         start_at = time.time() + 1.5
         gens = [
-            Generator(Job(host=host_name, port=port, requests=requests[i::count] or requests, duration=seconds,
-                          rate=rate / count if rate else None, connections=max(1, connections // count),
-                          start_at=start_at, phase_offset=i / count, keep_ids=kind == "post"))
+            Generator(
+                Job(
+                    host=host_name,
+                    port=port,
+                    requests=requests[i::count] or requests,
+                    duration=seconds,
+                    rate=rate / count if rate else None,
+                    connections=max(1, connections // count),
+                    start_at=start_at,
+                    phase_offset=i / count,
+                    keep_ids=kind == "post",
+                )
+            )
             for i in range(count)
         ]
         for gen in gens:
@@ -148,7 +178,8 @@ class Runner:
                 self.monitor.add("load generator", gen.pid)
         backlog: list[Backlog] = []
         profiled = self.plan.profile_rate is not None and (
-            name == f"post@{self.plan.profile_rate}/s" or name == f"GET@{self.plan.get_rate}/s")
+            name == f"post@{self.plan.profile_rate}/s" or name == f"GET@{self.plan.get_rate}/s"
+        )
         profilers = self._start_profilers(name, seconds) if profiled else []
         last_print = 0.0
         while not all(g.finished for g in gens):
@@ -167,28 +198,47 @@ class Runner:
         outcome = merge([g.join() for g in gens])
         self.monitor.sample(time.time())
         self._finish_profilers(profilers)
-        result = self._summarise(name, kind, "closed" if rate is None else "open", rate, seconds, outcome,
-                                 start_at, time.time())
+        result = self._summarise(
+            name, kind, "closed" if rate is None else "open", rate, seconds, outcome, start_at, time.time()
+        )
         if backlog:
             result.backlog = backlog_trend(backlog)
         self.phases.append(result)
         return result, outcome, backlog
 
-    def _progress(self, name: str, rate: float | None, seconds: float, elapsed: float,
-                  gens: list[Generator], backlog: list[Backlog]) -> None:
+    def _progress(
+        self,
+        name: str,
+        rate: float | None,
+        seconds: float,
+        elapsed: float,
+        gens: list[Generator],
+        backlog: list[Backlog],
+    ) -> None:
         done = sum(g.done for g in gens)
         errors = sum(g.errors for g in gens)
         queued = f"  backlog {backlog[-1].total}" if backlog else ""
-        line = (f"[bench] {name:<22} {min(max(elapsed, 0), seconds):5.0f}/{seconds:.0f}s  "
-                f"answered {done:>7}  errors {errors:>5}{queued}")
+        line = (
+            f"[bench] {name:<22} {min(max(elapsed, 0), seconds):5.0f}/{seconds:.0f}s  "
+            f"answered {done:>7}  errors {errors:>5}{queued}"
+        )
         if sys.stderr.isatty():
             sys.stderr.write("\r" + line.ljust(100))
         else:
             sys.stderr.write(line + "\n")
         sys.stderr.flush()
 
-    def _summarise(self, name: str, kind: str, mode: str, rate: float | None, seconds: float, outcome: Outcome,
-                   start: float, end: float) -> PhaseResult:
+    def _summarise(
+        self,
+        name: str,
+        kind: str,
+        mode: str,
+        rate: float | None,
+        seconds: float,
+        outcome: Outcome,
+        start: float,
+        end: float,
+    ) -> PhaseResult:
         status = np.frombuffer(outcome.status, dtype=np.uint16) if len(outcome.status) else np.zeros(0)
         latency = np.frombuffer(outcome.latency, dtype=np.float64) if len(outcome.latency) else np.zeros(0)
         ok = (status >= 200) & (status < 300)
@@ -198,15 +248,26 @@ class Runner:
         lag = np.frombuffer(outcome.send_lag, dtype=np.float64) if len(outcome.send_lag) else np.zeros(0)
         cpu = {comp: round(self.monitor.cpu_percent(comp, start, end), 1) for comp in self.monitor.usage}
         # CPU per answered request: comparable between runs even when other work shares the machine.
-        per_request = {comp: round(1000 * self.monitor.cpu_seconds(comp, start, end) / max(1, int(ok.sum())), 3)
-                       for comp in self.monitor.usage}
+        per_request = {
+            comp: round(1000 * self.monitor.cpu_seconds(comp, start, end) / max(1, int(ok.sum())), 3)
+            for comp in self.monitor.usage
+        }
         return PhaseResult(
-            name=name, kind=kind, mode=mode, target_rate=rate, seconds=seconds, sent=int(status.size),
-            ok=int(ok.sum()), errors=int(status.size - ok.sum()),
+            name=name,
+            kind=kind,
+            mode=mode,
+            target_rate=rate,
+            seconds=seconds,
+            sent=int(status.size),
+            ok=int(ok.sum()),
+            errors=int(status.size - ok.sum()),
             achieved_rps=round(float(ok.sum()) / seconds, 1),
             # Failed and timed-out requests count with the time they took to fail: no survivor bias.
-            latency_ms=percentiles(latency), send_lag_p99_ms=percentiles(lag).get("p99", 0.0),
-            statuses=statuses, cpu_percent=cpu, cpu_ms_per_request=per_request,
+            latency_ms=percentiles(latency),
+            send_lag_p99_ms=percentiles(lag).get("p99", 0.0),
+            statuses=statuses,
+            cpu_percent=cpu,
+            cpu_ms_per_request=per_request,
         )
 
     # -- profiles ------------------------------------------------------------
@@ -221,12 +282,27 @@ class Runner:
             if not roots:
                 continue
             out = folder / f"{phase.split('/')[0].replace('@', '-at-')}-{component}.txt"
-            argv = [spy, "record", "--format", "raw", "--subprocesses", "--nonblocking", "-r", "50",
-                    "-d", str(int(seconds) + 1), "-p", str(roots[0].pid), "-o", str(out)]
+            argv = [
+                spy,
+                "record",
+                "--format",
+                "raw",
+                "--subprocesses",
+                "--nonblocking",
+                "-r",
+                "50",
+                "-d",
+                str(int(seconds) + 1),
+                "-p",
+                str(roots[0].pid),
+                "-o",
+                str(out),
+            ]
             if phase.startswith("GET") and component != "gateway":
                 continue
-            started.append((component, subprocess.Popen(argv, stdout=subprocess.DEVNULL,
-                                                        stderr=subprocess.DEVNULL), out))
+            started.append(
+                (component, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out)
+            )
         return started
 
     def _finish_profilers(self, profilers: list[tuple[str, subprocess.Popen[bytes], Path]]) -> None:
@@ -254,9 +330,15 @@ class Runner:
         server = start_noop_server(port)
         try:
             await asyncio.sleep(1.0)
-            result, _, _ = await self.phase("generator ceiling", "noop", noop_requests(f"127.0.0.1:{port}"),
-                                            rate=None, seconds=self.plan.ceiling_seconds,
-                                            connections=self.plan.ceiling_connections, host=("127.0.0.1", port))
+            result, _, _ = await self.phase(
+                "generator ceiling",
+                "noop",
+                noop_requests(f"127.0.0.1:{port}"),
+                rate=None,
+                seconds=self.plan.ceiling_seconds,
+                connections=self.plan.ceiling_connections,
+                host=("127.0.0.1", port),
+            )
         finally:
             server.terminate()
             server.join(5)
@@ -271,19 +353,35 @@ class Runner:
         reported like the others but feeds no headline figure; its applications are audited.
         """
         seconds, rate = self.plan.warmup_seconds, self.plan.warmup_rate
-        result, outcome, _ = await self.phase("warm-up", "post", self._posts(int(rate * seconds)), rate=rate,
-                                              seconds=seconds, connections=self.plan.connections)
+        result, outcome, _ = await self.phase(
+            "warm-up",
+            "post",
+            self._posts(int(rate * seconds)),
+            rate=rate,
+            seconds=seconds,
+            connections=self.plan.connections,
+        )
         self.accepted += accepted_ids(outcome)
         await self.drain()
         return result
 
     async def ceilings(self) -> tuple[PhaseResult, PhaseResult]:
         """Closed-loop throughput of the gateway's no-op endpoint and of POST."""
-        noop, _, _ = await self.phase("noop ceiling", "noop", noop_requests(self.target.host), rate=None,
-                                      seconds=self.plan.ceiling_seconds, connections=self.plan.ceiling_connections)
+        noop, _, _ = await self.phase(
+            "noop ceiling",
+            "noop",
+            noop_requests(self.target.host),
+            rate=None,
+            seconds=self.plan.ceiling_seconds,
+            connections=self.plan.ceiling_connections,
+        )
         post, outcome, _ = await self.phase(
-            "POST ceiling", "post", self._posts(int(self.plan.ceiling_seconds * 3000)), rate=None,
-            seconds=self.plan.ceiling_seconds, connections=self.plan.ceiling_connections,
+            "POST ceiling",
+            "post",
+            self._posts(int(self.plan.ceiling_seconds * 3000)),
+            rate=None,
+            seconds=self.plan.ceiling_seconds,
+            connections=self.plan.ceiling_connections,
         )
         self.accepted += accepted_ids(outcome)
         await self.drain()
@@ -292,8 +390,14 @@ class Runner:
     async def fixed_rate(self, rate: int) -> PhaseResult:
         """POST at `rate` per second; accept latency, then submission-to-decision latency once drained."""
         seconds = self.plan.fixed_seconds
-        result, outcome, _ = await self.phase(f"post@{rate}/s", "post", self._posts(int(rate * seconds)),
-                                              rate=rate, seconds=seconds, connections=self.plan.connections)
+        result, outcome, _ = await self.phase(
+            f"post@{rate}/s",
+            "post",
+            self._posts(int(rate * seconds)),
+            rate=rate,
+            seconds=seconds,
+            connections=self.plan.connections,
+        )
         ids = accepted_ids(outcome)
         self.accepted += ids
         await self.drain()
@@ -307,12 +411,22 @@ class Runner:
         ids = list(self.accepted[-20_000:])
         random.Random(7).shuffle(ids)  # noqa: S311 - a reproducible order, not a secret
         requests = get_requests(self.target.host, self.keys, ids or [uuid.uuid4()])
-        ceiling, _, _ = await self.phase("GET ceiling", "get", requests, rate=None,
-                                         seconds=self.plan.ceiling_seconds,
-                                         connections=self.plan.ceiling_connections)
-        at_rate, _, _ = await self.phase(f"GET@{self.plan.get_rate}/s", "get", requests,
-                                         rate=self.plan.get_rate, seconds=self.plan.get_seconds,
-                                         connections=self.plan.connections)
+        ceiling, _, _ = await self.phase(
+            "GET ceiling",
+            "get",
+            requests,
+            rate=None,
+            seconds=self.plan.ceiling_seconds,
+            connections=self.plan.ceiling_connections,
+        )
+        at_rate, _, _ = await self.phase(
+            f"GET@{self.plan.get_rate}/s",
+            "get",
+            requests,
+            rate=self.plan.get_rate,
+            seconds=self.plan.get_seconds,
+            connections=self.plan.connections,
+        )
         return ceiling, at_rate
 
     async def sustained(self) -> dict[str, Any]:
@@ -334,15 +448,24 @@ class Runner:
         while candidate > 0 and attempts < 3:
             attempts += 1
             result, outcome, _ = await self.phase(
-                f"sustain@{candidate}/s", "post", self._posts(int(candidate * plan.sustain_seconds)),
-                rate=candidate, seconds=plan.sustain_seconds, connections=plan.connections,
+                f"sustain@{candidate}/s",
+                "post",
+                self._posts(int(candidate * plan.sustain_seconds)),
+                rate=candidate,
+                seconds=plan.sustain_seconds,
+                connections=plan.connections,
             )
             self.accepted += accepted_ids(outcome)
             trend = result.backlog or {}
             flat = is_flat(trend, candidate, plan.sustain_seconds) and result.errors <= result.sent * 0.001
-            held = {"rate": candidate, "seconds": plan.sustain_seconds, "flat": flat,
-                    "decided_per_s": trend.get("decided_per_s", 0.0), "backlog": _without_series(trend),
-                    "post_latency_ms": result.latency_ms}
+            held = {
+                "rate": candidate,
+                "seconds": plan.sustain_seconds,
+                "flat": flat,
+                "decided_per_s": trend.get("decided_per_s", 0.0),
+                "backlog": _without_series(trend),
+                "post_latency_ms": result.latency_ms,
+            }
             await self.drain()
             if flat:
                 break
@@ -352,8 +475,14 @@ class Runner:
     async def _probe(self, rate: int, probes: list[dict[str, Any]]) -> bool:
         """One short step of the search; True if the backlog stayed flat."""
         seconds = self.plan.probe_seconds
-        result, outcome, _ = await self.phase(f"probe@{rate}/s", "post", self._posts(int(rate * seconds)),
-                                              rate=rate, seconds=seconds, connections=self.plan.connections)
+        result, outcome, _ = await self.phase(
+            f"probe@{rate}/s",
+            "post",
+            self._posts(int(rate * seconds)),
+            rate=rate,
+            seconds=seconds,
+            connections=self.plan.connections,
+        )
         self.accepted += accepted_ids(outcome)
         flat = is_flat(result.backlog or {}, rate, seconds) and result.errors <= result.sent * 0.001
         probes.append({"rate": rate, "flat": flat, "backlog": _without_series(result.backlog)})
@@ -363,11 +492,16 @@ class Runner:
     def usage(self) -> dict[str, dict[str, float]]:
         """CPU seconds, average CPU and peak RSS of each component over the run."""
         elapsed = max(1.0, time.time() - self.started)
-        return {name: {"cpu_seconds": round(u.cpu_seconds, 1),
-                       "cpu_percent_avg": round(100 * u.cpu_seconds / elapsed, 1),
-                       "peak_rss_mb": round(u.peak_rss_mb, 1),
-                       "peak_process_rss_mb": round(u.peak_process_rss_mb, 1), "processes_max": u.processes}
-                for name, u in self.monitor.usage.items()}
+        return {
+            name: {
+                "cpu_seconds": round(u.cpu_seconds, 1),
+                "cpu_percent_avg": round(100 * u.cpu_seconds / elapsed, 1),
+                "peak_rss_mb": round(u.peak_rss_mb, 1),
+                "peak_process_rss_mb": round(u.peak_process_rss_mb, 1),
+                "processes_max": u.processes,
+            }
+            for name, u in self.monitor.usage.items()
+        }
 
 
 def _without_series(trend: dict[str, Any] | None) -> dict[str, Any]:
@@ -394,8 +528,11 @@ def summarise_profile(path: Path, top: int = 12) -> dict[str, Any]:
     def ranked(table: dict[str, int]) -> list[tuple[str, float]]:
         return [(name, round(100 * n / total, 1)) for name, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]]
 
-    return {"samples": total, "self_percent": ranked(own), "inclusive_percent": ranked(inclusive),
-            "raw": path.name} if total else {"samples": 0}
+    return (
+        {"samples": total, "self_percent": ranked(own), "inclusive_percent": ranked(inclusive), "raw": path.name}
+        if total
+        else {"samples": 0}
+    )
 
 
 def phase_dicts(phases: list[PhaseResult]) -> list[dict[str, Any]]:

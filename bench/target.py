@@ -87,29 +87,52 @@ def running_stack(state: Path) -> Target | None:
     metrics = dict(zip(SERVICES, env.get("FASTLOANS_METRICS_URLS", "").split(), strict=False))
     if not api or not _answers(metrics.get("gateway", "").removesuffix("/metrics")):
         return None
-    ports = {"postgres-primary": _port(env["DATABASE_URL"]), "postgres-replica": _port(env["DATABASE_READ_URL"]),
-             "kafka": _port(env["KAFKA_BOOTSTRAP_SERVERS"].split(",")[0])}
+    ports = {
+        "postgres-primary": _port(env["DATABASE_URL"]),
+        "postgres-replica": _port(env["DATABASE_READ_URL"]),
+        "kafka": _port(env["KAFKA_BOOTSTRAP_SERVERS"].split(",")[0]),
+    }
     for name, url in metrics.items():
         ports[name] = _port(url)
     ports["gateway"] = _port(api)
-    return Target(api_url=api, primary_url=env["DATABASE_URL"], replica_url=env["DATABASE_READ_URL"],
-                  kafka=env["KAFKA_BOOTSTRAP_SERVERS"], component_ports=ports, reused=True)
+    return Target(
+        api_url=api,
+        primary_url=env["DATABASE_URL"],
+        replica_url=env["DATABASE_READ_URL"],
+        kafka=env["KAFKA_BOOTSTRAP_SERVERS"],
+        component_ports=ports,
+        reused=True,
+    )
 
 
 def start_stack(state: Path, *, durable: bool, extra_env: dict[str, str]) -> Target:
     """Start PostgreSQL, Kafka and every service on free ports, with their data in `state`."""
-    ports = Ports(pg_primary=free_port(), pg_replica=free_port(), kafka=[free_port()],
-                  kafka_controller=[free_port()], services={name: free_port() for name in SERVICES},
-                  ops={name: free_port() for name in OPS_PORTS})
+    ports = Ports(
+        pg_primary=free_port(),
+        pg_replica=free_port(),
+        kafka=[free_port()],
+        kafka_controller=[free_port()],
+        services={name: free_port() for name in SERVICES},
+        ops={name: free_port() for name in OPS_PORTS},
+    )
     infra = Infra(state, ports, durable=durable)
     environment = {"FASTLOANS_STATE_DIR": str(state), **extra_env}
     services = ServiceSet(infra, extra_env=environment)
     target = Target(
-        api_url=f"http://127.0.0.1:{ports.services['gateway']}", primary_url=infra.postgres.primary_url,
-        replica_url=infra.postgres.replica_url, kafka=infra.kafka.bootstrap_servers,
-        component_ports={"postgres-primary": ports.pg_primary, "postgres-replica": ports.pg_replica,
-                         "kafka": ports.kafka[0], **ports.services},
-        reused=False, environment=environment, infra=infra, services=services,
+        api_url=f"http://127.0.0.1:{ports.services['gateway']}",
+        primary_url=infra.postgres.primary_url,
+        replica_url=infra.postgres.replica_url,
+        kafka=infra.kafka.bootstrap_servers,
+        component_ports={
+            "postgres-primary": ports.pg_primary,
+            "postgres-replica": ports.pg_replica,
+            "kafka": ports.kafka[0],
+            **ports.services,
+        },
+        reused=False,
+        environment=environment,
+        infra=infra,
+        services=services,
     )
     try:
         infra.start()
@@ -125,8 +148,10 @@ async def issue_keys(primary_url: str, count: int) -> list[str]:
     """`count` API keys of the benchmark tenant, whose own rate limit is counted but never reached."""
     conn = await asyncpg.connect(primary_url)
     try:
-        keys = [(await issue_key(conn, BENCH_TENANT, scopes=("submit", "read"), label="benchmark")).key
-                for _ in range(count)]
+        keys = [
+            (await issue_key(conn, BENCH_TENANT, scopes=("submit", "read"), label="benchmark")).key
+            for _ in range(count)
+        ]
         await set_rate_limit(conn, BENCH_TENANT, per_second=BENCH_RATE_LIMIT, burst=2 * BENCH_RATE_LIMIT)
         return keys
     finally:

@@ -45,8 +45,7 @@ def _head(method: str, path: str, host: str, key: str | None, body: bytes | None
 def post_requests(host: str, keys: list[str], count: int, seed: int) -> list[bytes]:
     """`count` distinct POSTs of new applications, spread over the API keys."""
     rng = random.Random(seed)  # noqa: S311 - reproducible synthetic data
-    return [_head("POST", API_PATH, host, keys[i % len(keys)], orjson.dumps(application(rng)))
-            for i in range(count)]
+    return [_head("POST", API_PATH, host, keys[i % len(keys)], orjson.dumps(application(rng))) for i in range(count)]
 
 
 def get_requests(host: str, keys: list[str], ids: list[uuid.UUID | str]) -> list[bytes]:

@@ -91,13 +91,16 @@ def services(infra: object) -> Iterator[object]:
     """Every service as a real process against the test infrastructure."""
     from fastloans_dev.devstack.stack import ServiceSet
 
-    service_set = ServiceSet(infra, extra_env={  # type: ignore[arg-type]
-        "ENVIRONMENT": "test",
-        "AUTH_CACHE_SECONDS": "0",
-        "RATE_LIMIT_PER_SECOND": "0",
-        "AUTH_FAILURE_RATE_PER_SECOND": "0",
-        "LOG_LEVEL": "INFO",
-    })
+    service_set = ServiceSet(
+        infra,
+        extra_env={  # type: ignore[arg-type]
+            "ENVIRONMENT": "test",
+            "AUTH_CACHE_SECONDS": "0",
+            "RATE_LIMIT_PER_SECOND": "0",
+            "AUTH_FAILURE_RATE_PER_SECOND": "0",
+            "LOG_LEVEL": "INFO",
+        },
+    )
     try:
         service_set.start_all()
     except Exception:
@@ -139,8 +142,9 @@ async def tenant_key(migrated_db: MigratedDb) -> str:
 @pytest.fixture
 async def client(api_url: str, tenant_key: str) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the gateway, authenticated as the test tenant."""
-    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {tenant_key}"},
-                                 timeout=40) as http:
+    async with httpx.AsyncClient(
+        base_url=api_url, headers={"Authorization": f"Bearer {tenant_key}"}, timeout=40
+    ) as http:
         yield http
 
 

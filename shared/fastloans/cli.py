@@ -51,8 +51,10 @@ class _Commands(click.Group):
         """Resolve ``cmd_name``; a development command without the development package fails with how to get it."""
         command = super().get_command(ctx, cmd_name)
         if command is None and cmd_name in DEV_COMMANDS:
-            ctx.fail(f"`fastloans {cmd_name}` is a development command: install the development package "
-                     "(`make venv`, or pip install -e ./devtools); service images do not include it")
+            ctx.fail(
+                f"`fastloans {cmd_name}` is a development command: install the development package "
+                "(`make venv`, or pip install -e ./devtools); service images do not include it"
+            )
         return command
 
 
@@ -99,8 +101,14 @@ def kafka_create_topics(partitions: int, replication_factor: int, min_insync_rep
     """Create the pipeline's topics (existing ones are left alone)."""
     from fastloans.kafka import create_topics
 
-    created = asyncio.run(create_topics(_settings(), partitions=partitions, replication_factor=replication_factor,
-                                        min_insync_replicas=min_insync_replicas))
+    created = asyncio.run(
+        create_topics(
+            _settings(),
+            partitions=partitions,
+            replication_factor=replication_factor,
+            min_insync_replicas=min_insync_replicas,
+        )
+    )
     click.echo("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
 
 
@@ -113,8 +121,11 @@ def keys() -> None:
 @click.option("--tenant", required=True, help="Tenant name (created if new).")
 @click.option("--scopes", default="submit,read", show_default=True, help="Comma-separated: submit, read, admin.")
 @click.option("--label", default=None, help="A note to recognise the key by.")
-@click.option("--key-from-stdin", is_flag=True,
-              help="Register the key read from standard input (made elsewhere) instead of a new one.")
+@click.option(
+    "--key-from-stdin",
+    is_flag=True,
+    help="Register the key read from standard input (made elsewhere) instead of a new one.",
+)
 def keys_create(tenant: str, scopes: str, label: str | None, key_from_stdin: bool) -> None:
     """Create a key and print it once; only its hash is stored."""
     from fastloans.tenants import KeyConflictError, issue_key
@@ -130,8 +141,11 @@ def keys_create(tenant: str, scopes: str, label: str | None, key_from_stdin: boo
         raise click.BadParameter(str(error), param_hint=hint) from None
     if not key_from_stdin:
         click.echo(issued.key)
-    click.echo(f"tenant={tenant} prefix={issued.prefix} scopes={','.join(issued.scopes)} "
-               + ("(registered)" if key_from_stdin else "(store the key now: it cannot be shown again)"), err=True)
+    click.echo(
+        f"tenant={tenant} prefix={issued.prefix} scopes={','.join(issued.scopes)} "
+        + ("(registered)" if key_from_stdin else "(store the key now: it cannot be shown again)"),
+        err=True,
+    )
 
 
 @keys.command("revoke")
@@ -163,8 +177,12 @@ def tenants() -> None:
 
 @tenants.command("limit")
 @click.argument("tenant")
-@click.option("--per-second", type=click.FloatRange(min=0), default=None,
-              help="Requests a second for all of the tenant's keys together (0: unlimited).")
+@click.option(
+    "--per-second",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Requests a second for all of the tenant's keys together (0: unlimited).",
+)
 @click.option("--burst", type=click.IntRange(min=1), default=None, help="Requests it may make at once.")
 def tenants_limit(tenant: str, per_second: float | None, burst: int | None) -> None:
     """Set TENANT's own rate limit; without options, it takes the gateway's default again."""

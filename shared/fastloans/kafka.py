@@ -91,8 +91,13 @@ class Producer:
         """Flush what is pending and disconnect."""
         await self.client.stop()
 
-    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
-                   headers: Sequence[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[Any]:
         """Queue one message; returns the future of its acknowledgement."""
         ack: asyncio.Future[Any] = await self.client.send(topic, value=value, key=key, headers=headers)
         return ack
@@ -141,8 +146,12 @@ async def create_topics(
         existing = set(await admin.list_topics())
         configs = {"min.insync.replicas": str(min_insync_replicas)} if min_insync_replicas else {}
         wanted = [
-            NewTopic(name=settings.topic(t.value), num_partitions=partitions,
-                     replication_factor=replication_factor, topic_configs=configs)
+            NewTopic(
+                name=settings.topic(t.value),
+                num_partitions=partitions,
+                replication_factor=replication_factor,
+                topic_configs=configs,
+            )
             for t in Topic
             if settings.topic(t.value) not in existing
         ]
@@ -178,7 +187,7 @@ async def deliver(producer: Producer | AIOKafkaProducer, messages: Sequence[Mess
                 if is_transient(error):
                     # No cluster to send to (each send waited for metadata in vain): the others would wait as
                     # long again. They fail with it; those already queued may still go, and are sent again.
-                    for other in (*futures, *pending[pending.index(index) + 1:]):
+                    for other in (*futures, *pending[pending.index(index) + 1 :]):
                         errors[other] = error
                     for future in futures.values():
                         future.add_done_callback(_ignore_outcome)
@@ -337,8 +346,13 @@ class BatchConsumer:
         self.max_batch = max_batch
         self.max_attempts = max_attempts
         self.stats = ConsumerStats()
-        self.consumer = make_consumer(settings, self.topic, group=group, max_poll_records=max_batch,
-                                      group_instance_id=settings.kafka_group_instance_id or None)
+        self.consumer = make_consumer(
+            settings,
+            self.topic,
+            group=group,
+            max_poll_records=max_batch,
+            group_instance_id=settings.kafka_group_instance_id or None,
+        )
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
@@ -429,8 +443,10 @@ class BatchConsumer:
                     continue
                 attempt += 1
                 if is_poison(error) or attempt >= self.max_attempts:
-                    log.warning("batch failed; isolating the failing messages",
-                                extra={"error.type": type(error).__name__, "event.dataset": self.topic})
+                    log.warning(
+                        "batch failed; isolating the failing messages",
+                        extra={"error.type": type(error).__name__, "event.dataset": self.topic},
+                    )
                     break
                 await asyncio.sleep(backoff)
         for record in records:
@@ -466,8 +482,15 @@ class BatchConsumer:
             "source-offset": str(record.offset),
             "consumer-group": self.group,
         }
-        await dead_letter(self.producer, self.settings, key=record.key, value=record.value,
-                          headers=record.headers or (), error=error, details=details)
+        await dead_letter(
+            self.producer,
+            self.settings,
+            key=record.key,
+            value=record.value,
+            headers=record.headers or (),
+            error=error,
+            details=details,
+        )
         self.stats.dead_lettered += 1
         DEAD_LETTERS.labels(self.settings.service_name, record.topic).inc()
         application_id = record.key[:64].decode("utf-8", "replace") if record.key else None
@@ -502,8 +525,14 @@ def message_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple
 
 
 def dead_letter_copy(
-    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]],
-    *, error: BaseException, details: dict[str, str], limit: int, keep_value: bool = True,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]],
+    *,
+    error: BaseException,
+    details: dict[str, str],
+    limit: int,
+    keep_value: bool = True,
 ) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
     """(key, value, headers) of the dead letter for a message: the error and `details` in `dlq-*` headers.
 
@@ -514,17 +543,24 @@ def dead_letter_copy(
     when `keep_value` is false).
     """
     note = [
-        (DLQ_HEADER_PREFIX + "error",
-         f"{type(error).__name__}: {error}"[:MAX_DLQ_ERROR_CHARS].encode("utf-8", "replace")),
-        *((DLQ_HEADER_PREFIX + name, text.encode("utf-8", "replace")[:MAX_DLQ_ERROR_CHARS])
-          for name, text in details.items()),
+        (
+            DLQ_HEADER_PREFIX + "error",
+            f"{type(error).__name__}: {error}"[:MAX_DLQ_ERROR_CHARS].encode("utf-8", "replace"),
+        ),
+        *(
+            (DLQ_HEADER_PREFIX + name, text.encode("utf-8", "replace")[:MAX_DLQ_ERROR_CHARS])
+            for name, text in details.items()
+        ),
     ]
     kept: list[tuple[str, bytes]] = []
     dropped = total = 0
     for name, header in headers:
         size = len(name) + len(header or b"")
-        if (len(name) > MAX_DLQ_HEADER_NAME_CHARS or len(header or b"") > MAX_DLQ_HEADER_VALUE_BYTES
-                or total + size > MAX_DLQ_HEADERS_BYTES):
+        if (
+            len(name) > MAX_DLQ_HEADER_NAME_CHARS
+            or len(header or b"") > MAX_DLQ_HEADER_VALUE_BYTES
+            or total + size > MAX_DLQ_HEADERS_BYTES
+        ):
             dropped += 1
             continue
         kept.append((name, header or b""))
@@ -548,8 +584,14 @@ def dead_letter_copy(
 
 
 async def dead_letter(
-    producer: Producer, settings: Settings, *, key: bytes | None, value: bytes | None,
-    headers: Sequence[tuple[str, bytes | None]], error: BaseException, details: dict[str, str],
+    producer: Producer,
+    settings: Settings,
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]],
+    error: BaseException,
+    details: dict[str, str],
 ) -> None:
     """Send a copy of a message that cannot be processed to the dead-letter topic; returns once acknowledged.
 
@@ -561,8 +603,9 @@ async def dead_letter(
     backoff = 0.2
     keep_value = True
     while True:
-        copy = dead_letter_copy(key, value, headers, error=error, details=details,
-                                limit=producer.max_message_bytes, keep_value=keep_value)
+        copy = dead_letter_copy(
+            key, value, headers, error=error, details=details, limit=producer.max_message_bytes, keep_value=keep_value
+        )
         (failure,) = await deliver(producer, [(topic, *copy)])
         if failure is None:
             return
@@ -573,6 +616,8 @@ async def dead_letter(
             continue
         if not keep_value:
             raise failure
-        log.warning("dead-letter topic refused the copy; sending it without the value",
-                    extra={"error.type": type(failure).__name__})
+        log.warning(
+            "dead-letter topic refused the copy; sending it without the value",
+            extra={"error.type": type(failure).__name__},
+        )
         keep_value = False

@@ -34,39 +34,47 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 DECISION_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 HTTP_REQUESTS = Counter(
-    "fastloans_http_requests_total", "HTTP requests answered, by route, method and status.",
+    "fastloans_http_requests_total",
+    "HTTP requests answered, by route, method and status.",
     ["route", "method", "status"],
 )
 HTTP_LATENCY = Histogram(
-    "fastloans_http_request_duration_seconds", "Time to answer an HTTP request, by route and method.",
-    ["route", "method"], buckets=LATENCY_BUCKETS,
+    "fastloans_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route and method.",
+    ["route", "method"],
+    buckets=LATENCY_BUCKETS,
 )
 HTTP_ERRORS = Counter(
-    "fastloans_http_errors_total", "HTTP requests answered with a 4xx or 5xx, by route and status.",
+    "fastloans_http_errors_total",
+    "HTTP requests answered with a 4xx or 5xx, by route and status.",
     ["route", "status"],
 )
 MESSAGES_PROCESSED = Counter(
     "fastloans_messages_processed_total", "Kafka messages processed, by consumer and topic.", ["consumer", "topic"]
 )
 MESSAGE_LATENCY = Histogram(
-    "fastloans_message_processing_seconds", "Time to process one batch of messages, by consumer.",
-    ["consumer"], buckets=LATENCY_BUCKETS,
+    "fastloans_message_processing_seconds",
+    "Time to process one batch of messages, by consumer.",
+    ["consumer"],
+    buckets=LATENCY_BUCKETS,
 )
 MESSAGE_FAILURES = Counter(
-    "fastloans_message_failures_total", "Failed attempts to process a batch, by consumer and error type.",
+    "fastloans_message_failures_total",
+    "Failed attempts to process a batch, by consumer and error type.",
     ["consumer", "kind"],
 )
 DEAD_LETTERS = Counter(
-    "fastloans_dead_letters_total", "Messages sent to the dead-letter topic, by consumer and source topic.",
+    "fastloans_dead_letters_total",
+    "Messages sent to the dead-letter topic, by consumer and source topic.",
     ["consumer", "topic"],
 )
 CONSUMER_LAG = Gauge(
-    "fastloans_consumer_lag", "Messages not yet consumed, by consumer, topic and partition.",
-    ["consumer", "topic", "partition"], multiprocess_mode="max",
+    "fastloans_consumer_lag",
+    "Messages not yet consumed, by consumer, topic and partition.",
+    ["consumer", "topic", "partition"],
+    multiprocess_mode="max",
 )
-OUTBOX_BACKLOG = Gauge(
-    "fastloans_outbox_backlog", "Outbox rows not yet published to Kafka.", multiprocess_mode="max"
-)
+OUTBOX_BACKLOG = Gauge("fastloans_outbox_backlog", "Outbox rows not yet published to Kafka.", multiprocess_mode="max")
 OUTBOX_OLDEST_AGE = Gauge(
     "fastloans_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row.", multiprocess_mode="max"
 )
@@ -75,7 +83,8 @@ DECISIONS = Counter(
     "fastloans_decisions_total", "Decisions recorded, by outcome and policy version.", ["outcome", "policy_version"]
 )
 DECISION_REASONS = Counter(
-    "fastloans_decision_reasons_total", "Principal reasons given with recorded decisions, by reason code.",
+    "fastloans_decision_reasons_total",
+    "Principal reasons given with recorded decisions, by reason code.",
     ["code"],
 )
 SUBMISSION_TO_DECISION = Histogram(
@@ -84,19 +93,23 @@ SUBMISSION_TO_DECISION = Histogram(
     buckets=DECISION_BUCKETS,
 )
 DB_POOL_IN_USE = Gauge(
-    "fastloans_db_pool_connections_in_use", "Database connections checked out, by pool.", ["pool"],
+    "fastloans_db_pool_connections_in_use",
+    "Database connections checked out, by pool.",
+    ["pool"],
     multiprocess_mode="livesum",
 )
 DB_POOL_SIZE = Gauge(
     "fastloans_db_pool_connections", "Database connections open, by pool.", ["pool"], multiprocess_mode="livesum"
 )
 REPLICA_LAG = Gauge(
-    "fastloans_replica_lag_seconds", "How far the read replica is behind the primary, as seen by this service.",
+    "fastloans_replica_lag_seconds",
+    "How far the read replica is behind the primary, as seen by this service.",
     multiprocess_mode="max",
 )
 
 AUTH_LOOKUPS = Counter(
-    "fastloans_auth_lookups_total", "API-key lookups the gateway made in the database, by result (valid, unknown).",
+    "fastloans_auth_lookups_total",
+    "API-key lookups the gateway made in the database, by result (valid, unknown).",
     ["result"],
 )
 LONG_POLL_READS = Counter(

@@ -18,8 +18,7 @@ class Policies:
     def __init__(self, settings: Settings) -> None:
         self.champion = PolicyStore(settings.policy_file)
         self.challenger = (
-            PolicyStore(settings.challenger_policy_file, role="challenger")
-            if settings.challenger_policy_file else None
+            PolicyStore(settings.challenger_policy_file, role="challenger") if settings.challenger_policy_file else None
         )
         self._tasks: list[asyncio.Task[None]] = []
 

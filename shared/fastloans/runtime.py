@@ -85,8 +85,10 @@ class HealthServer:
             else:
                 status, ctype, body = await self.respond(parts[1])
             reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}[status]
-            head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                    "Cache-Control: no-store\r\nConnection: close\r\n\r\n")
+            head = (
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+            )
             writer.write(head.encode() + (body if parts and parts[0] != "HEAD" else b""))
             await writer.drain()
         except (TimeoutError, ConnectionError):
@@ -97,8 +99,12 @@ class HealthServer:
 
 def run_worker(settings: Settings, factory: Callable[[Settings], Worker]) -> None:
     """Run a worker until SIGTERM/SIGINT, then shut it down within a bounded time."""
-    configure_logging(service=settings.service_name, level=settings.log_level,
-                      environment=settings.environment, log_file=settings.log_file)
+    configure_logging(
+        service=settings.service_name,
+        level=settings.log_level,
+        environment=settings.environment,
+        log_file=settings.log_file,
+    )
     from fastloans.observability import init_error_reporting
     from fastloans.tracing import init_tracing
 
@@ -127,8 +133,10 @@ async def _serve(settings: Settings, factory: Callable[[Settings], Worker]) -> i
             await worker.start()
             break
         except Exception as error:
-            log.warning("could not start yet; retrying", extra={"error.type": type(error).__name__,
-                                                                "error.message": str(error)[:200]})
+            log.warning(
+                "could not start yet; retrying",
+                extra={"error.type": type(error).__name__, "error.message": str(error)[:200]},
+            )
             try:
                 await asyncio.wait_for(stop.wait(), timeout=2)
                 await health.stop()

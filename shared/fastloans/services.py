@@ -69,29 +69,56 @@ class Service:
 
 
 GATEWAY = Service(
-    short="gateway", package="fastloans_gateway", module="fastloans_gateway.main",
-    settings="fastloans_gateway.settings:GatewaySettings", port=8000, ops_port=9180,
-    database=True, replica=True,
+    short="gateway",
+    package="fastloans_gateway",
+    module="fastloans_gateway.main",
+    settings="fastloans_gateway.settings:GatewaySettings",
+    port=8000,
+    ops_port=9180,
+    database=True,
+    replica=True,
 )
 RELAY = Service(
-    short="relay", package="fastloans_gateway", module="fastloans_gateway.relay",
-    settings="fastloans_gateway.relay:RelaySettings", port=8004, image="gateway",
-    produces=(Topic.SUBMITTED, Topic.DLQ), database=True, replica=True,
+    short="relay",
+    package="fastloans_gateway",
+    module="fastloans_gateway.relay",
+    settings="fastloans_gateway.relay:RelaySettings",
+    port=8004,
+    image="gateway",
+    produces=(Topic.SUBMITTED, Topic.DLQ),
+    database=True,
+    replica=True,
 )
 RISK = Service(
-    short="risk", package="fastloans_risk", module="fastloans_risk.service",
-    settings="fastloans_risk.service:RiskSettings", port=8001,
-    consumes=Topic.SUBMITTED, produces=(Topic.SCORED, Topic.DLQ), policy=True,
+    short="risk",
+    package="fastloans_risk",
+    module="fastloans_risk.service",
+    settings="fastloans_risk.service:RiskSettings",
+    port=8001,
+    consumes=Topic.SUBMITTED,
+    produces=(Topic.SCORED, Topic.DLQ),
+    policy=True,
 )
 APPROVAL = Service(
-    short="approval", package="fastloans_approval", module="fastloans_approval.service",
-    settings="fastloans_approval.service:ApprovalSettings", port=8002,
-    consumes=Topic.SCORED, produces=(Topic.DECIDED, Topic.DLQ), policy=True,
+    short="approval",
+    package="fastloans_approval",
+    module="fastloans_approval.service",
+    settings="fastloans_approval.service:ApprovalSettings",
+    port=8002,
+    consumes=Topic.SCORED,
+    produces=(Topic.DECIDED, Topic.DLQ),
+    policy=True,
 )
 RECORDER = Service(
-    short="recorder", package="fastloans_recorder", module="fastloans_recorder.service",
-    settings="fastloans_recorder.service:RecorderSettings", port=8003,
-    consumes=Topic.DECIDED, produces=(Topic.DLQ,), database=True, replica=True,
+    short="recorder",
+    package="fastloans_recorder",
+    module="fastloans_recorder.service",
+    settings="fastloans_recorder.service:RecorderSettings",
+    port=8003,
+    consumes=Topic.DECIDED,
+    produces=(Topic.DLQ,),
+    database=True,
+    replica=True,
 )
 
 # In the order a submission travels; the local stack starts them in this order.

@@ -62,18 +62,14 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(10, ge=1, le=200, validation_alias=_alias("DATABASE_POOL_SIZE"))
 
     # Kafka: plaintext locally; SASL/SCRAM and TLS for managed clusters (MSK, Confluent Cloud).
-    kafka_bootstrap_servers: str = Field(
-        validation_alias=_alias("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BROKER_URL")
-    )
+    kafka_bootstrap_servers: str = Field(validation_alias=_alias("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BROKER_URL"))
     kafka_security_protocol: KafkaProtocol = Field(
         "PLAINTEXT", validation_alias=_alias("KAFKA_SECURITY_PROTOCOL", "KAFKA_SEC_PROTOCOL")
     )
     kafka_sasl_mechanism: SaslMechanism | None = Field(
         None, validation_alias=_alias("KAFKA_SASL_MECHANISM", "KAFKA_SASL_MECH")
     )
-    kafka_sasl_username: str | None = Field(
-        None, validation_alias=_alias("KAFKA_SASL_USERNAME", "KAFKA_USERNAME")
-    )
+    kafka_sasl_username: str | None = Field(None, validation_alias=_alias("KAFKA_SASL_USERNAME", "KAFKA_USERNAME"))
     kafka_sasl_password: SecretStr | None = Field(
         None, validation_alias=_alias("KAFKA_SASL_PASSWORD", "KAFKA_PASSWORD")
     )
@@ -97,9 +93,7 @@ class Settings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(500, ge=0, le=10_000, validation_alias=_alias("KAFKA_FETCH_MAX_WAIT_MS"))
     kafka_fetch_min_bytes: int = Field(1, ge=1, le=10 * 1024 * 1024, validation_alias=_alias("KAFKA_FETCH_MIN_BYTES"))
     kafka_consumer_linger_ms: int = Field(0, ge=0, le=1000, validation_alias=_alias("KAFKA_CONSUMER_LINGER_MS"))
-    kafka_commit_interval_ms: int = Field(
-        100, ge=0, le=60_000, validation_alias=_alias("KAFKA_COMMIT_INTERVAL_MS")
-    )
+    kafka_commit_interval_ms: int = Field(100, ge=0, le=60_000, validation_alias=_alias("KAFKA_COMMIT_INTERVAL_MS"))
     # The largest message a producer sends (its max_request_size). The default is aiokafka's, just under
     # the broker's default message.max.bytes; a larger message is refused before it is sent (dead-lettered).
     kafka_max_message_bytes: int = Field(
@@ -114,23 +108,17 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", validation_alias=_alias("HTTP_HOST"))
     http_port: int = Field(8000, ge=1, le=65535, validation_alias=_alias("HTTP_PORT", "PORT"))
 
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", validation_alias=_alias("LOG_LEVEL")
-    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias=_alias("LOG_LEVEL"))
     log_file: Path | None = Field(None, validation_alias=_alias("LOG_FILE"))
 
     policy_file: Path | None = Field(None, validation_alias=_alias("POLICY_FILE"))
-    challenger_policy_file: Path | None = Field(
-        None, validation_alias=_alias("CHALLENGER_POLICY_FILE")
-    )
+    challenger_policy_file: Path | None = Field(None, validation_alias=_alias("CHALLENGER_POLICY_FILE"))
 
     sentry_dsn: SecretStr | None = Field(None, validation_alias=_alias("SENTRY_DSN"))
     sentry_environment: str | None = Field(None, validation_alias=_alias("SENTRY_ENVIRONMENT"))
     sentry_release: str | None = Field(None, validation_alias=_alias("SENTRY_RELEASE"))
     sentry_sample_rate: float = Field(1.0, ge=0.0, le=1.0, validation_alias=_alias("SENTRY_SAMPLE_RATE"))
-    sentry_traces_sample_rate: float = Field(
-        0.0, ge=0.0, le=1.0, validation_alias=_alias("SENTRY_TRACES_SAMPLE_RATE")
-    )
+    sentry_traces_sample_rate: float = Field(0.0, ge=0.0, le=1.0, validation_alias=_alias("SENTRY_TRACES_SAMPLE_RATE"))
     elastic_apm_server_url: str | None = Field(None, validation_alias=_alias("ELASTIC_APM_SERVER_URL"))
 
     @field_validator("database_url", "database_read_url")
@@ -172,8 +160,10 @@ class Settings(BaseSettings):
                 f"when KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
             )
         if self.environment == "production":
-            for name, secret in (("DATABASE_PASSWORD", self.database_password),
-                                 ("KAFKA_SASL_PASSWORD", self.kafka_sasl_password)):
+            for name, secret in (
+                ("DATABASE_PASSWORD", self.database_password),
+                ("KAFKA_SASL_PASSWORD", self.kafka_sasl_password),
+            ):
                 if secret is not None and secret.get_secret_value().lower() in _PLACEHOLDERS:
                     raise ValueError(f"{name} is a placeholder; set a real secret in production")
         return self

@@ -43,7 +43,8 @@ async def ensure_tenant(conn: asyncpg.Connection, name: str) -> uuid.UUID:
     row = await conn.fetchrow(
         "INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name "
         "RETURNING id",
-        uuid.uuid4(), name,
+        uuid.uuid4(),
+        name,
     )
     tenant_id: uuid.UUID = row["id"]
     return tenant_id
@@ -54,8 +55,12 @@ class KeyConflictError(ValueError):
 
 
 async def issue_key(
-    conn: asyncpg.Connection, tenant: str, *, scopes: tuple[str, ...] = ("submit", "read"),
-    key: str | None = None, label: str | None = None,
+    conn: asyncpg.Connection,
+    tenant: str,
+    *,
+    scopes: tuple[str, ...] = ("submit", "read"),
+    key: str | None = None,
+    label: str | None = None,
 ) -> IssuedKey:
     """Create an API key for `tenant` with `scopes`, or re-register a live key of that tenant with them.
 
@@ -71,21 +76,29 @@ async def issue_key(
         tenant_id = await ensure_tenant(conn, tenant)
         # FOR UPDATE: a concurrent revocation waits for this statement instead of being undone by it.
         existing = await conn.fetchrow(
-            "SELECT tenant_id, revoked_at FROM api_keys WHERE key_hash = $1 FOR UPDATE", hash_key(key))
+            "SELECT tenant_id, revoked_at FROM api_keys WHERE key_hash = $1 FOR UPDATE", hash_key(key)
+        )
         if existing is None:
             inserted = await conn.fetchval(
                 "INSERT INTO api_keys (id, tenant_id, prefix, key_hash, scopes, label) "
                 "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key_hash) DO NOTHING RETURNING id",
-                uuid.uuid4(), tenant_id, display_prefix(key), hash_key(key), list(scopes), label,
+                uuid.uuid4(),
+                tenant_id,
+                display_prefix(key),
+                hash_key(key),
+                list(scopes),
+                label,
             )
             if inserted is None:
                 raise KeyConflictError("this API key was registered at the same moment by someone else")
         elif existing["revoked_at"] is not None:
-            raise KeyConflictError(f"the API key {display_prefix(key)}… was revoked; a revoked key is never "
-                                   "reinstated: create a new one")
+            raise KeyConflictError(
+                f"the API key {display_prefix(key)}… was revoked; a revoked key is never reinstated: create a new one"
+            )
         elif existing["tenant_id"] != tenant_id:
-            raise KeyConflictError(f"the API key {display_prefix(key)}… belongs to another tenant; "
-                                   "keys never move between tenants")
+            raise KeyConflictError(
+                f"the API key {display_prefix(key)}… belongs to another tenant; keys never move between tenants"
+            )
         else:
             await conn.execute("UPDATE api_keys SET scopes = $2 WHERE key_hash = $1", hash_key(key), list(scopes))
     return IssuedKey(key=key, prefix=display_prefix(key), tenant_id=tenant_id, scopes=tuple(scopes))
@@ -99,14 +112,15 @@ async def revoke_key(conn: asyncpg.Connection, prefix: str) -> int:
     return int(result.split()[-1])
 
 
-async def set_rate_limit(conn: asyncpg.Connection, tenant: str, *, per_second: float | None,
-                         burst: int | None) -> bool:
+async def set_rate_limit(conn: asyncpg.Connection, tenant: str, *, per_second: float | None, burst: int | None) -> bool:
     """Give `tenant` its own rate limit (None: back to the gateway's default); False if there is no such tenant."""
     if (per_second is not None and per_second < 0) or (burst is not None and burst < 1):
         raise ValueError("the rate must be at least 0 (0: unlimited) and the burst at least 1")
     result: str = await conn.execute(
         "UPDATE tenants SET rate_limit_per_second = $2, rate_limit_burst = $3 WHERE name = $1",
-        tenant, per_second, burst,
+        tenant,
+        per_second,
+        burst,
     )
     return result.split()[-1] != "0"
 

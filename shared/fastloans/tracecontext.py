@@ -21,15 +21,11 @@ MAX_TRACESTATE_CHARS = 512
 MAX_TRACESTATE_MEMBERS = 32
 TRACEPARENT_CHARS = 55  # version 00: 2 + 1 + 32 + 1 + 16 + 1 + 2
 # The most a valid context can take (names and values); anything above it is not one.
-MAX_TRACE_CONTEXT_BYTES = (
-    sum(map(len, TRACE_HEADERS)) + 2 * TRACEPARENT_CHARS + MAX_TRACESTATE_CHARS
-)
+MAX_TRACE_CONTEXT_BYTES = sum(map(len, TRACE_HEADERS)) + 2 * TRACEPARENT_CHARS + MAX_TRACESTATE_CHARS
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _KEY_CHARS = r"[a-z0-9_\-*/]"
-_TRACESTATE_KEY = re.compile(
-    rf"[a-z]{_KEY_CHARS}{{0,255}}|[a-z0-9]{_KEY_CHARS}{{0,240}}@[a-z]{_KEY_CHARS}{{0,13}}"
-)
+_TRACESTATE_KEY = re.compile(rf"[a-z]{_KEY_CHARS}{{0,255}}|[a-z0-9]{_KEY_CHARS}{{0,240}}@[a-z]{_KEY_CHARS}{{0,13}}")
 # Printable ASCII but "," and "="; spaces inside, not at the end.
 _TRACESTATE_VALUE = re.compile(r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
 _OWS = " \t"
@@ -86,8 +82,12 @@ def valid_tracestate(value: str | bytes) -> str | None:
         if not member:
             continue
         key, equals, member_value = member.partition("=")
-        if (not equals or key in keys or _TRACESTATE_KEY.fullmatch(key) is None
-                or _TRACESTATE_VALUE.fullmatch(member_value) is None):
+        if (
+            not equals
+            or key in keys
+            or _TRACESTATE_KEY.fullmatch(key) is None
+            or _TRACESTATE_VALUE.fullmatch(member_value) is None
+        ):
             return None
         keys.add(key)
         members.append(member)

@@ -128,7 +128,8 @@ class MessageTrace:
 
 @contextmanager
 def message_transactions(
-    name: str, messages: Sequence[tuple[MessageKey, bytes | None, Sequence[tuple[str, bytes]] | None]],
+    name: str,
+    messages: Sequence[tuple[MessageKey, bytes | None, Sequence[tuple[str, bytes]] | None]],
 ) -> Iterator[list[MessageTrace]]:
     """A transaction per message, each continuing the message's trace; ended when the block ends.
 
@@ -170,8 +171,7 @@ def _begin(name: str, headers: Sequence[tuple[str, bytes]] | None, started: floa
     context.pop(ELASTIC_TRACEPARENT, None)
     parent = TraceParent.from_headers(context) if context else None
     assert _client.tracer is not None  # a started client always has its tracer
-    transaction = _client.tracer.begin_transaction("messaging", trace_parent=parent, start=started,
-                                                   auto_activate=False)
+    transaction = _client.tracer.begin_transaction("messaging", trace_parent=parent, start=started, auto_activate=False)
     transaction.name = name
     transaction.label(application_id=application_id)
     return transaction

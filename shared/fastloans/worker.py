@@ -78,9 +78,15 @@ class PipelineWorker:
             MESSAGES_PROCESSED.labels(self.name, topic).inc(len(records))
             if trail.isEnabledFor(logging.INFO):
                 for trace, record in zip(traces, records, strict=True):
-                    trail.info("message processed", extra={**trace.log_fields(), "event.dataset": topic,
-                                                           "kafka.partition": record.partition,
-                                                           "kafka.offset": record.offset})
+                    trail.info(
+                        "message processed",
+                        extra={
+                            **trace.log_fields(),
+                            "event.dataset": topic,
+                            "kafka.partition": record.partition,
+                            "kafka.offset": record.offset,
+                        },
+                    )
 
     async def start(self) -> None:
         """Start the producer, then join the consumer group."""

@@ -25,8 +25,13 @@ from tests.e2e.test_pipeline import URL, decided, submit
 
 CHROMIUM = Path(os.environ.get("FASTLOANS_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 SCREENSHOTS = ROOT / "test-output" / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}
@@ -34,7 +39,8 @@ PHONE = {"width": 375, "height": 740}
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 # Chromium logs every 4xx answer to fetch() as a console error, and the connection a test cuts on purpose.
 HTTP_ERROR_LOG = re.compile(
-    r"^Failed to load resource: (the server responded with a status of 4\d\d|net::ERR_CONNECTION_RESET)")
+    r"^Failed to load resource: (the server responded with a status of 4\d\d|net::ERR_CONNECTION_RESET)"
+)
 
 expect.set_options(timeout=30_000)
 
@@ -51,8 +57,7 @@ def chromium() -> Path:
 async def browser(chromium: Path) -> AsyncIterator[Browser]:
     """Headless Chromium for the whole session."""
     async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=str(chromium), headless=True,
-                                                    args=CHROMIUM_ARGS)
+        launched = await playwright.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
         try:
             yield launched
         finally:
@@ -123,8 +128,9 @@ class Tab:
 
 async def open_tab(browser: Browser, api_url: str, viewport: dict[str, int]) -> tuple[object, Tab]:
     """A fresh browser context (no storage) and tab on the gateway."""
-    context = await browser.new_context(base_url=api_url, viewport=viewport, locale="en-GB", timezone_id="UTC",
-                                        reduced_motion="reduce")
+    context = await browser.new_context(
+        base_url=api_url, viewport=viewport, locale="en-GB", timezone_id="UTC", reduced_motion="reduce"
+    )
     tab = Tab(await context.new_page())
     await context.route("**/*", tab.only_local)
     return context, tab

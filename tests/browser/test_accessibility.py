@@ -48,8 +48,14 @@ async def test_the_pages_work_by_keyboard_with_focus_on_each_new_view(tab: Tab, 
     await page.keyboard.press("Tab")
     await expect(page.get_by_label("Applicant's full name")).to_be_focused()
     await page.keyboard.type("Keyboard User")
-    for name, value in (("Credit score", "760"), ("Loan amount", "1500"), ("Purpose of the loan", None),
-                        ("Monthly income", "6000"), ("Monthly debt payments", "0"), ("Employment status", None)):
+    for name, value in (
+        ("Credit score", "760"),
+        ("Loan amount", "1500"),
+        ("Purpose of the loan", None),
+        ("Monthly income", "6000"),
+        ("Monthly debt payments", "0"),
+        ("Employment status", None),
+    ):
         await page.keyboard.press("Tab")
         await expect(page.get_by_label(name)).to_be_focused()
         if value is None:

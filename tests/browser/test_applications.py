@@ -81,7 +81,8 @@ async def test_a_rejected_application_shows_the_principal_reasons(tab: Tab, tena
     await expect(principal).to_have_count(4)
     await expect(principal.first).to_contain_text("+30 points")
     await expect(page.get_by_role("table", name="How the risk score was reached")).to_contain_text(
-        "Purpose of the loan (debt consolidation) indicates an existing debt burden")
+        "Purpose of the loan (debt consolidation) indicates an existing debt burden"
+    )
     assert await tab.same_document()
     await tab.screenshot("application-rejected")
 
@@ -90,8 +91,16 @@ async def test_invalid_input_is_explained_next_to_each_field_before_anything_is_
     page = tab.page
     await tab.sign_in(tenant_key)
     await page.goto("/#/applications/new")
-    await tab.fill({**APPROVED, "applicant_name": "  ", "credit_score": "900", "loan_amount": "12.345",
-                    "monthly_income": "0", "monthly_debt": "-1"})
+    await tab.fill(
+        {
+            **APPROVED,
+            "applicant_name": "  ",
+            "credit_score": "900",
+            "loan_amount": "12.345",
+            "monthly_income": "0",
+            "monthly_debt": "-1",
+        }
+    )
     await page.get_by_role("button", name="Submit application").click()
 
     summary = page.locator(".error-summary")
@@ -119,7 +128,8 @@ async def test_invalid_input_is_explained_next_to_each_field_before_anything_is_
     await page.get_by_label("Applicant's full name").fill("x" * 201)
     await page.get_by_label("Applicant's full name").press("Tab")
     await expect(page.locator('.field[data-field="applicant_name"] .field-error')).to_contain_text(
-        "at most 200 characters")
+        "at most 200 characters"
+    )
 
 
 async def test_a_field_error_from_the_server_is_shown_next_to_that_field(tab: Tab, tenant_key: str) -> None:
@@ -216,8 +226,13 @@ async def test_an_edit_is_decided_again_live(tab: Tab, gate: Gate, tenant_key: s
     await expect(page.locator("dl.details")).to_contain_text("Debt consolidation")
     [patch] = tab.api_calls("PATCH")
     assert json.loads(patch.post_data or "{}") == {
-        "credit_score": 580, "loan_amount": "8000.00", "loan_purpose": "debt_consolidation",
-        "monthly_income": "4000.00", "monthly_debt": "2000.00", "employment_status": "unemployed"}
+        "credit_score": 580,
+        "loan_amount": "8000.00",
+        "loan_purpose": "debt_consolidation",
+        "monthly_income": "4000.00",
+        "monthly_debt": "2000.00",
+        "employment_status": "unemployed",
+    }
     assert await tab.same_document()
     await tab.screenshot("application-edited")
 

@@ -11,17 +11,21 @@ from tests.browser.conftest import Tab, create_decided, unique
 from tests.e2e.test_pipeline import APPROVED, REJECTED
 
 
-async def test_the_list_filters_by_status_pages_and_links_to_each_application(tab: Tab, fresh_key: str,
-                                                                           api_url: str) -> None:
+async def test_the_list_filters_by_status_pages_and_links_to_each_application(
+    tab: Tab, fresh_key: str, api_url: str
+) -> None:
     page = tab.page
-    made = await asyncio.gather(*(create_decided(api_url, fresh_key, unique(APPROVED)) for _ in range(4)),
-                                *(create_decided(api_url, fresh_key, unique(REJECTED)) for _ in range(3)))
+    made = await asyncio.gather(
+        *(create_decided(api_url, fresh_key, unique(APPROVED)) for _ in range(4)),
+        *(create_decided(api_url, fresh_key, unique(REJECTED)) for _ in range(3)),
+    )
     names = {a["applicant_name"]: a for a in made}
     await tab.sign_in(fresh_key)
     rows = page.get_by_role("table").locator("tbody tr")
     await expect(rows).to_have_count(7)
     await expect(page.get_by_role("status").filter(has_text="Showing")).to_have_text(
-        "Showing 7 applications, newest first.")
+        "Showing 7 applications, newest first."
+    )
     await tab.screenshot("applications")
 
     await page.get_by_label("Status").select_option("rejected")

@@ -34,8 +34,9 @@ async def test_an_unknown_key_is_refused_and_a_valid_one_signs_in(tab: Tab, tena
     assert authorised
 
 
-async def test_the_key_stays_in_its_tab_and_sign_out_forgets_it(browser: Browser, api_url: str, tab: Tab,
-                                                                 tenant_key: str) -> None:
+async def test_the_key_stays_in_its_tab_and_sign_out_forgets_it(
+    browser: Browser, api_url: str, tab: Tab, tenant_key: str
+) -> None:
     await tab.sign_in(tenant_key)
     other = await tab.page.context.new_page()
     await other.goto("/")

@@ -42,15 +42,24 @@ class Verdict:
     @property
     def ok(self) -> bool:
         """No loss, no duplicate, nothing resurrected, every read agrees, everything drained."""
-        return not (self.lost or self.duplicates or self.resurrected or self.api_mismatches or self.dead_lettered
-                    or self.outbox or any(self.lag.values()))
+        return not (
+            self.lost
+            or self.duplicates
+            or self.resurrected
+            or self.api_mismatches
+            or self.dead_lettered
+            or self.outbox
+            or any(self.lag.values())
+        )
 
     def summary(self) -> str:
         """The counts, as one `key=value` line."""
-        return (f"accepted={self.accepted} decided={self.decided} lost={self.lost} duplicates={self.duplicates} "
-                f"resurrected={self.resurrected} withdrawn={self.withdrawn} api_mismatches={self.api_mismatches} "
-                f"dead_lettered={self.dead_lettered} redelivered_absorbed={self.redelivered} outbox={self.outbox} "
-                f"lag={sum(self.lag.values())}")
+        return (
+            f"accepted={self.accepted} decided={self.decided} lost={self.lost} duplicates={self.duplicates} "
+            f"resurrected={self.resurrected} withdrawn={self.withdrawn} api_mismatches={self.api_mismatches} "
+            f"dead_lettered={self.dead_lettered} redelivered_absorbed={self.redelivered} outbox={self.outbox} "
+            f"lag={sum(self.lag.values())}"
+        )
 
     def note(self, problem: str) -> None:
         """Keep a few examples of what went wrong, for the report."""
@@ -65,8 +74,9 @@ async def consumer_lag(settings: Settings) -> dict[str, int]:
     await admin.start()
     await reader.start()
     try:
-        partitions = {topic: await checks.topic_partitions(admin, settings.topic(topic))
-                      for topic in set(GROUPS.values())}
+        partitions = {
+            topic: await checks.topic_partitions(admin, settings.topic(topic)) for topic in set(GROUPS.values())
+        }
         offsets = await checks.group_offsets(admin, reader, partitions)
         return {group: found.lag for group, found in offsets.items()}
     finally:
@@ -78,8 +88,9 @@ async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes, bytes]
     """(key, value) of every message now on `topic` (read without a consumer group)."""
     name = settings.topic(topic)
     admin = AIOKafkaAdminClient(**connection_options(settings))
-    reader = AIOKafkaConsumer(**connection_options(settings), enable_auto_commit=False,
-                              isolation_level="read_committed")
+    reader = AIOKafkaConsumer(
+        **connection_options(settings), enable_auto_commit=False, isolation_level="read_committed"
+    )
     await admin.start()
     await reader.start()
     seen: list[tuple[bytes, bytes]] = []
@@ -102,13 +113,20 @@ async def pending_work(pool: asyncpg.Pool, settings: Settings, ids: list[uuid.UU
     """(outbox rows, consumer lag, tracked applications still pending)."""
     outbox = await pool.fetchval("SELECT count(*) FROM outbox")
     pending = await pool.fetchval(
-        "SELECT count(*) FROM loan_applications WHERE id = ANY($1::uuid[]) AND status = 'pending'", ids)
+        "SELECT count(*) FROM loan_applications WHERE id = ANY($1::uuid[]) AND status = 'pending'", ids
+    )
     lag = sum((await consumer_lag(settings)).values())
     return outbox, lag, pending
 
 
-async def wait_drained(pool: asyncpg.Pool, settings: Settings, tracked: list[Tracked], *, within: float,
-                       progress: Callable[[str], None] = lambda _: None) -> None:
+async def wait_drained(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    tracked: list[Tracked],
+    *,
+    within: float,
+    progress: Callable[[str], None] = lambda _: None,
+) -> None:
     """Wait (bounded) until the outbox is empty, every group has caught up and no tracked application is pending."""
     ids = [uuid.UUID(t.id) for t in tracked]
 
@@ -129,8 +147,12 @@ async def verify(pool: asyncpg.Pool, settings: Settings, api_url: str, api_key: 
     verdict = Verdict(accepted=len(tracked))
     rows, decisions = await checks.stored(pool, [uuid.UUID(t.id) for t in tracked])
     for t in tracked:
-        _count(verdict, checks.check_application(t.id, rows.get(t.id), decisions.get(t.id, {}),
-                                                 delete_sent=t.delete_sent, withdrawn=t.withdrawn))
+        _count(
+            verdict,
+            checks.check_application(
+                t.id, rows.get(t.id), decisions.get(t.id, {}), delete_sent=t.delete_sent, withdrawn=t.withdrawn
+            ),
+        )
     verdict.outbox = await pool.fetchval("SELECT count(*) FROM outbox")
     verdict.lag = await consumer_lag(settings)
     await _check_api(verdict, api_url, api_key, tracked, rows)
@@ -148,8 +170,9 @@ def _count(verdict: Verdict, finding: checks.Finding) -> None:
         verdict.note(problem)
 
 
-async def _check_api(verdict: Verdict, api_url: str, api_key: str, tracked: list[Tracked],
-                     rows: dict[str, checks.Row]) -> None:
+async def _check_api(
+    verdict: Verdict, api_url: str, api_key: str, tracked: list[Tracked], rows: dict[str, checks.Row]
+) -> None:
     """Each application reads back over the API as the database has it (withdrawn ones answer 404)."""
     gate = asyncio.Semaphore(16)
 
@@ -164,7 +187,9 @@ async def _check_api(verdict: Verdict, api_url: str, api_key: str, tracked: list
                     if response.status_code == 404:
                         return
                 elif response.status_code == 200 and (response.json()["status"], response.json()["revision"]) == (
-                        row["status"], row["revision"]):
+                    row["status"],
+                    row["revision"],
+                ):
                     return
                 await asyncio.sleep(0.5)  # the replica may not have replayed the last change yet
         if row["status"] == "withdrawn":
@@ -174,8 +199,7 @@ async def _check_api(verdict: Verdict, api_url: str, api_key: str, tracked: list
             verdict.api_mismatches += 1
             verdict.note(f"{t.id}: GET answers {response.status_code} {response.text[:120]}")
 
-    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {api_key}"},
-                                 timeout=30) as http:
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30) as http:
         await asyncio.gather(*(one(http, t) for t in tracked))
 
 
@@ -183,7 +207,8 @@ async def _check_topics(verdict: Verdict, settings: Settings, keys: set[bytes]) 
     """Redelivered decisions (absorbed by the recorder) and dead letters among the tracked applications."""
     revisions = Counter(
         (key, ApplicationDecided.decode(value).revision)
-        for key, value in await read_topic(settings, Topic.DECIDED.value) if key in keys
+        for key, value in await read_topic(settings, Topic.DECIDED.value)
+        if key in keys
     )
     verdict.redelivered = sum(n - 1 for n in revisions.values())
     verdict.dead_letter_keys = {key for key, _ in await read_topic(settings, Topic.DLQ.value)}

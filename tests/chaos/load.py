@@ -49,9 +49,18 @@ class LoadStats:
 class LoadGenerator:
     """Submits at `rate` per second to the gateways, round robin; changes or withdraws some applications."""
 
-    def __init__(self, api_urls: list[str], api_key: str, *, rate: float, seed: int = 0,
-                 patch_share: float = 0.1, delete_share: float = 0.06, give_up_after: float = 180.0,
-                 max_in_flight: int = 400) -> None:
+    def __init__(
+        self,
+        api_urls: list[str],
+        api_key: str,
+        *,
+        rate: float,
+        seed: int = 0,
+        patch_share: float = 0.1,
+        delete_share: float = 0.06,
+        give_up_after: float = 180.0,
+        max_in_flight: int = 400,
+    ) -> None:
         self.api_urls = api_urls
         self.api_key = api_key
         self.rate = rate
@@ -69,8 +78,9 @@ class LoadGenerator:
     async def run(self, duration: float) -> None:
         """Submit for `duration` seconds (open loop), then wait for every request in flight to settle."""
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {self.api_key}"}, timeout=15,
-                                     limits=limits) as http:
+        async with httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {self.api_key}"}, timeout=15, limits=limits
+        ) as http:
             self._http = http
             started = time.monotonic()
             n = 0
@@ -144,14 +154,18 @@ class LoadGenerator:
         self.stats.accepted[tracked.id] = tracked
         roll = self.rng.random()
         if roll < self.patch_share + self.delete_share:
-            self._spawn(self._change(tracked, patch=roll < self.patch_share,
-                                     delete=roll >= self.patch_share or self.rng.random() < 0.3))
+            self._spawn(
+                self._change(
+                    tracked, patch=roll < self.patch_share, delete=roll >= self.patch_share or self.rng.random() < 0.3
+                )
+            )
 
     async def _change(self, tracked: Tracked, *, patch: bool, delete: bool) -> None:
         await asyncio.sleep(self.rng.uniform(0, 3))
         if patch:
-            response, _ = await self._request("PATCH", f"{URL}/{tracked.id}",
-                                           json={"credit_score": self.rng.randint(520, 840)})
+            response, _ = await self._request(
+                "PATCH", f"{URL}/{tracked.id}", json={"credit_score": self.rng.randint(520, 840)}
+            )
             if response is not None and response.status_code == 202:
                 tracked.patches += 1
             elif response is not None:

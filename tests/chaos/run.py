@@ -76,17 +76,20 @@ class ChaosReport:
         """The one-line summary."""
         faults = " ".join(f"{kind}={n}" for kind, n in sorted(self.faults.items()))
         answers = " ".join(f"{k.replace(' ', ':')}={n}" for k, n in sorted(self.load.attempts.items()))
-        return (f"{self.verdict.summary()} {self.poison.summary()} faults[{faults}] retries={self.load.retries} "
-                f"abandoned={self.load.abandoned} rejected={self.load.rejected} answers[{answers}] "
-                f"duration={self.seconds:.0f}s seed={self.config.seed}")
+        return (
+            f"{self.verdict.summary()} {self.poison.summary()} faults[{faults}] retries={self.load.retries} "
+            f"abandoned={self.load.abandoned} rejected={self.load.rejected} answers[{answers}] "
+            f"duration={self.seconds:.0f}s seed={self.config.seed}"
+        )
 
 
 def _say(message: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-async def chaos(config: ChaosConfig, infra: Infra, fleet: Fleet, api_key: str,
-                log: Callable[[str], None] = _say) -> ChaosReport:
+async def chaos(
+    config: ChaosConfig, infra: Infra, fleet: Fleet, api_key: str, log: Callable[[str], None] = _say
+) -> ChaosReport:
     """Load + faults on a running stack, then drain and verify."""
     rng = random.Random(config.seed)  # noqa: S311 - reproducible fault timing, not secrets
     settings = infra.settings()
@@ -94,11 +97,14 @@ async def chaos(config: ChaosConfig, infra: Infra, fleet: Fleet, api_key: str,
     load = LoadGenerator(gateways, api_key, rate=config.rate, seed=config.seed)
     injector = FaultInjector(fleet, infra, rng, log)
     plan = schedule(config.faults, config.duration, rng)
-    log(f"load {config.rate}/s for {config.duration:.0f}s; faults planned: "
-        + ", ".join(f"{kind}@{at:.0f}s" for at, kind in plan))
+    log(
+        f"load {config.rate}/s for {config.duration:.0f}s; faults planned: "
+        + ", ".join(f"{kind}@{at:.0f}s" for at, kind in plan)
+    )
     pool = await asyncpg.create_pool(infra.postgres.primary_url, min_size=0, max_size=4)
-    poison = PoisonSource(settings, pool, gateways, api_key, load.stats, interval=config.poison_interval,
-                          seed=config.seed)
+    poison = PoisonSource(
+        settings, pool, gateways, api_key, load.stats, interval=config.poison_interval, seed=config.seed
+    )
     started = time.monotonic()
     try:
         # The load goes on until the duration has passed and the last fault has recovered.
@@ -109,9 +115,11 @@ async def chaos(config: ChaosConfig, infra: Infra, fleet: Fleet, api_key: str,
             await asyncio.wait({loading}, timeout=10)
             if faults.done() and time.monotonic() - started >= config.duration:
                 load.stop()
-            log(f"t={time.monotonic() - started:.0f}s accepted={len(load.stats.accepted)} "
+            log(
+                f"t={time.monotonic() - started:.0f}s accepted={len(load.stats.accepted)} "
                 f"in_flight={load.in_flight} retries={load.stats.retries} decided={await _decided(pool)} "
-                f"faults={sum(injector.counts.values())}")
+                f"faults={sum(injector.counts.values())}"
+            )
         await loading
         await faults
         poison.stop()
@@ -123,8 +131,7 @@ async def chaos(config: ChaosConfig, infra: Infra, fleet: Fleet, api_key: str,
         await poison.count_dead_letters(verdict.dead_letter_keys)
     finally:
         await pool.close()
-    report = ChaosReport(config, verdict, load.stats, dict(injector.counts), time.monotonic() - started,
-                         poison.stats)
+    report = ChaosReport(config, verdict, load.stats, dict(injector.counts), time.monotonic() - started, poison.stats)
     for example in verdict.examples:
         log(f"problem: {example}")
     return report
@@ -132,8 +139,11 @@ async def chaos(config: ChaosConfig, infra: Infra, fleet: Fleet, api_key: str,
 
 async def _decided(pool: asyncpg.Pool) -> str:
     try:
-        return str(await pool.fetchval(
-            "SELECT count(*) FROM loan_applications WHERE status NOT IN ('pending', 'withdrawn')", timeout=5))
+        return str(
+            await pool.fetchval(
+                "SELECT count(*) FROM loan_applications WHERE status NOT IN ('pending', 'withdrawn')", timeout=5
+            )
+        )
     except (TimeoutError, OSError, asyncpg.PostgresError):
         return "?"
 
@@ -162,15 +172,21 @@ def _fresh_state() -> Path:
 def run(config: ChaosConfig, log: Callable[[str], None] = _say) -> ChaosReport:
     """Start a stack of its own, run `chaos` on it, and stop everything."""
     state = config.state_dir or _fresh_state()
-    ports = Ports(pg_primary=free_port(), pg_replica=free_port(), kafka=[free_port()],
-                  kafka_controller=[free_port()], services={name: free_port() for name in SERVICES},
-                  ops={name: free_port() for name in OPS_PORTS})
-    infra = Infra(state, ports, durable=config.durable, partitions=6, kafka_nodes=config.kafka_nodes,
-                  kafka_heap="384m")
+    ports = Ports(
+        pg_primary=free_port(),
+        pg_replica=free_port(),
+        kafka=[free_port()],
+        kafka_controller=[free_port()],
+        services={name: free_port() for name in SERVICES},
+        ops={name: free_port() for name in OPS_PORTS},
+    )
+    infra = Infra(state, ports, durable=config.durable, partitions=6, kafka_nodes=config.kafka_nodes, kafka_heap="384m")
     fleet: Fleet | None = None
     try:
-        log(f"starting the stack in {state} (Kafka nodes: {config.kafka_nodes}, "
-            f"{config.instances} instance(s) of every service)")
+        log(
+            f"starting the stack in {state} (Kafka nodes: {config.kafka_nodes}, "
+            f"{config.instances} instance(s) of every service)"
+        )
         infra.start()
         api_key = asyncio.run(_api_key(infra.postgres.primary_url))
         fleet = Fleet.on(infra)
@@ -190,18 +206,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=15.0, help="submissions per second (default 15)")
     parser.add_argument("--instances", type=int, default=2, help="instances of every service (default 2)")
     parser.add_argument("--kafka-nodes", type=int, default=1, help="Kafka brokers (1 or 3)")
-    parser.add_argument("--faults", default=",".join(DEFAULT_FAULTS),
-                        help=f"comma-separated, from: {', '.join(ALL_FAULTS)}")
+    parser.add_argument(
+        "--faults", default=",".join(DEFAULT_FAULTS), help=f"comma-separated, from: {', '.join(ALL_FAULTS)}"
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed (printed at the end)")
-    parser.add_argument("--poison-interval", type=float, default=2.0,
-                        help="seconds between poison messages (default 2; 0: none)")
+    parser.add_argument(
+        "--poison-interval", type=float, default=2.0, help="seconds between poison messages (default 2; 0: none)"
+    )
     args = parser.parse_args(argv)
     faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
     unknown = set(faults) - set(ALL_FAULTS)
     if unknown:
         parser.error(f"unknown fault(s): {', '.join(sorted(unknown))}")
-    config = ChaosConfig(duration=args.duration, rate=args.rate, instances=args.instances,
-                         kafka_nodes=args.kafka_nodes, faults=faults, poison_interval=args.poison_interval)
+    config = ChaosConfig(
+        duration=args.duration,
+        rate=args.rate,
+        instances=args.instances,
+        kafka_nodes=args.kafka_nodes,
+        faults=faults,
+        poison_interval=args.poison_interval,
+    )
     if args.seed is not None:
         config.seed = args.seed
     report = run(config)

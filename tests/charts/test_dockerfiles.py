@@ -112,17 +112,29 @@ def test_requirements_helper(tmp_path: Path) -> None:
 def test_images_install_only_the_runtime_packages() -> None:
     """The image installs shared/ and its own service; the development package and its matplotlib stay out."""
     copied = re.findall(r"^COPY (?!--from)(.*) \S+$", TEXT, re.M)
-    assert sorted(copied) == sorted([
-        "constraints.txt", "docker/requirements-from-pyproject.py", "shared/pyproject.toml",
-        "services/${SERVICE}/pyproject.toml", "shared/", "services/${SERVICE}/",
-    ])
+    assert sorted(copied) == sorted(
+        [
+            "constraints.txt",
+            "docker/requirements-from-pyproject.py",
+            "shared/pyproject.toml",
+            "services/${SERVICE}/pyproject.toml",
+            "shared/",
+            "services/${SERVICE}/",
+        ]
+    )
     assert "devtools" not in TEXT and "fastloans-dev" not in TEXT and "[analysis]" not in TEXT
     assert not any("devtools" in line for line in (REPO_ROOT / ".dockerignore").read_text().splitlines())
     for image in services.images():
         result = subprocess.run(
-            ["python3", str(DOCKER / "requirements-from-pyproject.py"),
-             str(REPO_ROOT / "shared" / "pyproject.toml"), str(REPO_ROOT / "services" / image / "pyproject.toml")],
-            capture_output=True, text=True, check=True,
+            [
+                "python3",
+                str(DOCKER / "requirements-from-pyproject.py"),
+                str(REPO_ROOT / "shared" / "pyproject.toml"),
+                str(REPO_ROOT / "services" / image / "pyproject.toml"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         names = {re.split(r"[\[<>=~! ]", line, maxsplit=1)[0].lower() for line in result.stdout.splitlines()}
         assert not names & {"matplotlib", "fastloans-dev", "psutil"}, (image, names)

@@ -352,8 +352,12 @@ def test_gateway_ops_routes_are_off_the_ingress_path(render) -> None:
     for rule in named(objects, "Ingress", f"{FULL}-gateway")["spec"]["rules"]:
         assert {path["backend"]["service"]["port"]["name"] for path in rule["http"]["paths"]} == {"http"}
     rules = named(objects, "NetworkPolicy", f"{FULL}-gateway")["spec"]["ingress"]
-    ports = {rule["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]:
-             [p["port"] for p in rule["ports"]] for rule in rules}
+    ports = {
+        rule["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]: [
+            p["port"] for p in rule["ports"]
+        ]
+        for rule in rules
+    }
     assert ports == {"monitoring": ["ops"], "ingress-nginx": ["http"]}
     service = named(objects, "Service", f"{FULL}-gateway")
     assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} == {"http": "http", "ops": "ops"}

@@ -32,15 +32,32 @@ def assert_problem(response: httpx.Response, status: int, field: str | None = No
 
 
 INVALID = [
-    ("loan_amount", 0), ("loan_amount", -5), ("loan_amount", "12.345"), ("loan_amount", "abc"),
-    ("loan_amount", True), ("loan_amount", "NaN"), ("loan_amount", "1e400"), ("loan_amount", 1e15),
-    ("monthly_income", 0), ("monthly_income", "-1.00"), ("monthly_income", None),
-    ("monthly_debt", -0.01), ("monthly_debt", [1]),
-    ("credit_score", 299), ("credit_score", 851), ("credit_score", 700.5), ("credit_score", "700"),
+    ("loan_amount", 0),
+    ("loan_amount", -5),
+    ("loan_amount", "12.345"),
+    ("loan_amount", "abc"),
+    ("loan_amount", True),
+    ("loan_amount", "NaN"),
+    ("loan_amount", "1e400"),
+    ("loan_amount", 1e15),
+    ("monthly_income", 0),
+    ("monthly_income", "-1.00"),
+    ("monthly_income", None),
+    ("monthly_debt", -0.01),
+    ("monthly_debt", [1]),
+    ("credit_score", 299),
+    ("credit_score", 851),
+    ("credit_score", 700.5),
+    ("credit_score", "700"),
     ("credit_score", True),
-    ("employment_status", "pirate"), ("employment_status", 3), ("employment_status", ""),
-    ("loan_purpose", "yacht"), ("loan_purpose", None),
-    ("applicant_name", ""), ("applicant_name", "x" * 201), ("applicant_name", 12),
+    ("employment_status", "pirate"),
+    ("employment_status", 3),
+    ("employment_status", ""),
+    ("loan_purpose", "yacht"),
+    ("loan_purpose", None),
+    ("applicant_name", ""),
+    ("applicant_name", "x" * 201),
+    ("applicant_name", 12),
 ]
 
 
@@ -79,11 +96,11 @@ async def test_choices_are_case_insensitive(client: httpx.AsyncClient) -> None:
         (b"{}", "text/plain", 415),
         (b'{"applicant_name": "' + b"x" * 20_000 + b'"}', "application/json", 413),
     ],
-    ids=["truncated", "not-utf8", "array", "nan", "infinity", "huge-int", "deep-nesting", "form", "text",
-         "oversized"],
+    ids=["truncated", "not-utf8", "array", "nan", "infinity", "huge-int", "deep-nesting", "form", "text", "oversized"],
 )
-async def test_malformed_bodies_get_a_clear_4xx(client: httpx.AsyncClient, content: bytes, content_type: str,
-                                                status: int) -> None:
+async def test_malformed_bodies_get_a_clear_4xx(
+    client: httpx.AsyncClient, content: bytes, content_type: str, status: int
+) -> None:
     assert_problem(await client.post(URL, content=content, headers={"content-type": content_type}), status)
 
 
@@ -123,8 +140,9 @@ async def test_revoked_keys_stop_working(api_url: str, migrated_db) -> None:
         assert_problem(await http.post(URL, json=APPROVED), 401)
 
 
-async def test_a_tenant_never_sees_another_tenants_application(client: httpx.AsyncClient, api_url: str,
-                                                               migrated_db) -> None:
+async def test_a_tenant_never_sees_another_tenants_application(
+    client: httpx.AsyncClient, api_url: str, migrated_db
+) -> None:
     created = await submit(client, APPROVED)
     other = await issue_test_key(migrated_db.primary_url, f"other-{uuid.uuid4().hex[:6]}")
     async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {other}"}) as intruder:
@@ -149,13 +167,17 @@ async def test_idempotency_key(client: httpx.AsyncClient, pg) -> None:
     assert_problem(different, 422, "Idempotency-Key")
     # Concurrent retries with one key still make one application.
     key = f"idem-{uuid.uuid4()}"
-    responses = await asyncio.gather(*[client.post(URL, json=APPROVED, headers={"Idempotency-Key": key})
-                                       for _ in range(5)])
+    responses = await asyncio.gather(
+        *[client.post(URL, json=APPROVED, headers={"Idempotency-Key": key}) for _ in range(5)]
+    )
     assert {r.status_code for r in responses} == {202}
     assert len({r.json()["id"] for r in responses}) == 1
     # Keys expire after IDEMPOTENCY_TTL: an expired key may be used again.
-    await pg.execute("UPDATE idempotency_keys SET created_at = now() - $2::interval WHERE key = $1", key,
-                     IDEMPOTENCY_TTL + timedelta(hours=1))
+    await pg.execute(
+        "UPDATE idempotency_keys SET created_at = now() - $2::interval WHERE key = $1",
+        key,
+        IDEMPOTENCY_TTL + timedelta(hours=1),
+    )
     renewed = await client.post(URL, json={**APPROVED, "loan_amount": "2500"}, headers={"Idempotency-Key": key})
     assert renewed.status_code == 202 and renewed.json()["id"] != responses[0].json()["id"]
 
@@ -262,15 +284,20 @@ async def test_noop_floor_endpoint_is_unauthenticated_and_undocumented(api_url: 
 # -- strict input: hostile or ambiguous values are refused with a 4xx, never stored, never a 500 ----------
 
 UNSTORABLE_NAMES = [
-    ("nul", "Ada\x00Lovelace"), ("ansi", "\x1b[31mAda\x1b[0m"), ("crlf", "Ada\r\nX-Injected: 1"),
-    ("bidi-override", "\u202eecalevoL adA"), ("bidi-isolate", "Ada \u2066Lovelace\u2069"),
-    ("zero-width-only", "\u200b\u200b"), ("filler-only", "\u3164"),
+    ("nul", "Ada\x00Lovelace"),
+    ("ansi", "\x1b[31mAda\x1b[0m"),
+    ("crlf", "Ada\r\nX-Injected: 1"),
+    ("bidi-override", "\u202eecalevoL adA"),
+    ("bidi-isolate", "Ada \u2066Lovelace\u2069"),
+    ("zero-width-only", "\u200b\u200b"),
+    ("filler-only", "\u3164"),
 ]
 
 
 @pytest.mark.parametrize("name", [n for _, n in UNSTORABLE_NAMES], ids=[i for i, _ in UNSTORABLE_NAMES])
 async def test_names_with_control_or_invisible_characters_are_422_on_post_and_patch(
-        client: httpx.AsyncClient, name: str) -> None:
+    client: httpx.AsyncClient, name: str
+) -> None:
     assert_problem(await client.post(URL, json={**APPROVED, "applicant_name": name}), 422, "applicant_name")
     created = await submit(client, APPROVED)
     target = f"{URL}/{created['id']}"
@@ -284,8 +311,11 @@ async def test_names_are_stored_in_nfc(client: httpx.AsyncClient) -> None:
     assert (await client.get(f"{URL}/{created['id']}")).json()["applicant_name"] == "José García"
 
 
-@pytest.mark.parametrize("amount", ["1_000", "\u0661\u0660\u0660\u0660", "\uff11\uff10\uff10\uff10"],
-                         ids=["underscore", "arabic-indic", "full-width"])
+@pytest.mark.parametrize(
+    "amount",
+    ["1_000", "\u0661\u0660\u0660\u0660", "\uff11\uff10\uff10\uff10"],
+    ids=["underscore", "arabic-indic", "full-width"],
+)
 async def test_money_takes_only_ascii_digits(client: httpx.AsyncClient, amount: str) -> None:
     assert_problem(await client.post(URL, json={**APPROVED, "loan_amount": amount}), 422, "loan_amount")
     created = await submit(client, APPROVED)
@@ -293,21 +323,33 @@ async def test_money_takes_only_ascii_digits(client: httpx.AsyncClient, amount: 
 
 
 async def test_duplicate_keys_are_refused_naming_the_key(client: httpx.AsyncClient) -> None:
-    body = b'{"applicant_name": "Ada Lovelace", "credit_score": 750, "loan_amount": "1.00", "loan_purpose": "car", ' \
-           b'"monthly_income": "5000.00", "monthly_debt": "0", "employment_status": "employed", ' \
-           b'"loan_amount": "900000.00"}'
+    body = (
+        b'{"applicant_name": "Ada Lovelace", "credit_score": 750, "loan_amount": "1.00", "loan_purpose": "car", '
+        b'"monthly_income": "5000.00", "monthly_debt": "0", "employment_status": "employed", '
+        b'"loan_amount": "900000.00"}'
+    )
     response = await client.post(URL, content=body, headers={"content-type": "application/json"})
     assert_problem(response, 422, "loan_amount")
     created = await submit(client, APPROVED)
-    response = await client.patch(f"{URL}/{created['id']}", content=b'{"credit_score": 800, "credit_score": 300}',
-                                  headers={"content-type": "application/json"})
+    response = await client.patch(
+        f"{URL}/{created['id']}",
+        content=b'{"credit_score": 800, "credit_score": 300}',
+        headers={"content-type": "application/json"},
+    )
     assert_problem(response, 422, "credit_score")
 
 
-@pytest.mark.parametrize("content_type", [
-    "application/merge-patch+json", "application/vnd.fastloans+json", "application/json; charset=latin-1",
-    "application/json; charset=utf-16", "application/json; boundary=x", "application/jsonp",
-])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/merge-patch+json",
+        "application/vnd.fastloans+json",
+        "application/json; charset=latin-1",
+        "application/json; charset=utf-16",
+        "application/json; boundary=x",
+        "application/jsonp",
+    ],
+)
 async def test_only_application_json_in_utf_8_is_accepted(client: httpx.AsyncClient, content_type: str) -> None:
     assert_problem(await client.post(URL, content=json_bytes(APPROVED), headers={"content-type": content_type}), 415)
 
@@ -324,8 +366,9 @@ def json_bytes(body: dict) -> bytes:
 
 
 async def test_negative_zero_is_zero_in_the_202_and_on_get(client: httpx.AsyncClient) -> None:
-    response = await client.post(URL, content=json_bytes(APPROVED).replace(b'"1000.00"', b"-0.00"),
-                                 headers={"content-type": "application/json"})
+    response = await client.post(
+        URL, content=json_bytes(APPROVED).replace(b'"1000.00"', b"-0.00"), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 202, response.text
     assert response.json()["monthly_debt"] == "0.00"
     assert (await client.get(f"{URL}/{response.json()['id']}")).json()["monthly_debt"] == "0.00"
@@ -335,19 +378,31 @@ async def test_idempotency_compares_values_not_their_spelling(client: httpx.Asyn
     key = f"idem-{uuid.uuid4()}"
     first = await client.post(URL, json=APPROVED, headers={"Idempotency-Key": key})
     assert first.status_code == 202
-    for same in ({"loan_amount": 2000}, {"loan_amount": "2e3", "monthly_debt": 1000.0},
-                 {"applicant_name": "  Ada Lovelace ", "employment_status": "Employed"}):
+    for same in (
+        {"loan_amount": 2000},
+        {"loan_amount": "2e3", "monthly_debt": 1000.0},
+        {"applicant_name": "  Ada Lovelace ", "employment_status": "Employed"},
+    ):
         again = await client.post(URL, json={**APPROVED, **same}, headers={"Idempotency-Key": key})
         assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true", (same, again.text)
         assert again.json()["id"] == first.json()["id"]
-    assert_problem(await client.post(URL, json={**APPROVED, "loan_amount": 2000.01}, headers={"Idempotency-Key": key}),
-                   422, "Idempotency-Key")
+    assert_problem(
+        await client.post(URL, json={**APPROVED, "loan_amount": 2000.01}, headers={"Idempotency-Key": key}),
+        422,
+        "Idempotency-Key",
+    )
 
 
-@pytest.mark.parametrize("body", [
-    b'{"loan_amount": 1e99999999999999999999}', b'{"loan_amount": -1E+1000000000000000000000000}',
-    b'{"applicant_name": "Ada\\ud800"}', b'{"\\udfff": 1}',
-], ids=["huge-exponent", "huge-negative-exponent", "lone-surrogate-value", "lone-surrogate-key"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"loan_amount": 1e99999999999999999999}',
+        b'{"loan_amount": -1E+1000000000000000000000000}',
+        b'{"applicant_name": "Ada\\ud800"}',
+        b'{"\\udfff": 1}',
+    ],
+    ids=["huge-exponent", "huge-negative-exponent", "lone-surrogate-value", "lone-surrogate-key"],
+)
 async def test_numbers_and_strings_python_cannot_hold_are_400(client: httpx.AsyncClient, body: bytes) -> None:
     assert_problem(await client.post(URL, content=body, headers={"content-type": "application/json"}), 400)
     created = await submit(client, APPROVED)
@@ -359,11 +414,19 @@ def raw_cursor(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode()
 
 
-@pytest.mark.parametrize("cursor", [
-    raw_cursor(f"0001-01-01T00:00:00+14:00|{uuid.uuid4()}"), raw_cursor(f"9999-12-31T23:59:59-14:00|{uuid.uuid4()}"),
-    raw_cursor(f"2026-01-01T00:00:00+01:00|{uuid.uuid4()}"), raw_cursor(f"2026-01-01T00:00:00|{uuid.uuid4()}"),
-    raw_cursor("x|y"), "\x00", "é",
-], ids=["year-1-at-plus-14", "year-9999-at-minus-14", "other-offset", "naive", "junk", "nul", "non-ascii"])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        raw_cursor(f"0001-01-01T00:00:00+14:00|{uuid.uuid4()}"),
+        raw_cursor(f"9999-12-31T23:59:59-14:00|{uuid.uuid4()}"),
+        raw_cursor(f"2026-01-01T00:00:00+01:00|{uuid.uuid4()}"),
+        raw_cursor(f"2026-01-01T00:00:00|{uuid.uuid4()}"),
+        raw_cursor("x|y"),
+        "\x00",
+        "é",
+    ],
+    ids=["year-1-at-plus-14", "year-9999-at-minus-14", "other-offset", "naive", "junk", "nul", "non-ascii"],
+)
 async def test_cursors_the_api_never_issued_are_400(client: httpx.AsyncClient, cursor: str) -> None:
     response = await client.get(URL, params={"cursor": cursor})
     body = assert_problem(response, 400)

@@ -16,8 +16,14 @@ from fastloans.events import ApplicationDecided, ApplicationSubmitted, Facts, To
 from fastloans.kafka import create_topics, make_consumer, make_producer, send_all
 from fastloans.settings import Settings
 
-FACTS = Facts(credit_score=750, loan_amount="2000.00", monthly_income="5000.00", monthly_debt="1000.00",
-              employment_status="employed", loan_purpose="home_improvement")
+FACTS = Facts(
+    credit_score=750,
+    loan_amount="2000.00",
+    monthly_income="5000.00",
+    monthly_debt="1000.00",
+    employment_status="employed",
+    loan_purpose="home_improvement",
+)
 
 
 def _closed_port() -> int:
@@ -35,8 +41,12 @@ async def test_risk_and_approval_decide_without_a_database(infra, database: str)
 
     run = uuid.uuid4().hex[:8]
     prefix = f"nodb-{run}."
-    base = Settings(database_url=infra.postgres.primary_url, kafka_bootstrap_servers=infra.kafka.bootstrap_servers,
-                    kafka_topic_prefix=prefix, service_name="test-nodb")
+    base = Settings(
+        database_url=infra.postgres.primary_url,
+        kafka_bootstrap_servers=infra.kafka.bootstrap_servers,
+        kafka_topic_prefix=prefix,
+        service_name="test-nodb",
+    )
     await create_topics(base, partitions=1)
     extra = {"ENVIRONMENT": "test", "LOG_LEVEL": "INFO", "KAFKA_TOPIC_PREFIX": prefix}
     if database == "unreachable":
@@ -61,10 +71,13 @@ async def test_risk_and_approval_decide_without_a_database(infra, database: str)
 
         await decided.start()
         await producer.start()
-        event = ApplicationSubmitted(application_id=uuid.uuid4(), tenant_id=uuid.uuid4(), revision=1,
-                                     submitted_at=datetime.now(UTC), facts=FACTS)
-        await send_all(producer, [(base.topic(Topic.SUBMITTED.value), str(event.application_id).encode(),
-                                   event.encode(), event.headers())])
+        event = ApplicationSubmitted(
+            application_id=uuid.uuid4(), tenant_id=uuid.uuid4(), revision=1, submitted_at=datetime.now(UTC), facts=FACTS
+        )
+        await send_all(
+            producer,
+            [(base.topic(Topic.SUBMITTED.value), str(event.application_id).encode(), event.encode(), event.headers())],
+        )
         decision = await asyncio.wait_for(_decision_for(decided, event.application_id), timeout=60)
         assert decision.outcome == "approved" and decision.risk_score == 20
         assert decision.policy.version == "seed-1"

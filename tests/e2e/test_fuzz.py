@@ -25,33 +25,68 @@ from tests.conftest import MigratedDb, issue_test_key
 from tests.e2e.test_pipeline import APPROVED, URL
 
 PROBLEM = "application/problem+json"
-FUZZ = settings(max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck),
-                print_blob=True)
+FUZZ = settings(
+    max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck), print_blob=True
+)
 
 # Strings of every kind of character, surrogates included (written as JSON escapes).
 ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=40)
 # Names: letters mixed with what a name must not hold (controls, format characters, surrogates, separators),
 # the characters known to be trouble among them often.
-TROUBLE = st.sampled_from(["\x00", "\x1b", "\r", "\n", "\x7f", "\u202e", "\u2066", "\u200b", "\ufeff", "\ud800",
-                           "\udfff", "\u2028", "\u3164", "\u0301"])
-NAMES = st.text(st.one_of(TROUBLE, st.characters(categories=["Cc", "Cf", "Cs", "Zl", "Zp", "Zs", "Mn"]),
-                          st.characters(categories=["L"])), min_size=1, max_size=30)
+TROUBLE = st.sampled_from(
+    [
+        "\x00",
+        "\x1b",
+        "\r",
+        "\n",
+        "\x7f",
+        "\u202e",
+        "\u2066",
+        "\u200b",
+        "\ufeff",
+        "\ud800",
+        "\udfff",
+        "\u2028",
+        "\u3164",
+        "\u0301",
+    ]
+)
+NAMES = st.text(
+    st.one_of(
+        TROUBLE, st.characters(categories=["Cc", "Cf", "Cs", "Zl", "Zp", "Zs", "Mn"]), st.characters(categories=["L"])
+    ),
+    min_size=1,
+    max_size=30,
+)
 # Raw JSON number text, exponents far past what Python's Decimal represents included.
-NUMBER_TOKENS = st.one_of(st.from_regex(r"\A-?(0|[1-9][0-9]{0,30})(\.[0-9]{0,30})?([eE][+-]?[0-9]{1,30})?\Z"),
-                          st.from_regex(r"\A-?[1-9](\.[0-9]{1,3})?[eE][+-]?[1-9][0-9]{17,30}\Z"))
-ODD_DIGITS = st.text(st.sampled_from("0123456789_.,-+eE \u0660\u0661\u06f1\uff10\uff11\u0967\u00b2\u2155"),
-                     min_size=1, max_size=12)
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=-(10**40), max_value=10**40),
-                    st.floats(allow_nan=False, allow_infinity=False), ANY_TEXT, ODD_DIGITS)
-JSON_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(ANY_TEXT, inner, max_size=3), max_leaves=8)
+NUMBER_TOKENS = st.one_of(
+    st.from_regex(r"\A-?(0|[1-9][0-9]{0,30})(\.[0-9]{0,30})?([eE][+-]?[0-9]{1,30})?\Z"),
+    st.from_regex(r"\A-?[1-9](\.[0-9]{1,3})?[eE][+-]?[1-9][0-9]{17,30}\Z"),
+)
+ODD_DIGITS = st.text(
+    st.sampled_from("0123456789_.,-+eE \u0660\u0661\u06f1\uff10\uff11\u0967\u00b2\u2155"), min_size=1, max_size=12
+)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(10**40), max_value=10**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    ANY_TEXT,
+    ODD_DIGITS,
+)
+JSON_VALUES = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ANY_TEXT, inner, max_size=3), max_leaves=8
+)
 ENCODED = JSON_VALUES.map(json.dumps)
 MONEY = st.one_of(NUMBER_TOKENS, ODD_DIGITS.map(json.dumps), NUMBER_TOKENS.map(json.dumps), ENCODED)
 # For each field, values near the edge of what it takes, as JSON text.
 FIELD_VALUES = {
     "applicant_name": st.one_of(NAMES.map(json.dumps), ANY_TEXT.map(json.dumps), ENCODED),
     "credit_score": st.one_of(NUMBER_TOKENS, ODD_DIGITS.map(json.dumps), ENCODED),
-    "loan_amount": MONEY, "monthly_income": MONEY, "monthly_debt": MONEY,
+    "loan_amount": MONEY,
+    "monthly_income": MONEY,
+    "monthly_debt": MONEY,
     "loan_purpose": st.one_of(ANY_TEXT.map(json.dumps), ENCODED),
     "employment_status": st.one_of(ANY_TEXT.map(json.dumps), ENCODED),
 }
@@ -66,8 +101,12 @@ def nearly_valid_bodies(draw: st.DrawFn, *, partial: bool = False) -> bytes:
     members = [(name, json.dumps(value)) for name, value in APPROVED.items()]
     if partial:
         members = draw(st.lists(st.sampled_from(members), min_size=1, max_size=3, unique=True))
-    changed = draw(st.one_of(st.sets(st.integers(0, len(members) - 1), min_size=1, max_size=1),
-                             st.sets(st.integers(0, len(members) - 1), max_size=3)))
+    changed = draw(
+        st.one_of(
+            st.sets(st.integers(0, len(members) - 1), min_size=1, max_size=1),
+            st.sets(st.integers(0, len(members) - 1), max_size=3),
+        )
+    )
     for index in changed:
         name = members[index][0]
         members[index] = (name, draw(FIELD_VALUES[name]))
@@ -82,17 +121,30 @@ def nearly_valid_bodies(draw: st.DrawFn, *, partial: bool = False) -> bytes:
 def bodies(*, partial: bool = False) -> st.SearchStrategy[bytes]:
     """Mostly nearly valid bodies; some any JSON, some any bytes."""
     nearly = nearly_valid_bodies(partial=partial)
-    return st.one_of(nearly, nearly, nearly, nearly, JSON_VALUES.map(lambda v: json.dumps(v).encode()),
-                     st.binary(max_size=300))
+    return st.one_of(
+        nearly, nearly, nearly, nearly, JSON_VALUES.map(lambda v: json.dumps(v).encode()), st.binary(max_size=300)
+    )
 
 
 # Header values HTTP can carry: visible ASCII and obs-text, no CR, LF or NUL.
-HEADER_VALUES = st.binary(max_size=80).map(lambda raw: bytes(b for b in raw if b >= 0x20 and b != 0x7f).strip())
+HEADER_VALUES = st.binary(max_size=80).map(lambda raw: bytes(b for b in raw if b >= 0x20 and b != 0x7F).strip())
 JSON_TYPE = st.sampled_from([b"application/json", b"application/json; charset=utf-8"])
-CONTENT_TYPES = st.one_of(JSON_TYPE, JSON_TYPE, JSON_TYPE,
-                          st.sampled_from([b"application/json; charset=latin-1", b"application/x+json", b"",
-                                           b"text/plain", b"application/json;;", b"application/json; charset"]),
-                          HEADER_VALUES)
+CONTENT_TYPES = st.one_of(
+    JSON_TYPE,
+    JSON_TYPE,
+    JSON_TYPE,
+    st.sampled_from(
+        [
+            b"application/json; charset=latin-1",
+            b"application/x+json",
+            b"",
+            b"text/plain",
+            b"application/json;;",
+            b"application/json; charset",
+        ]
+    ),
+    HEADER_VALUES,
+)
 
 
 @st.composite
@@ -102,8 +154,9 @@ def cursors(draw: st.DrawFn) -> str:
     edge = st.sampled_from([datetime.min, datetime.max, datetime(1, 1, 1, 13, 59), datetime(9999, 12, 31, 10)])
     created = draw(st.one_of(edge, st.datetimes())).replace(tzinfo=offset)
     ident = draw(st.one_of(st.uuids().map(str), st.uuids().map(str), ANY_TEXT))
-    inner = draw(st.one_of(st.just(f"{created.isoformat()}|{ident}"), st.just(f"{created.isoformat()}|{ident}"),
-                           ANY_TEXT))
+    inner = draw(
+        st.one_of(st.just(f"{created.isoformat()}|{ident}"), st.just(f"{created.isoformat()}|{ident}"), ANY_TEXT)
+    )
     encoded = base64.urlsafe_b64encode(inner.encode("utf-8", "surrogatepass")).decode()
     return draw(st.one_of(st.just(encoded), st.just(encoded), st.just(encoded.rstrip("=")), ANY_TEXT))
 
@@ -123,8 +176,15 @@ def moments(draw: st.DrawFn) -> str:
 
 QUERY_STRINGS = st.one_of(
     cursors().map(lambda cursor: _query({"cursor": cursor})),
-    st.fixed_dictionaries({}, optional={"cursor": cursors(), "limit": st.one_of(ANY_TEXT, st.integers().map(str)),
-                                        "status": ANY_TEXT, "wait": ANY_TEXT}).map(_query),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "cursor": cursors(),
+            "limit": st.one_of(ANY_TEXT, st.integers().map(str)),
+            "status": ANY_TEXT,
+            "wait": ANY_TEXT,
+        },
+    ).map(_query),
     st.binary(max_size=60).map(lambda raw: quote(raw, safe="=&%")),
 )
 
@@ -178,18 +238,33 @@ def test_post_bodies_never_get_a_5xx(http: httpx.Client, body: bytes, content_ty
 @FUZZ
 @given(body=bodies(partial=True), content_type=CONTENT_TYPES)
 @example(body=b'{"applicant_name": "Ada\\u0000Lovelace"}', content_type=b"application/json")
-def test_patch_bodies_never_get_a_5xx(http: httpx.Client, application: str, body: bytes,
-                                      content_type: bytes) -> None:
+def test_patch_bodies_never_get_a_5xx(http: httpx.Client, application: str, body: bytes, content_type: bytes) -> None:
     assert_answered(http.patch(application, content=body, headers={"content-type": content_type}))
 
 
 @FUZZ
-@given(idempotency_key=HEADER_VALUES, accept=HEADER_VALUES, traceparent=HEADER_VALUES, tracestate=HEADER_VALUES,
-       authorization=st.one_of(st.none(), HEADER_VALUES))
-def test_headers_never_get_a_5xx(http: httpx.Client, idempotency_key: bytes, accept: bytes, traceparent: bytes,
-                                 tracestate: bytes, authorization: bytes | None) -> None:
-    headers = {"content-type": b"application/json", "idempotency-key": idempotency_key or b"k", "accept": accept,
-               "traceparent": traceparent, "tracestate": tracestate}
+@given(
+    idempotency_key=HEADER_VALUES,
+    accept=HEADER_VALUES,
+    traceparent=HEADER_VALUES,
+    tracestate=HEADER_VALUES,
+    authorization=st.one_of(st.none(), HEADER_VALUES),
+)
+def test_headers_never_get_a_5xx(
+    http: httpx.Client,
+    idempotency_key: bytes,
+    accept: bytes,
+    traceparent: bytes,
+    tracestate: bytes,
+    authorization: bytes | None,
+) -> None:
+    headers = {
+        "content-type": b"application/json",
+        "idempotency-key": idempotency_key or b"k",
+        "accept": accept,
+        "traceparent": traceparent,
+        "tracestate": tracestate,
+    }
     if authorization is not None:
         headers["authorization"] = authorization
     assert_answered(http.post(URL, content=json.dumps(APPROVED).encode(), headers=headers))
@@ -204,12 +279,16 @@ def test_list_query_strings_never_get_a_5xx(http: httpx.Client, query: str) -> N
 
 
 @FUZZ
-@given(segment=st.one_of(st.uuids().map(str), ANY_TEXT, st.binary(max_size=40).map(quote)), query=QUERY_STRINGS,
-       method=st.sampled_from(["GET", "HEAD", "DELETE", "PATCH", "PUT", "OPTIONS", "PROPFIND", "TRACE"]))
+@given(
+    segment=st.one_of(st.uuids().map(str), ANY_TEXT, st.binary(max_size=40).map(quote)),
+    query=QUERY_STRINGS,
+    method=st.sampled_from(["GET", "HEAD", "DELETE", "PATCH", "PUT", "OPTIONS", "PROPFIND", "TRACE"]),
+)
 def test_paths_and_methods_never_get_a_5xx(http: httpx.Client, segment: str, query: str, method: str) -> None:
     path = quote(segment.encode("utf-8", "surrogatepass"), safe="%")
-    response = http.request(method, f"{URL}/{path}?{query}", content=b"{}",
-                            headers={"content-type": "application/json"})
+    response = http.request(
+        method, f"{URL}/{path}?{query}", content=b"{}", headers={"content-type": "application/json"}
+    )
     assert response.status_code < 500, (method, path, query, response.text[:300])
 
 

@@ -51,11 +51,18 @@ def gateway(infra: object) -> Iterator[Gateway]:
     from fastloans_dev.devstack.stack import ServiceSet
     from fastloans_dev.devstack.system import free_port
 
-    service_set = ServiceSet(infra, extra_env={  # type: ignore[arg-type]
-        "ENVIRONMENT": "test", "RATE_LIMIT_PER_SECOND": "0", "AUTH_CACHE_SECONDS": "0",
-        "HTTP_HEADER_TIMEOUT_SECONDS": str(HEAD_TIMEOUT), "HTTP_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
-        "HTTP_KEEPALIVE_SECONDS": str(KEEPALIVE), "HTTP_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
-    })
+    service_set = ServiceSet(
+        infra,
+        extra_env={  # type: ignore[arg-type]
+            "ENVIRONMENT": "test",
+            "RATE_LIMIT_PER_SECOND": "0",
+            "AUTH_CACHE_SECONDS": "0",
+            "HTTP_HEADER_TIMEOUT_SECONDS": str(HEAD_TIMEOUT),
+            "HTTP_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
+            "HTTP_KEEPALIVE_SECONDS": str(KEEPALIVE),
+            "HTTP_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+        },
+    )
     child = service_set.start("gateway", instance="gateway-limits", port=free_port())
     try:
         service_set.wait_ready(child)
@@ -120,8 +127,9 @@ def test_an_oversized_head_gets_431_at_once_and_memory_stays_bounded(gateway: Ga
     assert problem_of(response)["status"] == 431
     # Four connections holding unfinished 16 MB headers at the same time.
     socks = [gateway.connect() for _ in range(4)]
-    sent += send_until_answered(socks, [b"GET /api/v1/loan_applications HTTP/1.1\r\nHost: x\r\nX-Held: "] * 4,
-                                filler, 16 << 20)
+    sent += send_until_answered(
+        socks, [b"GET /api/v1/loan_applications HTTP/1.1\r\nHost: x\r\nX-Held: "] * 4, filler, 16 << 20
+    )
     for sock in socks:
         response, _ = read_response(sock)
         assert status_of(response) == 431, response[:200]
@@ -157,8 +165,11 @@ def noop_requests(gateway: Gateway) -> float:
     """How many requests the gateway has counted on /noop (from its /metrics)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{gateway.ops_port}/metrics", timeout=10) as response:
         text = response.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("fastloans_http_requests_total{") and 'route="/noop"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("fastloans_http_requests_total{") and 'route="/noop"' in line
+    )
 
 
 def test_nothing_pipelined_behind_a_refused_head_is_served(gateway: Gateway) -> None:
@@ -204,8 +215,10 @@ def test_idle_connections_are_closed(gateway: Gateway) -> None:
 
 def test_a_slow_body_gets_408_after_the_body_timeout(gateway: Gateway, tenant_key: str) -> None:
     with gateway.connect() as sock:
-        sock.sendall(f"POST {URL} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tenant_key}\r\n"
-                     "Content-Type: application/json\r\nContent-Length: 2000\r\n\r\n{".encode())
+        sock.sendall(
+            f"POST {URL} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tenant_key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 2000\r\n\r\n{".encode()
+        )
         started = time.monotonic()
         while time.monotonic() - started < BODY_TIMEOUT + 5:
             if select.select([sock], [], [], 0.2)[0]:
@@ -233,8 +246,10 @@ def post_statuses(gateway: Gateway) -> dict[str, float]:
 def test_a_client_that_leaves_mid_body_is_counted_as_499_not_500(gateway: Gateway, tenant_key: str) -> None:
     before = post_statuses(gateway)
     with gateway.connect() as sock:
-        sock.sendall(f"POST {URL} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tenant_key}\r\n"
-                     "Content-Type: application/json\r\nContent-Length: 2000\r\n\r\n{".encode())
+        sock.sendall(
+            f"POST {URL} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tenant_key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 2000\r\n\r\n{".encode()
+        )
         time.sleep(0.3)  # the request is under way: the app is reading its body
     deadline = time.monotonic() + 10
     while (after := post_statuses(gateway)).get("499", 0) <= before.get("499", 0) and time.monotonic() < deadline:
@@ -278,8 +293,9 @@ def test_a_blocking_client_sending_5_mb_reads_the_413(gateway: Gateway, tenant_k
     finally:
         connection.close()
     # A body within the limit still goes through on the same server.
-    small = urllib.request.Request(f"http://127.0.0.1:{gateway.port}{URL}", data=json.dumps(APPROVED).encode(),
-                                   headers=headers)
+    small = urllib.request.Request(
+        f"http://127.0.0.1:{gateway.port}{URL}", data=json.dumps(APPROVED).encode(), headers=headers
+    )
     with urllib.request.urlopen(small, timeout=30) as accepted:  # noqa: S310 - loopback
         assert accepted.status == 202
 
@@ -303,8 +319,14 @@ def test_several_worker_processes_keep_the_limits_and_the_ops_port(infra: object
     from fastloans_dev.devstack.stack import ServiceSet
     from fastloans_dev.devstack.system import free_port
 
-    service_set = ServiceSet(infra, extra_env={  # type: ignore[arg-type]
-        "ENVIRONMENT": "test", "WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    service_set = ServiceSet(
+        infra,
+        extra_env={  # type: ignore[arg-type]
+            "ENVIRONMENT": "test",
+            "WEB_CONCURRENCY": "2",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        },
+    )
     child = service_set.start("gateway", instance="gateway-limits-workers", port=free_port())
     try:
         service_set.wait_ready(child)

@@ -107,9 +107,16 @@ async def wait_decided(http: httpx.AsyncClient, application_id: str) -> dict:
 
 async def publish_poison(settings, topic: Topic, application_id: uuid.UUID) -> None:
     """A message on `topic` that is JSON but not a valid event, carrying applicant data it must not leak."""
-    body = {"type": "ApplicationSubmitted" if topic is Topic.SUBMITTED else "ApplicationDecided", "version": 1,
-            "application_id": str(application_id), "tenant_id": str(uuid.uuid4()), "revision": 1,
-            "submitted_at": datetime.now(UTC).isoformat(), "applicant_name": NAME, "monthly_income": INCOME}
+    body = {
+        "type": "ApplicationSubmitted" if topic is Topic.SUBMITTED else "ApplicationDecided",
+        "version": 1,
+        "application_id": str(application_id),
+        "tenant_id": str(uuid.uuid4()),
+        "revision": 1,
+        "submitted_at": datetime.now(UTC).isoformat(),
+        "applicant_name": NAME,
+        "monthly_income": INCOME,
+    }
     producer = make_producer(settings)
     await producer.start()
     try:
@@ -150,8 +157,11 @@ async def traffic(services, infra, tenant_key: str) -> Traffic:
     before = scrape_all(ports)
     poison_id = uuid.uuid4()
     await publish_poison(infra.settings(), Topic.SUBMITTED, poison_id)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{infra.ports.services['gateway']}",
-                                 headers={"Authorization": f"Bearer {tenant_key}"}, timeout=40) as http:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{infra.ports.services['gateway']}",
+        headers={"Authorization": f"Bearer {tenant_key}"},
+        timeout=40,
+    ) as http:
         created = await http.post(URL, json=APPLICATION)
         assert created.status_code == 202, created.text
         application = await wait_decided(http, created.json()["id"])
@@ -180,8 +190,9 @@ def test_gateway_metrics_count_requests_by_route_and_status(traffic: Traffic) ->
     route = {"route": URL, "method": "POST"}
     assert moved(traffic, "gateway", "fastloans_http_requests_total", status="202", **route) >= 1
     assert moved(traffic, "gateway", "fastloans_http_request_duration_seconds_count", **route) >= 1
-    assert moved(traffic, "gateway", "fastloans_http_errors_total", route=f"{URL}/{{application_id}}",
-                 status="404") >= 1
+    assert (
+        moved(traffic, "gateway", "fastloans_http_errors_total", route=f"{URL}/{{application_id}}", status="404") >= 1
+    )
     gateway = traffic.after["gateway"]
     assert gateway.value("fastloans_db_pool_connections", pool="primary") >= 1
     assert ("fastloans_db_pool_connections", frozenset({("pool", "replica")})) in gateway.samples
@@ -194,11 +205,17 @@ def test_pipeline_metrics_move_for_every_stage(traffic: Traffic) -> None:
         consumer = f"fastloans-{service}"
         assert moved(traffic, service, "fastloans_messages_processed_total", consumer=consumer, topic=topic.value) >= 1
         assert moved(traffic, service, "fastloans_message_processing_seconds_count", consumer=consumer) >= 1
-        partitions = {dict(labels)["partition"] for name, labels in traffic.after[service].samples
-                      if name == "fastloans_consumer_lag" and dict(labels)["topic"] == topic.value}
+        partitions = {
+            dict(labels)["partition"]
+            for name, labels in traffic.after[service].samples
+            if name == "fastloans_consumer_lag" and dict(labels)["topic"] == topic.value
+        }
         assert partitions == {"0", "1", "2"}, f"{service} reports lag for partitions {partitions}"
-        pools = {dict(labels)["pool"] for name, labels in traffic.after[service].samples
-                 if name == "fastloans_db_pool_connections"}
+        pools = {
+            dict(labels)["pool"]
+            for name, labels in traffic.after[service].samples
+            if name == "fastloans_db_pool_connections"
+        }
         if by_short(service).database:
             assert traffic.after[service].value("fastloans_db_pool_connections", pool="primary") >= 1
         else:  # risk and approval open no database at all
@@ -209,15 +226,25 @@ def test_pipeline_metrics_move_for_every_stage(traffic: Traffic) -> None:
 
 def test_dead_letters_and_failures_are_counted(traffic: Traffic) -> None:
     """The poison message is dead-lettered by risk and counted with its source topic."""
-    assert moved(traffic, "risk", "fastloans_dead_letters_total", consumer="fastloans-risk",
-                 topic=Topic.SUBMITTED.value) >= 1
+    assert (
+        moved(traffic, "risk", "fastloans_dead_letters_total", consumer="fastloans-risk", topic=Topic.SUBMITTED.value)
+        >= 1
+    )
 
 
 def test_decision_metrics(traffic: Traffic) -> None:
     """The decision is counted by outcome and policy version, and its submission-to-decision time observed."""
     app = traffic.application
-    assert moved(traffic, "recorder", "fastloans_decisions_total", outcome=app["status"],
-                 policy_version=app["policy_version"]) >= 1
+    assert (
+        moved(
+            traffic,
+            "recorder",
+            "fastloans_decisions_total",
+            outcome=app["status"],
+            policy_version=app["policy_version"],
+        )
+        >= 1
+    )
     assert moved(traffic, "recorder", "fastloans_submission_to_decision_seconds_count") >= 1
 
 
@@ -243,8 +270,12 @@ def test_alert_rules_each_have_a_runbook() -> None:
     """Every alert names its runbook section, and that section exists in docs/operating.md."""
     import yaml
 
-    rules = [r for g in yaml.safe_load((CHART_FILES / "prometheus-rules.yaml").read_text())["groups"]
-             for r in g["rules"] if "alert" in r]
+    rules = [
+        r
+        for g in yaml.safe_load((CHART_FILES / "prometheus-rules.yaml").read_text())["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    ]
     guide = (ROOT / "docs" / "operating.md").read_text().lower()
     assert len(rules) >= 6
     for rule in rules:
@@ -255,8 +286,11 @@ def test_alert_rules_each_have_a_runbook() -> None:
 
 def test_consumers_are_ready_only_with_partitions_and_database(infra, services) -> None:
     """Each consumer's /readyz checks its partitions, and the primary where it uses one (the recorder)."""
-    for name, checks in (("risk", {"kafka_partitions": True}), ("approval", {"kafka_partitions": True}),
-                         ("recorder", {"kafka_partitions": True, "database": True})):
+    for name, checks in (
+        ("risk", {"kafka_partitions": True}),
+        ("approval", {"kafka_partitions": True}),
+        ("recorder", {"kafka_partitions": True, "database": True}),
+    ):
         body = httpx.get(f"http://127.0.0.1:{infra.ports.services[name]}/readyz", timeout=10).json()
         assert body == {"status": "ready", "checks": checks}, name
 
@@ -268,8 +302,9 @@ def test_gateway_metrics_add_up_across_worker_processes(infra, services, tmp_pat
 
     multiproc = tmp_path / "metrics"
     multiproc.mkdir()
-    service_set = ServiceSet(infra, extra_env={"ENVIRONMENT": "test", "WEB_CONCURRENCY": "2",
-                                               "PROMETHEUS_MULTIPROC_DIR": str(multiproc)})
+    service_set = ServiceSet(
+        infra, extra_env={"ENVIRONMENT": "test", "WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    )
     child = service_set.start("gateway", instance="gateway-multiprocess", port=free_port())
     try:
         service_set.wait_ready(child)
@@ -280,6 +315,7 @@ def test_gateway_metrics_add_up_across_worker_processes(infra, services, tmp_pat
             async def one() -> None:
                 async with httpx.AsyncClient(timeout=30) as http:
                     assert (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+
             await asyncio.gather(*(one() for _ in range(40)))
 
         before = scrape(port).value("fastloans_http_requests_total", route="/readyz")
@@ -303,8 +339,11 @@ def _service_log_lines(log_dir: Path) -> Iterator[tuple[str, str]]:
 
 def test_no_log_line_holds_applicant_data(traffic: Traffic, infra) -> None:
     """After a distinctive application went through, no log file of the run mentions its name, income or amounts."""
-    leaks = [(name, line[:200]) for name, line in _service_log_lines(infra.log_dir)
-             if any(secret in line for secret in SECRETS)]
+    leaks = [
+        (name, line[:200])
+        for name, line in _service_log_lines(infra.log_dir)
+        if any(secret in line for secret in SECRETS)
+    ]
     assert not leaks
 
 
@@ -384,8 +423,9 @@ def collector() -> Iterator[Collector]:
                 self._reply(404)
 
         def do_POST(self) -> None:
-            body = _decode(self.rfile.read(int(self.headers.get("Content-Length", 0))),
-                           self.headers.get("Content-Encoding"))
+            body = _decode(
+                self.rfile.read(int(self.headers.get("Content-Length", 0))), self.headers.get("Content-Encoding")
+            )
             if self.path.startswith("/intake/v2/events"):
                 metadata: dict = {}
                 with store.lock:
@@ -427,19 +467,22 @@ def instrumented(services, infra, collector: Collector) -> Iterator[dict[str, in
 
     settings = infra.settings().model_copy(update={"kafka_topic_prefix": PREFIX})
     asyncio.run(create_topics(settings, partitions=3, replication_factor=infra.kafka.replication))
-    service_set = ServiceSet(infra, extra_env={
-        "ENVIRONMENT": "test",
-        "AUTH_CACHE_SECONDS": "0",
-        "RATE_LIMIT_PER_SECOND": "0",
-        "KAFKA_TOPIC_PREFIX": PREFIX,
-        "SENTRY_DSN": f"http://public@127.0.0.1:{collector.port}/1",
-        "SENTRY_RELEASE": "fastloans@test",
-        "ELASTIC_APM_SERVER_URL": f"http://127.0.0.1:{collector.port}",
-        "ELASTIC_APM_API_REQUEST_TIME": "200ms",
-        "ELASTIC_APM_METRICS_INTERVAL": "0s",
-        "ELASTIC_APM_CENTRAL_CONFIG": "false",
-        "ELASTIC_APM_CLOUD_PROVIDER": "none",
-    })
+    service_set = ServiceSet(
+        infra,
+        extra_env={
+            "ENVIRONMENT": "test",
+            "AUTH_CACHE_SECONDS": "0",
+            "RATE_LIMIT_PER_SECOND": "0",
+            "KAFKA_TOPIC_PREFIX": PREFIX,
+            "SENTRY_DSN": f"http://public@127.0.0.1:{collector.port}/1",
+            "SENTRY_RELEASE": "fastloans@test",
+            "ELASTIC_APM_SERVER_URL": f"http://127.0.0.1:{collector.port}",
+            "ELASTIC_APM_API_REQUEST_TIME": "200ms",
+            "ELASTIC_APM_METRICS_INTERVAL": "0s",
+            "ELASTIC_APM_CENTRAL_CONFIG": "false",
+            "ELASTIC_APM_CLOUD_PROVIDER": "none",
+        },
+    )
     services.children["relay"].stop(timeout=30)
     ports = {}
     try:
@@ -482,8 +525,11 @@ async def test_one_trace_spans_gateway_relay_and_every_stage(
     instrumented: dict[str, int], infra, tenant_key: str, collector: Collector
 ) -> None:
     """One application gives one trace: gateway → relay → risk → approval → recorder, each a child of the last."""
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{instrumented['gateway']}",
-                                 headers={"Authorization": f"Bearer {tenant_key}"}, timeout=40) as http:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{instrumented['gateway']}",
+        headers={"Authorization": f"Bearer {tenant_key}"},
+        timeout=40,
+    ) as http:
         created = await http.post(URL, json=APPLICATION)
         assert created.status_code == 202, created.text
         application_id = created.json()["id"]
@@ -491,15 +537,19 @@ async def test_one_trace_spans_gateway_relay_and_every_stage(
 
     def chain() -> dict[str, dict] | None:
         # The gateway's GETs that waited for the decision are labelled too, each in a trace of its own.
-        labelled = {service: t for service, t in collector.transactions()
-                    if (t.get("context") or {}).get("tags", {}).get("application_id") == application_id
-                    and t["name"] != f"GET {URL}/{{application_id}}"}
+        labelled = {
+            service: t
+            for service, t in collector.transactions()
+            if (t.get("context") or {}).get("tags", {}).get("application_id") == application_id
+            and t["name"] != f"GET {URL}/{{application_id}}"
+        }
         return labelled if len(labelled) == len(PIPELINE) else None
 
     found = await asyncio.to_thread(poll, chain, "a transaction from every service")
     by_stage = [found[f"fastloans-{name}"] for name in PIPELINE]
-    assert len({t["trace_id"] for t in by_stage}) == 1, {s: (t["trace_id"], t["id"], t.get("parent_id"))
-                                                         for s, t in found.items()}
+    assert len({t["trace_id"] for t in by_stage}) == 1, {
+        s: (t["trace_id"], t["id"], t.get("parent_id")) for s, t in found.items()
+    }
     assert by_stage[0]["name"] == f"POST {URL}" and by_stage[0]["outcome"] == "success"
     for parent, child in itertools.pairwise(by_stage[1:]):
         assert child["parent_id"] == parent["id"]
@@ -515,8 +565,12 @@ async def test_one_trace_spans_gateway_relay_and_every_stage(
 
 def test_kibana_saved_objects_use_fields_the_logs_have(traffic: Traffic, instrumented: dict[str, int], infra) -> None:
     """The Kibana saved searches' columns exist in the log lines of this run (plain and traced services)."""
-    objects = [json.loads(line) for path in sorted((CHART_FILES / "kibana").glob("*.ndjson"))
-               for line in path.read_text().splitlines() if line.strip()]
+    objects = [
+        json.loads(line)
+        for path in sorted((CHART_FILES / "kibana").glob("*.ndjson"))
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
     kinds = {o["type"] for o in objects}
     assert {"index-pattern", "search"} <= kinds
     columns = {c for o in objects if o["type"] == "search" for c in o["attributes"]["columns"]}

@@ -30,9 +30,20 @@ def _generate(spec: dict[str, Any], directory: Path) -> None:
     source.write_text(json.dumps(spec))
     bin_dir = Path(sys.executable).parent
     result = subprocess.run(
-        [str(bin_dir / "openapi-python-client"), "generate", "--path", str(source),
-         "--output-path", str(directory / PACKAGE), "--meta", "none"],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            str(bin_dir / "openapi-python-client"),
+            "generate",
+            "--path",
+            str(source),
+            "--output-path",
+            str(directory / PACKAGE),
+            "--meta",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
         env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -48,20 +59,28 @@ def generated(api_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     _generate(spec, directory)
     sys.path.insert(0, str(directory))
     try:
-        names = ["", ".models", ".api.loan_applications.submit_application",
-                 ".api.loan_applications.get_application", ".api.loan_applications.update_application",
-                 ".api.loan_applications.list_applications", ".api.loan_applications.withdraw_application"]
+        names = [
+            "",
+            ".models",
+            ".api.loan_applications.submit_application",
+            ".api.loan_applications.get_application",
+            ".api.loan_applications.update_application",
+            ".api.loan_applications.list_applications",
+            ".api.loan_applications.withdraw_application",
+        ]
         return {name.rpartition(".")[2] or "client": importlib.import_module(PACKAGE + name) for name in names}
     finally:
         sys.path.remove(str(directory))
 
 
 def test_a_generated_client_submits_reads_changes_lists_and_gets_422s(
-        generated: dict[str, ModuleType], api_url: str, tenant_key: str) -> None:
+    generated: dict[str, ModuleType], api_url: str, tenant_key: str
+) -> None:
     m = generated
     models = m["models"]
-    client = m["client"].AuthenticatedClient(base_url=api_url, token=tenant_key, raise_on_unexpected_status=True,
-                                             timeout=httpx.Timeout(40))
+    client = m["client"].AuthenticatedClient(
+        base_url=api_url, token=tenant_key, raise_on_unexpected_status=True, timeout=httpx.Timeout(40)
+    )
     key = f"client-{uuid.uuid4()}"
     body = models.LoanApplicationCreate.from_dict(APPROVED)
 
@@ -81,7 +100,8 @@ def test_a_generated_client_submits_reads_changes_lists_and_gets_422s(
     assert all(isinstance(reason, models.Reason) for reason in read.parsed.reasons)
 
     changed = m["update_application"].sync_detailed(
-        str(application.id), client=client, body=models.LoanApplicationUpdate(monthly_debt="500.00"))
+        str(application.id), client=client, body=models.LoanApplicationUpdate(monthly_debt="500.00")
+    )
     assert changed.status_code == 202 and isinstance(changed.parsed, models.LoanApplication), changed.content
     assert changed.parsed.revision == 2 and changed.parsed.monthly_debt == "500.00"
     assert changed.parsed.status == models.LoanApplicationStatus.PENDING
@@ -91,12 +111,15 @@ def test_a_generated_client_submits_reads_changes_lists_and_gets_422s(
     assert application.id in {item.id for item in listed.parsed.items}
 
     invalid = m["submit_application"].sync_detailed(
-        client=client, body=models.LoanApplicationCreate.from_dict({**APPROVED, "credit_score": 100}))
+        client=client, body=models.LoanApplicationCreate.from_dict({**APPROVED, "credit_score": 100})
+    )
     assert invalid.status_code == 422 and isinstance(invalid.parsed, models.Problem), invalid.content
     assert [error.additional_properties["field"] for error in invalid.parsed.errors] == ["credit_score"]
     reused = m["submit_application"].sync_detailed(
-        client=client, body=models.LoanApplicationCreate.from_dict({**APPROVED, "loan_amount": "2500.00"}),
-        idempotency_key=key)
+        client=client,
+        body=models.LoanApplicationCreate.from_dict({**APPROVED, "loan_amount": "2500.00"}),
+        idempotency_key=key,
+    )
     assert reused.status_code == 422 and isinstance(reused.parsed, models.Problem), reused.content
     assert reused.parsed.errors[0].additional_properties["field"] == "Idempotency-Key"
     bad_wait = m["get_application"].sync_detailed(str(application.id), client=client, wait=31)

@@ -62,12 +62,15 @@ async def test_approved_end_to_end(client: httpx.AsyncClient, pg) -> None:
     assert body["status"] == "approved" and body["is_approved"] is True
     assert body["risk_score"] == 20  # 10 (credit 750) + 10 (loan-to-income 0.4)
     assert {r["reason_code"]: r["points"] for r in body["reasons"]} == {
-        "CREDIT_SCORE_BELOW_PRIME": 10, "LOAN_TO_INCOME_HIGH": 10}
+        "CREDIT_SCORE_BELOW_PRIME": 10,
+        "LOAN_TO_INCOME_HIGH": 10,
+    }
     assert body["principal_reasons"] == []
     assert body["policy_version"] == "seed-1"
     assert body["decided_at"] >= body["submitted_at"]
-    history = await pg.fetch("SELECT revision, outcome FROM loan_decisions WHERE application_id = $1",
-                             uuid.UUID(created["id"]))
+    history = await pg.fetch(
+        "SELECT revision, outcome FROM loan_decisions WHERE application_id = $1", uuid.UUID(created["id"])
+    )
     assert [(r["revision"], r["outcome"]) for r in history] == [(1, "approved")]
 
 
@@ -104,31 +107,44 @@ async def test_patch_makes_a_new_revision_that_is_decided_again(client: httpx.As
     assert response.json()["revision"] == 2 and response.json()["status"] == "pending"
     body = await decided(client, created["id"], revision=2)
     assert body["status"] == "rejected" and body["credit_score"] == 550 and body["monthly_debt"] == "3000.00"
-    history = await pg.fetch("SELECT revision, outcome FROM loan_decisions WHERE application_id = $1 ORDER BY 1",
-                             uuid.UUID(created["id"]))
+    history = await pg.fetch(
+        "SELECT revision, outcome FROM loan_decisions WHERE application_id = $1 ORDER BY 1", uuid.UUID(created["id"])
+    )
     assert [(r["revision"], r["outcome"]) for r in history] == [(1, "approved"), (2, "rejected")]
 
 
 async def _publish_decision(infra, application: dict, revision: int, outcome: str) -> None:
     settings = infra.settings()
     event = ApplicationDecided(
-        application_id=uuid.UUID(application["id"]), tenant_id=uuid.UUID(application["tenant_id"]),
-        revision=revision, submitted_at=datetime.now(UTC), outcome=outcome, risk_score=99, contributions=[],
-        principal_reasons=[], policy={"name": "late", "version": "late-1", "hash": "x"}, decided_at=datetime.now(UTC),
+        application_id=uuid.UUID(application["id"]),
+        tenant_id=uuid.UUID(application["tenant_id"]),
+        revision=revision,
+        submitted_at=datetime.now(UTC),
+        outcome=outcome,
+        risk_score=99,
+        contributions=[],
+        principal_reasons=[],
+        policy={"name": "late", "version": "late-1", "hash": "x"},
+        decided_at=datetime.now(UTC),
     )
     producer = make_producer(settings)
     await producer.start()
     try:
-        await send_all(producer, [(settings.topic(Topic.DECIDED.value), application["id"].encode(), event.encode(),
-                                   event.headers())])
+        await send_all(
+            producer,
+            [(settings.topic(Topic.DECIDED.value), application["id"].encode(), event.encode(), event.headers())],
+        )
     finally:
         await producer.stop()
 
 
 async def _wait_for_decision_row(pg, application_id: str, revision: int) -> None:
     for _ in range(100):
-        if await pg.fetchval("SELECT count(*) FROM loan_decisions WHERE application_id = $1 AND revision = $2",
-                             uuid.UUID(application_id), revision):
+        if await pg.fetchval(
+            "SELECT count(*) FROM loan_decisions WHERE application_id = $1 AND revision = $2",
+            uuid.UUID(application_id),
+            revision,
+        ):
             return
         await asyncio.sleep(0.05)
     pytest.fail("the decision never reached the history")
@@ -146,8 +162,9 @@ async def test_a_late_decision_for_an_old_revision_never_overwrites(client, infr
     await asyncio.sleep(1.5)
     after = (await client.get(f"{URL}/{created['id']}")).json()
     assert (after["status"], after["risk_score"], after["revision"]) == (current["status"], current["risk_score"], 2)
-    rows = await pg.fetch("SELECT revision, outcome FROM loan_decisions WHERE application_id = $1 ORDER BY 1",
-                          uuid.UUID(created["id"]))
+    rows = await pg.fetch(
+        "SELECT revision, outcome FROM loan_decisions WHERE application_id = $1 ORDER BY 1", uuid.UUID(created["id"])
+    )
     assert [(r["revision"], r["outcome"]) for r in rows] == [(1, "approved"), (2, "approved")]
 
 
@@ -163,8 +180,9 @@ async def test_delete_withdraws_and_a_late_decision_does_not_resurrect(client, i
     tenant = await pg.fetchval("SELECT tenant_id::text FROM loan_applications WHERE id = $1", uuid.UUID(created["id"]))
     await _publish_decision(infra, {**created, "tenant_id": tenant}, 1, "approved")
     await asyncio.sleep(1)
-    assert await pg.fetchval("SELECT status FROM loan_applications WHERE id = $1",
-                             uuid.UUID(created["id"])) == "withdrawn"
+    assert (
+        await pg.fetchval("SELECT status FROM loan_applications WHERE id = $1", uuid.UUID(created["id"])) == "withdrawn"
+    )
     assert (await client.get(f"{URL}/{created['id']}")).status_code == 404
 
 
@@ -172,8 +190,9 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_pipeline_keep
     from fastloans.kafka import make_consumer
 
     settings = infra.settings()
-    reader = make_consumer(settings, settings.topic(Topic.DLQ.value), group=f"dlq-{uuid.uuid4().hex[:6]}",
-                           auto_offset_reset="latest")
+    reader = make_consumer(
+        settings, settings.topic(Topic.DLQ.value), group=f"dlq-{uuid.uuid4().hex[:6]}", auto_offset_reset="latest"
+    )
     await reader.start()
     try:
         await reader.getmany(timeout_ms=500)  # join and settle at the end of the topic
@@ -181,11 +200,14 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_pipeline_keep
         producer = make_producer(settings)
         await producer.start()
         try:
-            await send_all(producer, [
-                (settings.topic(Topic.SUBMITTED.value), marker, b"{not json", []),
-                (settings.topic(Topic.SCORED.value), marker, b'{"type": "Other", "version": 1}', []),
-                (settings.topic(Topic.DECIDED.value), marker, b'{"type": "ApplicationDecided", "version": 1}', []),
-            ])
+            await send_all(
+                producer,
+                [
+                    (settings.topic(Topic.SUBMITTED.value), marker, b"{not json", []),
+                    (settings.topic(Topic.SCORED.value), marker, b'{"type": "Other", "version": 1}', []),
+                    (settings.topic(Topic.DECIDED.value), marker, b'{"type": "ApplicationDecided", "version": 1}', []),
+                ],
+            )
         finally:
             await producer.stop()
         body = await decided(client, (await submit(client, APPROVED))["id"])
@@ -209,7 +231,11 @@ async def test_money_is_exact_to_the_cent(client: httpx.AsyncClient, pg) -> None
     body = {**APPROVED, "loan_amount": 1234567890.12, "monthly_income": "9999999999.99", "monthly_debt": 0.1}
     created = await submit(client, body)
     assert (created["loan_amount"], created["monthly_income"], created["monthly_debt"]) == (
-        "1234567890.12", "9999999999.99", "0.10")
-    stored = await pg.fetchrow("SELECT loan_amount, monthly_debt FROM loan_applications WHERE id = $1",
-                               uuid.UUID(created["id"]))
+        "1234567890.12",
+        "9999999999.99",
+        "0.10",
+    )
+    stored = await pg.fetchrow(
+        "SELECT loan_amount, monthly_debt FROM loan_applications WHERE id = $1", uuid.UUID(created["id"])
+    )
     assert stored["loan_amount"] == Decimal("1234567890.12") and stored["monthly_debt"] == Decimal("0.10")

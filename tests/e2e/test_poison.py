@@ -17,8 +17,14 @@ from fastloans.kafka import connection_options, make_consumer, make_producer, me
 from fastloans.tracecontext import MAX_TRACESTATE_CHARS
 from tests.e2e.test_pipeline import APPROVED, URL, decided, submit
 
-FACTS = {"credit_score": 750, "loan_amount": "2000.00", "monthly_income": "5000.00", "monthly_debt": "1000.00",
-         "employment_status": "employed", "loan_purpose": "home_improvement"}
+FACTS = {
+    "credit_score": 750,
+    "loan_amount": "2000.00",
+    "monthly_income": "5000.00",
+    "monthly_debt": "1000.00",
+    "employment_status": "employed",
+    "loan_purpose": "home_improvement",
+}
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
@@ -27,8 +33,7 @@ class Tail:
 
     def __init__(self, settings, topic: Topic | str) -> None:
         name = settings.topic(topic.value) if isinstance(topic, Topic) else topic
-        self.consumer = make_consumer(settings, name, group=f"tail-{uuid.uuid4().hex[:8]}",
-                                      auto_offset_reset="latest")
+        self.consumer = make_consumer(settings, name, group=f"tail-{uuid.uuid4().hex[:8]}", auto_offset_reset="latest")
         self.records: list[ConsumerRecord] = []
 
     async def start(self) -> None:
@@ -80,8 +85,7 @@ def _near_limit(build, limit: int, headers: list) -> bytes:
 
 
 def _event_ids() -> dict:
-    return {"application_id": uuid.uuid4(), "tenant_id": uuid.uuid4(), "revision": 1,
-            "submitted_at": datetime.now(UTC)}
+    return {"application_id": uuid.uuid4(), "tenant_id": uuid.uuid4(), "revision": 1, "submitted_at": datetime.now(UTC)}
 
 
 async def _next_is_decided(client: httpx.AsyncClient) -> None:
@@ -95,8 +99,11 @@ async def test_relay_dead_letters_a_row_that_can_never_be_published(client, infr
     async with tail(settings, Topic.DLQ) as dlq:
         row_id = await pg.fetchval(
             "INSERT INTO outbox (topic, key, payload, headers) VALUES ($1, $2, $3, $4::jsonb) RETURNING id",
-            settings.topic(Topic.SUBMITTED.value), too_large, b"x" * 1_200_000,
-            '{"event-type": "ApplicationSubmitted"}')
+            settings.topic(Topic.SUBMITTED.value),
+            too_large,
+            b"x" * 1_200_000,
+            '{"event-type": "ApplicationSubmitted"}',
+        )
         await _next_is_decided(client)
         dead = (await dlq.wait_for({too_large.encode()}, "the dead letter"))[too_large.encode()]
     headers = dict(dead.headers)
@@ -121,9 +128,12 @@ async def test_relay_isolates_a_row_the_broker_refuses_from_the_rest_of_its_batc
     marker = uuid.uuid4().hex
     async with tail(settings, Topic.DLQ) as dlq, tail(settings, small) as out:
         async with pg.acquire() as conn, conn.transaction():  # one commit: the relay takes them in one batch
-            ids = [await conn.fetchval(
-                "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3) RETURNING id", small, marker, payload)
-                for payload in (b"first", b"p" * 20_000, b"second")]
+            ids = [
+                await conn.fetchval(
+                    "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3) RETURNING id", small, marker, payload
+                )
+                for payload in (b"first", b"p" * 20_000, b"second")
+            ]
         await _next_is_decided(client)
         dead = (await dlq.wait_for({marker.encode()}, "the dead letter"))[marker.encode()]
         await out.wait_for({marker.encode()}, "the good rows")
@@ -164,13 +174,26 @@ async def test_approval_dead_letters_a_score_whose_decision_can_never_be_produce
     reasons and comes out twice as large as the broker takes."""
     settings = infra.settings()
     await _next_is_decided(client)
-    policy = await pg.fetchrow("SELECT policy_name AS name, policy_version AS version, policy_hash AS hash "
-                               "FROM loan_decisions ORDER BY decided_at DESC LIMIT 1")
+    policy = await pg.fetchrow(
+        "SELECT policy_name AS name, policy_version AS version, policy_hash AS hash "
+        "FROM loan_decisions ORDER BY decided_at DESC LIMIT 1"
+    )
     ids = _event_ids()
-    reason = {"rule_id": "credit_score", "factor": "credit_score", "points": 30, "reason_code": "CREDIT_SCORE_LOW",
-              "value": "v" * 600_000}
-    scored = ApplicationScored(**ids, facts=Facts(**FACTS), risk_score=100, contributions=[reason],
-                               policy=PolicyRef(**dict(policy)), scored_at=datetime.now(UTC))
+    reason = {
+        "rule_id": "credit_score",
+        "factor": "credit_score",
+        "points": 30,
+        "reason_code": "CREDIT_SCORE_LOW",
+        "value": "v" * 600_000,
+    }
+    scored = ApplicationScored(
+        **ids,
+        facts=Facts(**FACTS),
+        risk_score=100,
+        contributions=[reason],
+        policy=PolicyRef(**dict(policy)),
+        scored_at=datetime.now(UTC),
+    )
     key = str(ids["application_id"]).encode()
     async with tail(settings, Topic.DLQ) as dlq:
         await produce(settings, [(settings.topic(Topic.SCORED.value), key, scored.encode(), scored.headers())])
@@ -192,19 +215,39 @@ async def test_recorder_dead_letters_decisions_that_can_never_be_stored(client, 
     junk = [("x-junk", b"j" * 500_000)]
 
     def build(padding: str) -> bytes:
-        return ApplicationDecided(**unknown, outcome="approved", risk_score=0, contributions=[], principal_reasons=[],
-                                  policy=PolicyRef(name="p", version="1", hash="h"), decided_at=datetime.now(UTC),
-                                  challenger={"padding": padding}).encode()
+        return ApplicationDecided(
+            **unknown,
+            outcome="approved",
+            risk_score=0,
+            contributions=[],
+            principal_reasons=[],
+            policy=PolicyRef(name="p", version="1", hash="h"),
+            decided_at=datetime.now(UTC),
+            challenger={"padding": padding},
+        ).encode()
 
     huge = _near_limit(build, settings.kafka_max_message_bytes, junk)
     unstorable = ApplicationDecided(
-        application_id=uuid.UUID(real["id"]), tenant_id=tenant, revision=1, submitted_at=datetime.now(UTC),
-        outcome="approved", risk_score=0, contributions=[], principal_reasons=[],
-        policy=PolicyRef(name="nul\u0000", version="1", hash="h"), decided_at=datetime.now(UTC))
+        application_id=uuid.UUID(real["id"]),
+        tenant_id=tenant,
+        revision=1,
+        submitted_at=datetime.now(UTC),
+        outcome="approved",
+        risk_score=0,
+        contributions=[],
+        principal_reasons=[],
+        policy=PolicyRef(name="nul\u0000", version="1", hash="h"),
+        decided_at=datetime.now(UTC),
+    )
     huge_key, nul_key = str(unknown["application_id"]).encode(), b"nul-" + uuid.uuid4().hex.encode()
     async with tail(settings, Topic.DLQ) as dlq:
-        await produce(settings, [(settings.topic(Topic.DECIDED.value), huge_key, huge, junk),
-                                 (settings.topic(Topic.DECIDED.value), nul_key, unstorable.encode(), [])])
+        await produce(
+            settings,
+            [
+                (settings.topic(Topic.DECIDED.value), huge_key, huge, junk),
+                (settings.topic(Topic.DECIDED.value), nul_key, unstorable.encode(), []),
+            ],
+        )
         await _next_is_decided(client)
         dead = await dlq.wait_for({huge_key, nul_key}, "the dead letters")
     copied = dict(dead[huge_key].headers)
@@ -218,8 +261,9 @@ async def test_recorder_dead_letters_decisions_that_can_never_be_stored(client, 
 async def test_an_oversized_tracestate_does_not_stop_the_pipeline(client, infra) -> None:
     """The original attack: a POST with a tracestate of about 1 MB. It is refused at the edge (431) or accepted and
     decided without it; either way the next application is decided."""
-    response = await client.post(URL, json=APPROVED,
-                                 headers={"traceparent": PARENT, "tracestate": "k=" + "v" * 1_050_000})
+    response = await client.post(
+        URL, json=APPROVED, headers={"traceparent": PARENT, "tracestate": "k=" + "v" * 1_050_000}
+    )
     assert response.status_code in {202, 431}, response.text
     if response.status_code == 202:
         assert (await decided(client, response.json()["id"]))["status"] == "approved"
@@ -247,10 +291,18 @@ async def test_only_a_valid_trace_context_travels_with_the_events(client, infra)
             assert (await decided(client, application_id))["status"] == "approved"
         events = await submitted.wait_for({i.encode() for i in ids.values()}, "the submitted events")
         outcomes = await decided_topic.wait_for({i.encode() for i in ids.values()}, "the decided events")
-    trace = {name: {k: v for k, v in events[i.encode()].headers if k in {"traceparent", "tracestate"}}
-             for name, i in ids.items()}
+    trace = {
+        name: {k: v for k, v in events[i.encode()].headers if k in {"traceparent", "tracestate"}}
+        for name, i in ids.items()
+    }
     assert trace.pop("valid") == {"traceparent": PARENT.encode(), "tracestate": cases["valid"]["tracestate"].encode()}
-    assert trace == {"long": {"traceparent": PARENT.encode()}, "many": {"traceparent": PARENT.encode()},
-                     "grammar": {"traceparent": PARENT.encode()}, "parent": {}, "zero": {}, "version": {}}
+    assert trace == {
+        "long": {"traceparent": PARENT.encode()},
+        "many": {"traceparent": PARENT.encode()},
+        "grammar": {"traceparent": PARENT.encode()},
+        "parent": {},
+        "zero": {},
+        "version": {},
+    }
     carried = dict(outcomes[ids["valid"].encode()].headers)
     assert carried["traceparent"] == PARENT.encode() and carried["tracestate"] == cases["valid"]["tracestate"].encode()

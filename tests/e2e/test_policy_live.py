@@ -84,8 +84,12 @@ async def pipeline(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> Asyn
     prefix = f"policy-live-{uuid.uuid4().hex[:8]}."
     mount = ConfigMapMount(tmp_path_factory.mktemp("policy-configmap"))
     mount.publish({"policy.yaml": LIVE_1, "challenger.yaml": STRICT})
-    await create_topics(infra.settings().model_copy(update={"kafka_topic_prefix": prefix}), partitions=2,
-                        replication_factor=infra.kafka.replication, min_insync_replicas=infra.kafka.min_isr)
+    await create_topics(
+        infra.settings().model_copy(update={"kafka_topic_prefix": prefix}),
+        partitions=2,
+        replication_factor=infra.kafka.replication,
+        min_insync_replicas=infra.kafka.min_isr,
+    )
     env = {
         "ENVIRONMENT": "test",
         "AUTH_CACHE_SECONDS": "0",
@@ -101,8 +105,10 @@ async def pipeline(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> Asyn
     }
 
     def start() -> dict[str, Child]:
-        children = {name: service_set.start(name, instance=f"{prefix}{name}", port=free_port())
-                    for name, service_set in sets.items()}
+        children = {
+            name: service_set.start(name, instance=f"{prefix}{name}", port=free_port())
+            for name, service_set in sets.items()
+        }
         for name, child in children.items():
             sets[name].wait_ready(child, timeout=120)
         return children
@@ -133,8 +139,9 @@ async def _metric(http: httpx.AsyncClient, url: str, sample: str, **labels: str)
     return None
 
 
-async def _until_every_policy_service(pipeline: Pipeline, sample: str, expected: dict[str, float],
-                                      **labels: str) -> None:
+async def _until_every_policy_service(
+    pipeline: Pipeline, sample: str, expected: dict[str, float], **labels: str
+) -> None:
     """Wait until the risk and the approval service report `sample` as expected (they poll every second)."""
     async with httpx.AsyncClient(timeout=10) as http:
         for _ in range(120):
@@ -147,8 +154,10 @@ async def _until_every_policy_service(pipeline: Pipeline, sample: str, expected:
 
 async def _failures(pipeline: Pipeline) -> dict[str, float]:
     async with httpx.AsyncClient(timeout=10) as http:
-        return {name: await _metric(http, pipeline.metrics_url(name), "fastloans_policy_reload_failures_total") or 0.0
-                for name in POLICY_SERVICES}
+        return {
+            name: await _metric(http, pipeline.metrics_url(name), "fastloans_policy_reload_failures_total") or 0.0
+            for name in POLICY_SERVICES
+        }
 
 
 @pytest.fixture
@@ -161,8 +170,9 @@ def live_tenant() -> str:
 async def live_client(pipeline: Pipeline, migrated_db: Any, live_tenant: str) -> AsyncIterator[httpx.AsyncClient]:
     """A client of this pipeline's gateway for the new tenant (submit + read)."""
     key = await issue_test_key(migrated_db.primary_url, live_tenant)
-    async with httpx.AsyncClient(base_url=pipeline.api_url, headers={"Authorization": f"Bearer {key}"},
-                                 timeout=40) as http:
+    async with httpx.AsyncClient(
+        base_url=pipeline.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=40
+    ) as http:
         yield http
 
 
@@ -174,8 +184,9 @@ async def test_a_changed_policy_is_used_without_restart_and_an_invalid_one_is_re
     assert (first["status"], first["risk_score"], first["policy_version"]) == ("approved", 50, "live-1")
 
     pipeline.mount.publish({"policy.yaml": LIVE_2, "challenger.yaml": STRICT})  # a ConfigMap update
-    await _until_every_policy_service(pipeline, "fastloans_policy_info", dict.fromkeys(POLICY_SERVICES, 1.0),
-                                      version="live-2")
+    await _until_every_policy_service(
+        pipeline, "fastloans_policy_info", dict.fromkeys(POLICY_SERVICES, 1.0), version="live-2"
+    )
     second = await decided(live_client, (await submit(live_client, SCORE_50))["id"])
     assert (second["status"], second["risk_score"], second["policy_version"]) == ("rejected", 50, "live-2")
 
@@ -184,8 +195,9 @@ async def test_a_changed_policy_is_used_without_restart_and_an_invalid_one_is_re
     staged = current.with_name("policy.yaml.new")
     staged.write_text(BROKEN)  # an in-place edit of the mounted file, replaced atomically
     staged.replace(current)
-    await _until_every_policy_service(pipeline, "fastloans_policy_reload_failures_total",
-                                      {name: count + 1 for name, count in before.items()})
+    await _until_every_policy_service(
+        pipeline, "fastloans_policy_reload_failures_total", {name: count + 1 for name, count in before.items()}
+    )
     third = await decided(live_client, (await submit(live_client, SCORE_50))["id"])
     assert (third["status"], third["policy_version"]) == ("rejected", "live-2")
     async with httpx.AsyncClient(timeout=10) as http:
@@ -195,8 +207,11 @@ async def test_a_changed_policy_is_used_without_restart_and_an_invalid_one_is_re
             assert await _metric(http, url, "fastloans_policy_info", version="live-3") is None
 
     for name in POLICY_SERVICES:
-        records = [json.loads(line) for line in (pipeline.log_dir / f"{pipeline.children[name].name}.log")
-                   .read_text().splitlines() if line.startswith("{")]
+        records = [
+            json.loads(line)
+            for line in (pipeline.log_dir / f"{pipeline.children[name].name}.log").read_text().splitlines()
+            if line.startswith("{")
+        ]
         refused = [r for r in records if "keeping the previous policy" in r.get("message", "")]
         assert refused and all(r["log.level"] == "error" for r in refused), name
         assert any("no band covers [600, 650)" in r["message"] for r in refused)
@@ -216,8 +231,9 @@ async def test_the_challenger_is_recorded_in_shadow_and_reported(
         results[expected] = result
     for expected, result in results.items():
         assert result["status"] == expected.split("/")[0]  # the champion decides; the challenger does not act
-        stored = await pg.fetchrow("SELECT outcome, challenger FROM loan_decisions WHERE application_id = $1",
-                                   uuid.UUID(result["id"]))
+        stored = await pg.fetchrow(
+            "SELECT outcome, challenger FROM loan_decisions WHERE application_id = $1", uuid.UUID(result["id"])
+        )
         shadow = json.loads(stored["challenger"])
         assert f"{stored['outcome']}/{shadow['outcome']}" == expected
         assert shadow["policy"]["version"] == "strict-1" and shadow["risk_score"] == result["risk_score"]
@@ -235,8 +251,11 @@ async def test_the_challenger_is_recorded_in_shadow_and_reported(
             await asyncio.sleep(0.2)
         report = response.json()
         assert (await admin.get("/api/v1/policy/challenger")).json()["decisions"] == 3  # the last 7 days
-        for bad_window in ({"since": window["until"], "until": window["since"]}, {"until": "0001-01-01T00:00:00Z"},
-                           {"since": "2020-01-01T00:00:00Z", "until": window["until"]}):
+        for bad_window in (
+            {"since": window["until"], "until": window["since"]},
+            {"until": "0001-01-01T00:00:00Z"},
+            {"since": "2020-01-01T00:00:00Z", "until": window["until"]},
+        ):
             bad = await admin.get("/api/v1/policy/challenger", params=bad_window)
             assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json", bad_window
     assert (report["decisions"], report["agreed"], report["agreement_rate"]) == (3, 2, "0.6667")
@@ -261,8 +280,10 @@ async def test_the_challenger_is_recorded_in_shadow_and_reported(
 async def _fastloans(*args: str) -> str:
     """Run the `fastloans` command; return its standard output."""
     process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("fastloans")), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        str(Path(sys.executable).with_name("fastloans")),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()

@@ -49,17 +49,26 @@ def limited_gateways(infra: object, services: object) -> Iterator[list[LimitedGa
 
     Started after the shared services, which hold their ports by then (free ports are picked unbound).
     """
-    gateways = ServiceSet(infra, extra_env={  # type: ignore[arg-type]
-        "ENVIRONMENT": "test", "AUTH_CACHE_SECONDS": "30",
-        "RATE_LIMIT_PER_SECOND": str(RATE), "RATE_LIMIT_BURST": str(BURST), "RATE_LIMIT_SYNC_MS": str(SYNC_MS),
-        "AUTH_FAILURE_RATE_PER_SECOND": "0.1", "AUTH_FAILURE_BURST": str(FAILURE_BURST),
-    })
+    gateways = ServiceSet(
+        infra,
+        extra_env={  # type: ignore[arg-type]
+            "ENVIRONMENT": "test",
+            "AUTH_CACHE_SECONDS": "30",
+            "RATE_LIMIT_PER_SECOND": str(RATE),
+            "RATE_LIMIT_BURST": str(BURST),
+            "RATE_LIMIT_SYNC_MS": str(SYNC_MS),
+            "AUTH_FAILURE_RATE_PER_SECOND": "0.1",
+            "AUTH_FAILURE_BURST": str(FAILURE_BURST),
+        },
+    )
     children = [gateways.start("gateway", instance=f"gateway-limited-{i}", port=free_port()) for i in range(2)]
     try:
         for child in children:
             gateways.wait_ready(child)
-        yield [LimitedGateway(f"http://127.0.0.1:{child.port}", f"http://127.0.0.1:{child.ops_port}")  # type: ignore[attr-defined]
-               for child in children]
+        yield [
+            LimitedGateway(f"http://127.0.0.1:{child.port}", f"http://127.0.0.1:{child.ops_port}")  # type: ignore[attr-defined]
+            for child in children
+        ]
     finally:
         gateways.stop_all()
 
@@ -94,8 +103,12 @@ async def test_unknown_keys_are_throttled_per_address_without_queries(
         guesses = [f"fl_{secrets.token_urlsafe(32)}" for _ in range(300)]
         answers = []
         for start in range(0, len(guesses), 20):
-            answers += await asyncio.gather(*(http.get(f"{URL}/{uuid.uuid4()}", headers=bearer(key, attacker))
-                                              for key in guesses[start:start + 20]))
+            answers += await asyncio.gather(
+                *(
+                    http.get(f"{URL}/{uuid.uuid4()}", headers=bearer(key, attacker))
+                    for key in guesses[start : start + 20]
+                )
+            )
         statuses = Counter(r.status_code for r in answers)
         assert statuses == {401: FAILURE_BURST, 429: len(guesses) - FAILURE_BURST}, statuses
         refused = next(r for r in answers if r.status_code == 429)
@@ -118,8 +131,9 @@ async def test_an_unknown_key_is_remembered_as_unknown(limited_gateways: list[Li
     before = await counted(ops, LOOKUPS, 'result="unknown"')
     async with httpx.AsyncClient(base_url=limited_gateways[1].url, timeout=30) as http:
         # From six addresses, so that no address runs out of attempts.
-        answers = [await http.get(f"{URL}/{uuid.uuid4()}", headers=bearer(guess, f"203.0.113.{i + 1}"))
-                   for i in range(6)]
+        answers = [
+            await http.get(f"{URL}/{uuid.uuid4()}", headers=bearer(guess, f"203.0.113.{i + 1}")) for i in range(6)
+        ]
     assert {r.status_code for r in answers} == {401}
     assert await counted(ops, LOOKUPS, 'result="unknown"') - before == 1
 
@@ -135,11 +149,13 @@ async def test_a_tenant_cannot_multiply_its_limit_with_keys_or_gateways(
 
     async def hammer(gateway: int, key: int) -> None:
         seen = outcomes[(gateway, key)]
-        async with httpx.AsyncClient(base_url=limited_gateways[gateway].url, timeout=30,
-                                     headers={"Authorization": f"Bearer {keys[key]}"}) as http:
+        async with httpx.AsyncClient(
+            base_url=limited_gateways[gateway].url, timeout=30, headers={"Authorization": f"Bearer {keys[key]}"}
+        ) as http:
             # For the duration, and on a slow machine until every stream has been refused at least once.
-            while (time.monotonic() - started < duration
-                   or not all(counts[429] for counts in outcomes.values())) and time.monotonic() - started < 30:
+            while (
+                time.monotonic() - started < duration or not all(counts[429] for counts in outcomes.values())
+            ) and time.monotonic() - started < 30:
                 seen[(await http.get(f"{URL}/not-an-id")).status_code] += 1
 
     await asyncio.gather(*(hammer(g, k) for g in range(2) for k in range(2) for _ in range(3)))
@@ -165,7 +181,10 @@ async def undecided_application(pg: asyncpg.Pool, infra: object, tenant_key: str
         "INSERT INTO loan_applications (id, tenant_id, applicant_name, credit_score, loan_amount, loan_purpose, "
         "monthly_income, monthly_debt, employment_status, submitted_at, created_at, updated_at) "
         "VALUES ($1, $2, 'Never Decided', 700, 1000, 'auto', 5000, 100, 'employed', $3, $3, $3)",
-        ident, tenant_id, now)
+        ident,
+        tenant_id,
+        now,
+    )
     replica = await asyncpg.connect(infra.postgres.replica_url)  # type: ignore[attr-defined]
     try:
         deadline = time.monotonic() + 10
@@ -183,8 +202,9 @@ async def test_waiting_requests_read_the_primary_once_until_notified(
     ident = await undecided_application(pg, infra, tenant_key)
     waiters = 20
     before = await counted(ops_url, READS)
-    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {tenant_key}"},
-                                 timeout=40) as http:
+    async with httpx.AsyncClient(
+        base_url=api_url, headers={"Authorization": f"Bearer {tenant_key}"}, timeout=40
+    ) as http:
         started = time.monotonic()
         task = asyncio.gather(*(http.get(f"{URL}/{ident}", params={"wait": 10}) for _ in range(waiters)))
         during = []
@@ -203,9 +223,18 @@ async def test_waiting_requests_read_the_primary_once_until_notified(
 
 
 async def test_a_waiting_request_answers_as_soon_as_the_decision_is_announced(client: httpx.AsyncClient) -> None:
-    created = await client.post(URL, json={
-        "applicant_name": "Quick Answer", "credit_score": 760, "loan_amount": "1500.00", "loan_purpose": "auto",
-        "monthly_income": "6000.00", "monthly_debt": "500.00", "employment_status": "employed"})
+    created = await client.post(
+        URL,
+        json={
+            "applicant_name": "Quick Answer",
+            "credit_score": 760,
+            "loan_amount": "1500.00",
+            "loan_purpose": "auto",
+            "monthly_income": "6000.00",
+            "monthly_debt": "500.00",
+            "employment_status": "employed",
+        },
+    )
     assert created.status_code == 202
     started = time.monotonic()
     answer = await client.get(f"{URL}/{created.json()['id']}", params={"wait": 20})
@@ -227,11 +256,13 @@ async def test_a_tenants_own_limit_replaces_the_default(
     finally:
         await conn.close()
     async with httpx.AsyncClient(base_url=limited_gateways[0].url, timeout=30) as http:
-        strict_answers = [(await http.get(f"{URL}/not-an-id", headers={"Authorization": f"Bearer {strict_key}"}))
-                          .status_code for _ in range(5)]
-        free_answers = await asyncio.gather(*(http.get(f"{URL}/not-an-id",
-                                                       headers={"Authorization": f"Bearer {free_key}"})
-                                              for _ in range(3 * BURST)))
+        strict_answers = [
+            (await http.get(f"{URL}/not-an-id", headers={"Authorization": f"Bearer {strict_key}"})).status_code
+            for _ in range(5)
+        ]
+        free_answers = await asyncio.gather(
+            *(http.get(f"{URL}/not-an-id", headers={"Authorization": f"Bearer {free_key}"}) for _ in range(3 * BURST))
+        )
     assert strict_answers == [404, 404, 429, 429, 429]
     assert {r.status_code for r in free_answers} == {404}
 
@@ -240,18 +271,23 @@ async def test_a_waiting_request_reads_again_when_the_listener_reconnects(
     api_url: str, infra: object, pg: asyncpg.Pool, tenant_key: str
 ) -> None:
     ident = await undecided_application(pg, infra, tenant_key)
-    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {tenant_key}"},
-                                 timeout=40) as http:
+    async with httpx.AsyncClient(
+        base_url=api_url, headers={"Authorization": f"Bearer {tenant_key}"}, timeout=40
+    ) as http:
         started = time.monotonic()
         task = asyncio.gather(http.get(f"{URL}/{ident}", params={"wait": 25}))
         await asyncio.sleep(0.5)
         assert not task.done()
         # The listeners go away, and a decision is stored without a notification: only a re-read finds it.
-        listeners = await pg.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                   "WHERE query ILIKE $1", f"LISTEN%{DECIDED_CHANNEL}%")
+        listeners = await pg.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query ILIKE $1", f"LISTEN%{DECIDED_CHANNEL}%"
+        )
         assert listeners
-        await pg.execute("UPDATE loan_applications SET status = 'approved', is_approved = true, risk_score = 10, "
-                         "policy_version = 'seed-1', decided_at = now() WHERE id = $1", ident)
+        await pg.execute(
+            "UPDATE loan_applications SET status = 'approved', is_approved = true, risk_score = 10, "
+            "policy_version = 'seed-1', decided_at = now() WHERE id = $1",
+            ident,
+        )
         (answer,) = await task
         elapsed = time.monotonic() - started
     assert answer.json()["status"] == "approved"

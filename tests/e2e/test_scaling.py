@@ -16,8 +16,11 @@ async def processed(url: str) -> float:
     """How many messages an instance has processed, from its /metrics."""
     async with httpx.AsyncClient(timeout=10) as http:
         text = (await http.get(f"{url}/metrics")).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("fastloans_messages_processed_total{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("fastloans_messages_processed_total{")
+    )
 
 
 async def test_scaling_consumers_up_and_down_under_load(

@@ -32,16 +32,44 @@ def _schemathesis() -> str:
     return str(found) if found.exists() else shutil.which("st") or "st"
 
 
-def test_generated_requests_get_no_5xx_and_conform_to_the_spec(api_url: str, tenant_key: str,
-                                                                state_dir: Path) -> None:
+def test_generated_requests_get_no_5xx_and_conform_to_the_spec(api_url: str, tenant_key: str, state_dir: Path) -> None:
     result = subprocess.run(
-        [_schemathesis(), "run", f"{api_url}/openapi.json", "--checks", "all",
-         "--phases", "examples,coverage,fuzzing,stateful", "--mode", "all", "--generation-allow-x00", "true",
-         "--exclude-checks", "positive_data_acceptance,ensure_resource_availability",
-         "--header", f"Authorization: Bearer {tenant_key}", "--max-examples", str(MAX_EXAMPLES), "--seed", "20261",
-         "--workers", "2", "--request-timeout", "30", "--generation-database", "none", "--no-color",
-         "--report", "junit", "--report-dir", str(state_dir / "schemathesis")],
-        capture_output=True, text=True, timeout=1500, check=False,
+        [
+            _schemathesis(),
+            "run",
+            f"{api_url}/openapi.json",
+            "--checks",
+            "all",
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--mode",
+            "all",
+            "--generation-allow-x00",
+            "true",
+            "--exclude-checks",
+            "positive_data_acceptance,ensure_resource_availability",
+            "--header",
+            f"Authorization: Bearer {tenant_key}",
+            "--max-examples",
+            str(MAX_EXAMPLES),
+            "--seed",
+            "20261",
+            "--workers",
+            "2",
+            "--request-timeout",
+            "30",
+            "--generation-database",
+            "none",
+            "--no-color",
+            "--report",
+            "junit",
+            "--report-dir",
+            str(state_dir / "schemathesis"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-8000:]

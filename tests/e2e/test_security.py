@@ -33,10 +33,16 @@ SECURITY_HEADERS = {
 @pytest.fixture(scope="module")
 def strict_gateway(infra: object) -> Iterator[str]:
     """A second gateway process with a low rate limit and one allowed CORS origin."""
-    gateway = ServiceSet(infra, extra_env={  # type: ignore[arg-type]
-        "ENVIRONMENT": "test", "AUTH_CACHE_SECONDS": "0", "RATE_LIMIT_PER_SECOND": "0.1", "RATE_LIMIT_BURST": "3",
-        "CORS_ALLOW_ORIGINS": ALLOWED_ORIGIN,
-    })
+    gateway = ServiceSet(
+        infra,
+        extra_env={  # type: ignore[arg-type]
+            "ENVIRONMENT": "test",
+            "AUTH_CACHE_SECONDS": "0",
+            "RATE_LIMIT_PER_SECOND": "0.1",
+            "RATE_LIMIT_BURST": "3",
+            "CORS_ALLOW_ORIGINS": ALLOWED_ORIGIN,
+        },
+    )
     child = gateway.start("gateway", instance="gateway-strict", port=free_port())
     try:
         gateway.wait_ready(child)
@@ -53,8 +59,11 @@ def bearer(key: str) -> dict[str, str]:
 async def test_every_api_route_requires_a_key(api_url: str) -> None:
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
         spec = (await http.get("/openapi.json")).json()
-        operations = [(method.upper(), path.replace("{application_id}", str(uuid.uuid4())))
-                      for path, methods in spec["paths"].items() for method in methods]
+        operations = [
+            (method.upper(), path.replace("{application_id}", str(uuid.uuid4())))
+            for path, methods in spec["paths"].items()
+            for method in methods
+        ]
         assert len([op for op in operations if op[1].startswith("/api/")]) >= 5
         for method, path in operations:
             for headers in ({}, bearer("fl_" + secrets.token_urlsafe(32)), {"Authorization": "Basic Zm9vOmJhcg=="}):
@@ -109,8 +118,7 @@ async def test_keys_are_stored_only_as_hashes(pg: asyncpg.Pool, tenant_key: str)
     assert not [r for r in rows if tenant_key in r["everything"] or tenant_key[11:] in r["everything"]]
 
 
-async def test_rate_limit_per_tenant_answers_429_with_retry_after(strict_gateway: str,
-                                                                  migrated_db: MigratedDb) -> None:
+async def test_rate_limit_per_tenant_answers_429_with_retry_after(strict_gateway: str, migrated_db: MigratedDb) -> None:
     busy = await issue_test_key(migrated_db.primary_url, f"busy-{uuid.uuid4().hex[:8]}")
     quiet = await issue_test_key(migrated_db.primary_url, f"quiet-{uuid.uuid4().hex[:8]}")
     async with httpx.AsyncClient(base_url=strict_gateway, timeout=30) as http:
@@ -148,11 +156,19 @@ async def test_cors_allows_only_the_configured_origins(strict_gateway: str) -> N
 async def test_security_headers_on_every_response(api_url: str, tenant_key: str) -> None:
     auth = bearer(tenant_key)
     requests = [
-        ("GET", "/healthz", {}, None), ("GET", "/readyz", {}, None), ("GET", "/metrics", {}, None),  # 404 on this port
-        ("GET", "/openapi.json", {}, None), ("GET", "/docs", {}, None), ("GET", "/", {}, None),
-        ("GET", "/no/such/page", {}, None), ("GET", URL, auth, None), ("GET", URL, {}, None),
-        ("GET", f"{URL}/{uuid.uuid4()}", auth, None), ("POST", URL, auth, {**APPROVED, "credit_score": 1}),
-        ("POST", URL, auth, APPROVED), ("PUT", URL, auth, APPROVED),
+        ("GET", "/healthz", {}, None),
+        ("GET", "/readyz", {}, None),
+        ("GET", "/metrics", {}, None),  # 404 on this port
+        ("GET", "/openapi.json", {}, None),
+        ("GET", "/docs", {}, None),
+        ("GET", "/", {}, None),
+        ("GET", "/no/such/page", {}, None),
+        ("GET", URL, auth, None),
+        ("GET", URL, {}, None),
+        ("GET", f"{URL}/{uuid.uuid4()}", auth, None),
+        ("POST", URL, auth, {**APPROVED, "credit_score": 1}),
+        ("POST", URL, auth, APPROVED),
+        ("PUT", URL, auth, APPROVED),
     ]
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
         for method, path, headers, body in requests:
@@ -162,8 +178,11 @@ async def test_security_headers_on_every_response(api_url: str, tenant_key: str)
             assert "frame-ancestors 'none'" in response.headers["content-security-policy"], (method, path)
             if path.startswith("/api/"):
                 assert response.headers["cache-control"] == "no-store", (method, path)
-        oversized = await http.post(URL, headers={**auth, "content-type": "application/json"},
-                                    content=b'{"applicant_name": "' + b"x" * 40_000 + b'"}')
+        oversized = await http.post(
+            URL,
+            headers={**auth, "content-type": "application/json"},
+            content=b'{"applicant_name": "' + b"x" * 40_000 + b'"}',
+        )
         assert oversized.status_code == 413
         assert {name: oversized.headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS
 
@@ -176,8 +195,9 @@ async def distinctive_run(client: httpx.AsyncClient, api_url: str) -> AsyncItera
     income, debt = Decimal(f"8{secrets.randbelow(9000) + 1000}.37"), Decimal(f"{secrets.randbelow(900) + 100}.83")
     amount = Decimal(f"{secrets.randbelow(900) + 100}1.29")
     created = [
-        await submit(client, {**APPROVED, "applicant_name": name, "monthly_income": str(income),
-                              "loan_amount": str(amount)}),
+        await submit(
+            client, {**APPROVED, "applicant_name": name, "monthly_income": str(income), "loan_amount": str(amount)}
+        ),
         await submit(client, {**REJECTED, "applicant_name": name, "monthly_debt": str(debt)}),
     ]
     await client.patch(f"{URL}/{created[0]['id']}", json={"applicant_name": renamed})
@@ -189,12 +209,22 @@ async def distinctive_run(client: httpx.AsyncClient, api_url: str) -> AsyncItera
     await decided(client, created[0]["id"], revision=2)
     await decided(client, created[1]["id"])
     await asyncio.sleep(1)  # let the services flush their log lines
-    yield [name, renamed, marker, str(income), str(debt), str(amount), fake_key, fake_key[11:],
-           *[c["id"] for c in created]]
+    yield [
+        name,
+        renamed,
+        marker,
+        str(income),
+        str(debt),
+        str(amount),
+        fake_key,
+        fake_key[11:],
+        *[c["id"] for c in created],
+    ]
 
 
-async def test_no_applicant_data_or_keys_in_logs_or_metrics(distinctive_run: list[str], infra: object,
-                                                            tenant_key: str) -> None:
+async def test_no_applicant_data_or_keys_in_logs_or_metrics(
+    distinctive_run: list[str], infra: object, tenant_key: str
+) -> None:
     secrets_and_data = [*distinctive_run[:-2], tenant_key, tenant_key[11:]]
     application_ids = distinctive_run[-2:]
     leaks = []
@@ -208,8 +238,11 @@ async def test_no_applicant_data_or_keys_in_logs_or_metrics(distinctive_run: lis
             metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
             assert "fastloans_" in metrics, service
             # Neither data nor keys nor per-application ids (unbounded label values) in any label.
-            leaks += [f"{service} /metrics: {needle!r}" for needle in [*secrets_and_data, *application_ids]
-                      if needle in metrics]
+            leaks += [
+                f"{service} /metrics: {needle!r}"
+                for needle in [*secrets_and_data, *application_ids]
+                if needle in metrics
+            ]
     assert not leaks
 
 
@@ -219,25 +252,44 @@ async def test_head_is_answered_wherever_get_is(api_url: str, tenant_key: str) -
         assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
         docs_assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', (await http.get("/docs")).text)
         created = await submit(http, APPROVED, **bearer(tenant_key))
-        paths = [("/", {}), ("/docs", {}), ("/openapi.json", {}), (assets[0], {}), (docs_assets[-1], {}),
-                 (URL, bearer(tenant_key)), (f"{URL}/{created['id']}", bearer(tenant_key)),
-                 (f"{URL}/{uuid.uuid4()}", bearer(tenant_key)), (URL, {}), ("/no/such/page", {})]
+        paths = [
+            ("/", {}),
+            ("/docs", {}),
+            ("/openapi.json", {}),
+            (assets[0], {}),
+            (docs_assets[-1], {}),
+            (URL, bearer(tenant_key)),
+            (f"{URL}/{created['id']}", bearer(tenant_key)),
+            (f"{URL}/{uuid.uuid4()}", bearer(tenant_key)),
+            (URL, {}),
+            ("/no/such/page", {}),
+        ]
         for path, headers in paths:
             get = await http.get(path, headers=headers)
             head = await http.head(path, headers=headers)
             assert head.status_code == get.status_code, (path, head.status_code, get.status_code)
             assert head.content == b"", path
-            for name in ("content-type", "content-length", "etag", "cache-control", "content-security-policy",
-                         "allow", "www-authenticate"):
+            for name in (
+                "content-type",
+                "content-length",
+                "etag",
+                "cache-control",
+                "content-security-policy",
+                "allow",
+                "www-authenticate",
+            ):
                 if name != "content-length" or path not in (URL, f"{URL}/{created['id']}"):  # the body can differ
                     assert head.headers.get(name) == get.headers.get(name), (path, name)
 
 
 async def test_405_names_every_method_of_the_path(api_url: str, tenant_key: str) -> None:
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
-        for method, path, allowed in [("PUT", URL, "GET, HEAD, POST"),
-                                      ("POST", f"{URL}/{uuid.uuid4()}", "DELETE, GET, HEAD, PATCH"),
-                                      ("POST", "/", "GET, HEAD"), ("DELETE", "/docs", "GET, HEAD")]:
+        for method, path, allowed in [
+            ("PUT", URL, "GET, HEAD, POST"),
+            ("POST", f"{URL}/{uuid.uuid4()}", "DELETE, GET, HEAD, PATCH"),
+            ("POST", "/", "GET, HEAD"),
+            ("DELETE", "/docs", "GET, HEAD"),
+        ]:
             response = await http.request(method, path, headers=bearer(tenant_key))
             assert response.status_code == 405 and response.headers["allow"] == allowed, (method, path)
             assert response.headers["content-type"] == "application/problem+json"
@@ -251,8 +303,7 @@ async def test_no_redirect_reflects_the_host_header(api_url: str, tenant_key: st
     assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"
 
 
-async def test_http_metrics_label_only_the_methods_the_api_serves(api_url: str, ops_url: str,
-                                                                  tenant_key: str) -> None:
+async def test_http_metrics_label_only_the_methods_the_api_serves(api_url: str, ops_url: str, tenant_key: str) -> None:
     crafted = ["PROPFIND", "MKCOL", "LOCK", "PURGE", "M-SEARCH", "SUBSCRIBE", "TRACE", "PUT"]
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
         for method in crafted:

@@ -33,7 +33,8 @@ async def test_a_rolling_restart_under_load_loses_and_duplicates_nothing(
     # Each service finished its work and exited by itself: 0, or (uvicorn) re-raising the SIGTERM it handled
     # once it was done. A kill after the grace period would show as -9.
     assert {name: code in (0, -signal.SIGTERM) for name, code in exit_codes.items()} == dict.fromkeys(
-        ROLLING_ORDER, True), exit_codes
+        ROLLING_ORDER, True
+    ), exit_codes
     settings = infra.settings()  # type: ignore[attr-defined]
     await wait_drained(pg, settings, list(load.stats.accepted.values()), within=180)
     verdict = await verify(pg, settings, api_url, tenant_key, load.stats)

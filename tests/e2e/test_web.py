@@ -66,8 +66,13 @@ async def test_asset_urls_carry_the_content_version_and_nothing_else_is_served(a
         versions = {path.split("/")[2] for path in assets}
         assert len(versions) == 1 and re.fullmatch(r"[0-9a-f]{16}", next(iter(versions)))
         version = versions.pop()
-        for path in ("/static/0000000000000000/app.css", f"/static/{version}/missing.js",
-                     f"/static/{version}/%2e%2e/web.py", f"/static/{version}/index.html", "/static/"):
+        for path in (
+            "/static/0000000000000000/app.css",
+            f"/static/{version}/missing.js",
+            f"/static/{version}/%2e%2e/web.py",
+            f"/static/{version}/index.html",
+            "/static/",
+        ):
             response = await http.get(path)
             assert response.status_code == 404, path
             assert response.headers["content-type"] == "application/problem+json"

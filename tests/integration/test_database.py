@@ -10,8 +10,15 @@ import pytest
 
 from fastloans.db.migrate import downgrade, upgrade
 
-TABLES = {"tenants", "api_keys", "loan_applications", "loan_decisions", "outbox", "idempotency_keys",
-          "rate_limit_counts"}
+TABLES = {
+    "tenants",
+    "api_keys",
+    "loan_applications",
+    "loan_decisions",
+    "outbox",
+    "idempotency_keys",
+    "rate_limit_counts",
+}
 
 
 async def _tables(url: str) -> set[str]:

@@ -71,8 +71,9 @@ async def test_batch_consumer_dead_letters_bad_messages_and_keeps_going(infra) -
 
     producer = make_producer(settings)
     await producer.start()
-    consumer = BatchConsumer(settings, topic=Topic.SUBMITTED, group="g-dlq", handler=handler, producer=producer,
-                             max_attempts=2)
+    consumer = BatchConsumer(
+        settings, topic=Topic.SUBMITTED, group="g-dlq", handler=handler, producer=producer, max_attempts=2
+    )
     await consumer.start()
     runner = asyncio.create_task(consumer.run())
     try:

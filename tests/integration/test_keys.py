@@ -20,20 +20,27 @@ from fastloans_dev.devstack.system import StackError
 
 def on_db(url: str, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
     """Run `work` on a connection to `url` (these tests are synchronous: the code under test runs its own loop)."""
+
     async def run() -> Any:
         conn = await asyncpg.connect(url)
         try:
             return await work(conn)
         finally:
             await conn.close()
+
     return asyncio.run(run())
 
 
 def key_row(url: str, key: str) -> asyncpg.Record | None:
     """The stored row of `key`, with its tenant's name."""
-    return on_db(url, lambda conn: conn.fetchrow(
-        "SELECT t.name AS tenant, k.scopes, k.revoked_at FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
-        "WHERE k.key_hash = $1", hash_key(key)))
+    return on_db(
+        url,
+        lambda conn: conn.fetchrow(
+            "SELECT t.name AS tenant, k.scopes, k.revoked_at FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
+            "WHERE k.key_hash = $1",
+            hash_key(key),
+        ),
+    )
 
 
 @pytest.fixture
@@ -69,27 +76,27 @@ def test_a_live_key_is_registered_again_with_new_scopes(url: str) -> None:
     assert row["revoked_at"] is None and list(row["scopes"]) == ["read"]
 
 
-def test_cli_refuses_a_revoked_key_clearly(url: str, infra: Any, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_refuses_a_revoked_key_clearly(
+    url: str, infra: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     env = {"DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": infra.kafka.bootstrap_servers}
     runner = CliRunner()
     key = new_key()
     tenant = f"cli-{uuid.uuid4().hex[:8]}"
-    created = runner.invoke(main, ["keys", "create", "--tenant", tenant, "--key-from-stdin"], input=key + "\n",
-                            env=env)
+    created = runner.invoke(main, ["keys", "create", "--tenant", tenant, "--key-from-stdin"], input=key + "\n", env=env)
     assert created.exit_code == 0, created.output
     assert key not in created.stdout and key_row(url, key)["tenant"] == tenant
     assert runner.invoke(main, ["keys", "revoke", key[:11]], env=env).exit_code == 0
-    again = runner.invoke(main, ["keys", "create", "--tenant", tenant, "--key-from-stdin"], input=key + "\n",
-                          env=env)
+    again = runner.invoke(main, ["keys", "create", "--tenant", tenant, "--key-from-stdin"], input=key + "\n", env=env)
     assert again.exit_code == 1
     assert f"Error: the API key {key[:11]}… was revoked" in again.output and key not in again.output
     assert key_row(url, key)["revoked_at"] is not None
 
 
-def test_cli_sets_and_clears_a_tenants_rate_limit(url: str, infra: Any, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_sets_and_clears_a_tenants_rate_limit(
+    url: str, infra: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     env = {"DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": infra.kafka.bootstrap_servers}
     tenant = f"limited-{uuid.uuid4().hex[:8]}"

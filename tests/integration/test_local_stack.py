@@ -48,8 +48,21 @@ def _stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
 
 def test_up_is_ready_then_stops_cleanly_and_restarts_warm(tmp_path: Path) -> None:
     state = Path(__file__).resolve().parents[2] / ".fastloans" / f"up-test-{os.getpid()}"
-    ports = {name: free_port() for name in ("PG", "REPLICA", "KAFKA", "KAFKA_CONTROLLER", "GATEWAY", "RISK",
-                                             "APPROVAL", "RECORDER", "RELAY", "GATEWAY_OPS")}
+    ports = {
+        name: free_port()
+        for name in (
+            "PG",
+            "REPLICA",
+            "KAFKA",
+            "KAFKA_CONTROLLER",
+            "GATEWAY",
+            "RISK",
+            "APPROVAL",
+            "RECORDER",
+            "RELAY",
+            "GATEWAY_OPS",
+        )
+    }
     stack_env = state / "stack.env"
     try:
         process = _start(state, ports)
@@ -63,8 +76,21 @@ def test_up_is_ready_then_stops_cleanly_and_restarts_warm(tmp_path: Path) -> Non
         assert len(values["FASTLOANS_METRICS_URLS"].split()) == 5
         assert f"http://127.0.0.1:{ports['GATEWAY_OPS']}/metrics" in values["FASTLOANS_METRICS_URLS"].split()
         streaming = subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-p", str(ports["PG"]), "-U", "postgres", "-At", "-c",
-             "SELECT state FROM pg_stat_replication"], capture_output=True, text=True, check=True,
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(ports["PG"]),
+                "-U",
+                "postgres",
+                "-At",
+                "-c",
+                "SELECT state FROM pg_stat_replication",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.split()
         assert streaming == ["streaming"]
         code, output = _stop(process)
@@ -88,8 +114,16 @@ def test_a_port_in_use_gets_a_clear_message(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         taken = sock.getsockname()[1]
-        process = _start(tmp_path / "state", {"GATEWAY": taken, "PG": free_port(), "REPLICA": free_port(),
-                                              "KAFKA": free_port(), "KAFKA_CONTROLLER": free_port()})
+        process = _start(
+            tmp_path / "state",
+            {
+                "GATEWAY": taken,
+                "PG": free_port(),
+                "REPLICA": free_port(),
+                "KAFKA": free_port(),
+                "KAFKA_CONTROLLER": free_port(),
+            },
+        )
         code = process.wait(timeout=60)
         output = process.stdout.read().decode()  # type: ignore[union-attr]
     assert code == 1

@@ -50,10 +50,17 @@ async def _read_all(settings: Settings, topic: str, count: int) -> list[Consumer
 
 
 @asynccontextmanager
-async def _consuming(settings: Settings, handler: Callable[[list[ConsumerRecord]], Awaitable[None]],
-                     producer) -> AsyncIterator[BatchConsumer]:
-    consumer = BatchConsumer(settings, topic=Topic.SUBMITTED, group=f"g-{uuid.uuid4().hex[:6]}",
-                             handler=handler, producer=producer, max_attempts=2)
+async def _consuming(
+    settings: Settings, handler: Callable[[list[ConsumerRecord]], Awaitable[None]], producer
+) -> AsyncIterator[BatchConsumer]:
+    consumer = BatchConsumer(
+        settings,
+        topic=Topic.SUBMITTED,
+        group=f"g-{uuid.uuid4().hex[:6]}",
+        handler=handler,
+        producer=producer,
+        max_attempts=2,
+    )
     await consumer.start()
     runner = asyncio.create_task(consumer.run())
     try:
@@ -82,8 +89,10 @@ async def test_an_output_the_broker_refuses_is_dead_lettered_and_the_partition_g
     produced: list[bytes] = []
 
     async def handler(records: list[ConsumerRecord]) -> None:
-        await send_all(producer, [(output, r.key, r.value * (SMALL_TOPIC_LIMIT * 2 if r.value == b"P" else 1), [])
-                                  for r in records])
+        await send_all(
+            producer,
+            [(output, r.key, r.value * (SMALL_TOPIC_LIMIT * 2 if r.value == b"P" else 1), []) for r in records],
+        )
         produced.extend(r.value for r in records)
 
     try:
@@ -119,8 +128,9 @@ async def test_an_output_over_the_producer_limit_is_dead_lettered_without_retryi
 
     async def handler(records: list[ConsumerRecord]) -> None:
         tried.extend(len(records) for r in records if r.value == b"P")
-        await send_all(producer, [(output, r.key, r.value * (2_000_000 if r.value == b"P" else 1), [])
-                                  for r in records])
+        await send_all(
+            producer, [(output, r.key, r.value * (2_000_000 if r.value == b"P" else 1), []) for r in records]
+        )
         produced.extend(r.value for r in records)
 
     try:

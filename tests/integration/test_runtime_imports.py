@@ -26,6 +26,11 @@ def test_service_modules_do_not_import_the_dev_package(service: services.Service
     modules = [service.module, service.settings.split(":")[0], "fastloans.db.migrate", "fastloans.kafka"]
     # The runtime command as an image has it: without the development package's entry points.
     check = CHECK.replace("for name", "import importlib.metadata as md\nmd.entry_points = lambda **_: []\nfor name")
-    result = subprocess.run([sys.executable, "-c", check, *modules, "fastloans.cli"],
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", check, *modules, "fastloans.cli"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr

@@ -37,8 +37,12 @@ def broker(state_dir: Path, pki: Pki) -> Iterator[KafkaCluster]:
     """One KRaft node whose client and inter-broker listener is SASL_SSL with SCRAM-SHA-512."""
     jaas = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{USER}" password="{PASSWORD}";'
     cluster = KafkaCluster(
-        state_dir / "kafka-sasl", ports=[free_port()], controller_ports=[free_port()], log_dir=state_dir / "logs",
-        listener_protocol="SASL_SSL", heap="256m",
+        state_dir / "kafka-sasl",
+        ports=[free_port()],
+        controller_ports=[free_port()],
+        log_dir=state_dir / "logs",
+        listener_protocol="SASL_SSL",
+        heap="256m",
         format_args=["--add-scram", f"SCRAM-SHA-512=[name={USER},password={PASSWORD}]"],
         extra={
             "sasl.enabled.mechanisms": "SCRAM-SHA-512",
@@ -59,8 +63,9 @@ def broker(state_dir: Path, pki: Pki) -> Iterator[KafkaCluster]:
         cluster.stop()
 
 
-def _settings(broker: KafkaCluster, *, password: str = PASSWORD, ca: Path | None = None,
-              protocol: str = "SASL_SSL") -> Settings:
+def _settings(
+    broker: KafkaCluster, *, password: str = PASSWORD, ca: Path | None = None, protocol: str = "SASL_SSL"
+) -> Settings:
     return Settings(
         database_url="postgresql://unused@127.0.0.1:9/unused",
         kafka_bootstrap_servers=broker.bootstrap_servers,

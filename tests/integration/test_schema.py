@@ -47,8 +47,12 @@ async def test_check_constraints_and_unlogged_tables_agree(migrated_db) -> None:
         )
     finally:
         await conn.close()
-    declared_checks = {(table.name, constraint.name) for table in metadata.tables.values()
-                       for constraint in table.constraints if isinstance(constraint, CheckConstraint)}
+    declared_checks = {
+        (table.name, constraint.name)
+        for table in metadata.tables.values()
+        for constraint in table.constraints
+        if isinstance(constraint, CheckConstraint)
+    }
     assert {(row["table_name"], row["name"]) for row in checks} == declared_checks
     declared_unlogged = {table.name for table in metadata.tables.values() if "UNLOGGED" in table._prefixes}
     assert {row["relname"] for row in unlogged} == declared_unlogged
@@ -59,7 +63,8 @@ async def test_the_status_check_admits_exactly_the_declared_statuses(migrated_db
     conn = await asyncpg.connect(migrated_db.primary_url)
     try:
         definition = await conn.fetchval(
-            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'loan_applications_status'")
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'loan_applications_status'"
+        )
     finally:
         await conn.close()
     assert set(re.findall(r"'(\w+)'", definition)) == set(STATUSES)

@@ -52,13 +52,28 @@ def make_pki(directory: Path, hosts: list[str], *, ca_name: str = "Fast Loans te
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
-        x509.CertificateBuilder().subject_name(_name(ca_name)).issuer_name(_name(ca_name))
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
+        x509.CertificateBuilder()
+        .subject_name(_name(ca_name))
+        .issuer_name(_name(ca_name))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -70,25 +85,39 @@ def make_pki(directory: Path, hosts: list[str], *, ca_name: str = "Fast Loans te
         except ValueError:
             names.append(x509.DNSName(host))
     cert = (
-        x509.CertificateBuilder().subject_name(_name(hosts[0])).issuer_name(ca_cert.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
+        x509.CertificateBuilder()
+        .subject_name(_name(hosts[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                       critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    pki = Pki(directory / "ca.pem", directory / "server.crt", directory / "server.key", directory / "server.p12",
-              secrets.token_urlsafe(12))
+    pki = Pki(
+        directory / "ca.pem",
+        directory / "server.crt",
+        directory / "server.key",
+        directory / "server.p12",
+        secrets.token_urlsafe(12),
+    )
     pki.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     pki.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pki.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
+    pki.key.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     os.chmod(pki.key, 0o600)
-    pki.keystore.write_bytes(pkcs12.serialize_key_and_certificates(
-        b"server", key, cert, [ca_cert], serialization.BestAvailableEncryption(pki.keystore_password.encode())))
+    pki.keystore.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"server", key, cert, [ca_cert], serialization.BestAvailableEncryption(pki.keystore_password.encode())
+        )
+    )
     return pki
 
 
@@ -115,19 +144,28 @@ def tls_server(state_dir: Path, pki: Pki) -> Iterator[PostgresServer]:
         os.chmod(server.data_dir / pki.key.name, 0o600)
         user.chown(server.data_dir)
         with open(server.data_dir / "postgresql.conf", "a") as conf:
-            conf.write(f"ssl = on\nssl_cert_file = '{pki.cert.name}'\nssl_key_file = '{pki.key.name}'\n"
-                       "ssl_min_protocol_version = 'TLSv1.2'\npassword_encryption = 'scram-sha-256'\n")
+            conf.write(
+                f"ssl = on\nssl_cert_file = '{pki.cert.name}'\nssl_key_file = '{pki.key.name}'\n"
+                "ssl_min_protocol_version = 'TLSv1.2'\npassword_encryption = 'scram-sha-256'\n"
+            )
         # TCP only with TLS and a SCRAM password; the local socket stays for administration.
         (server.data_dir / "pg_hba.conf").write_text(
-            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n")
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n"
+        )
         server.start()
         yield server
     finally:
         server.stop()
 
 
-def _settings(server: PostgresServer, *, host: str = "localhost", password: str = PASSWORD,
-              sslmode: str = "verify-full", ca: Path | None = None) -> Settings:
+def _settings(
+    server: PostgresServer,
+    *,
+    host: str = "localhost",
+    password: str = PASSWORD,
+    sslmode: str = "verify-full",
+    ca: Path | None = None,
+) -> Settings:
     return Settings(
         database_url=f"postgresql://fastloans@{host}:{server.port}/fastloans",
         database_password=password,

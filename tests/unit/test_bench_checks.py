@@ -57,16 +57,27 @@ def test_withdrawals_resurrections_and_mismatches() -> None:
 
 def test_the_chaos_verdict_counts_each_finding() -> None:
     verdict = invariants.Verdict()
-    for finding in (checks.Finding("decided", surplus=2, problems=["x"]), checks.Finding("mismatched"),
-                    checks.Finding("lost"), checks.Finding("withdrawn")):
+    for finding in (
+        checks.Finding("decided", surplus=2, problems=["x"]),
+        checks.Finding("mismatched"),
+        checks.Finding("lost"),
+        checks.Finding("withdrawn"),
+    ):
         invariants._count(verdict, finding)
     assert (verdict.decided, verdict.duplicates, verdict.lost, verdict.withdrawn) == (1, 3, 1, 1)
     assert verdict.examples == ["x"]
 
 
 async def test_drained_only_when_every_count_is_zero_and_stays_so() -> None:
-    samples = iter([{"outbox": 3, "lag": 0}, {"outbox": 0, "lag": 0}, {"outbox": 0, "lag": 1},
-                    {"outbox": 0, "lag": 0}, {"outbox": 0, "lag": 0}])
+    samples = iter(
+        [
+            {"outbox": 3, "lag": 0},
+            {"outbox": 0, "lag": 0},
+            {"outbox": 0, "lag": 1},
+            {"outbox": 0, "lag": 0},
+            {"outbox": 0, "lag": 0},
+        ]
+    )
     said: list[str] = []
 
     async def sample() -> dict[str, int]:

@@ -11,13 +11,24 @@ import pytest
 
 from fastloans.events import ApplicationDecided, ApplicationScored, ApplicationSubmitted, EventDecodeError, Facts
 
-FACTS = Facts(credit_score=640, loan_amount=Decimal("12000.50"), monthly_income=Decimal("4000.00"),
-              monthly_debt=Decimal("1720.00"), employment_status="employed", loan_purpose="auto")
+FACTS = Facts(
+    credit_score=640,
+    loan_amount=Decimal("12000.50"),
+    monthly_income=Decimal("4000.00"),
+    monthly_debt=Decimal("1720.00"),
+    employment_status="employed",
+    loan_purpose="auto",
+)
 
 
 def submitted() -> ApplicationSubmitted:
-    return ApplicationSubmitted(application_id=uuid.uuid4(), tenant_id=uuid.uuid4(), revision=2,
-                                submitted_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), facts=FACTS)
+    return ApplicationSubmitted(
+        application_id=uuid.uuid4(),
+        tenant_id=uuid.uuid4(),
+        revision=2,
+        submitted_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        facts=FACTS,
+    )
 
 
 def test_round_trip_keeps_money_exact() -> None:
@@ -49,8 +60,12 @@ def test_foreign_messages_are_rejected_clearly(raw: bytes | None, message: str) 
 
 def test_a_scored_event_is_not_a_decision() -> None:
     event = submitted()
-    scored = ApplicationScored(**event.model_dump(exclude={"event_id"}), risk_score=10, contributions=[],
-                               policy={"name": "seed", "version": "seed-1", "hash": "abc"},
-                               scored_at=datetime.now(UTC))
+    scored = ApplicationScored(
+        **event.model_dump(exclude={"event_id"}),
+        risk_score=10,
+        contributions=[],
+        policy={"name": "seed", "version": "seed-1", "hash": "abc"},
+        scored_at=datetime.now(UTC),
+    )
     with pytest.raises(EventDecodeError):
         ApplicationDecided.decode(scored.encode())

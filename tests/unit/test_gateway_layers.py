@@ -42,22 +42,35 @@ def test_the_service_layer_and_the_outbox_do_not_speak_http(name: str) -> None:
 
 
 def test_every_domain_error_has_exactly_one_answer() -> None:
-    errors = {cls for cls in vars(applications).values()
-              if isinstance(cls, type) and issubclass(cls, ApplicationError) and cls is not ApplicationError}
+    errors = {
+        cls
+        for cls in vars(applications).values()
+        if isinstance(cls, type) and issubclass(cls, ApplicationError) and cls is not ApplicationError
+    }
     assert set(DOMAIN_PROBLEMS) == errors == {NotFound, IdempotencyConflict}
     assert domain_problem(NotFound()).status == 404
     conflict = domain_problem(IdempotencyConflict())
-    assert conflict.status == 422 and conflict.errors == [{"field": "Idempotency-Key",
-                                                           "message": "reused with a different body"}]
+    assert conflict.status == 422 and conflict.errors == [
+        {"field": "Idempotency-Key", "message": "reused with a different body"}
+    ]
 
 
 def test_the_row_written_on_submit_is_the_one_the_relay_reads() -> None:
-    settings = Settings(database_url="postgresql://app@db/loans", kafka_bootstrap_servers="k:9092",
-                        kafka_topic_prefix="t.")
-    application = applications.new_application(uuid.uuid4(), {
-        "applicant_name": "Ada Lovelace", "credit_score": 750, "loan_amount": Decimal("2000.00"),
-        "loan_purpose": "auto", "monthly_income": Decimal("5000.00"), "monthly_debt": Decimal("0.00"),
-        "employment_status": "employed"})
+    settings = Settings(
+        database_url="postgresql://app@db/loans", kafka_bootstrap_servers="k:9092", kafka_topic_prefix="t."
+    )
+    application = applications.new_application(
+        uuid.uuid4(),
+        {
+            "applicant_name": "Ada Lovelace",
+            "credit_score": 750,
+            "loan_amount": Decimal("2000.00"),
+            "loan_purpose": "auto",
+            "monthly_income": Decimal("5000.00"),
+            "monthly_debt": Decimal("0.00"),
+            "employment_status": "employed",
+        },
+    )
     row = outbox.submitted_row(settings, application, {"traceparent": TRACEPARENT, "tracestate": "x=\x00"})
     assert row.topic == "t.loan-applications.submitted" and row.key == str(application["id"])
     event = ApplicationSubmitted.decode(row.payload)

@@ -36,13 +36,17 @@ def test_one_shared_port_caps_every_connection(env: pytest.MonkeyPatch) -> None:
     assert http_limits(GatewaySettings()).ops_port == 0  # type: ignore[call-arg]
 
 
-@pytest.mark.parametrize(("response", "status"), [(HEAD_TOO_LARGE, 431), (TOO_MANY_HEADERS, 431),
-                                                   (HEAD_TIMEOUT, 408), (BODY_TIMEOUT, 408)])
+@pytest.mark.parametrize(
+    ("response", "status"), [(HEAD_TOO_LARGE, 431), (TOO_MANY_HEADERS, 431), (HEAD_TIMEOUT, 408), (BODY_TIMEOUT, 408)]
+)
 def test_the_servers_own_answers_are_closing_problem_documents(response: bytes, status: int) -> None:
     head, _, body = response.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
     assert lines[0].startswith(f"HTTP/1.1 {status} ")
     fields = dict(line.lower().split(": ", 1) for line in lines[1:])
-    assert fields == {"content-type": "application/problem+json", "content-length": str(len(body)),
-                      "connection": "close"}
+    assert fields == {
+        "content-type": "application/problem+json",
+        "content-length": str(len(body)),
+        "connection": "close",
+    }
     assert json.loads(body)["status"] == status

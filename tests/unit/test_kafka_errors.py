@@ -10,47 +10,56 @@ from fastloans.kafka import dead_letter_copy, is_poison, is_transient, message_s
 LIMIT = 1_048_576
 
 
-@pytest.mark.parametrize("error", [
-    errors.KafkaConnectionError(),
-    errors.NodeNotReadyError(),
-    errors.NoBrokersAvailable(),
-    errors.RequestTimedOutError(),
-    errors.KafkaTimeoutError(),
-    errors.NotLeaderForPartitionError(),
-    errors.LeaderNotAvailableError(),
-    errors.NotEnoughReplicasError(),
-    errors.NotEnoughReplicasAfterAppendError(),
-    errors.BrokerNotAvailableError(),
-    errors.UnknownTopicOrPartitionError(),
-    errors.KafkaStorageError(),
-    errors.OutOfOrderSequenceNumber(),
-    errors.ProducerClosed(),
-    errors.KafkaError("Unexpected error during batch delivery"),
-    ConnectionResetError(),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.KafkaConnectionError(),
+        errors.NodeNotReadyError(),
+        errors.NoBrokersAvailable(),
+        errors.RequestTimedOutError(),
+        errors.KafkaTimeoutError(),
+        errors.NotLeaderForPartitionError(),
+        errors.LeaderNotAvailableError(),
+        errors.NotEnoughReplicasError(),
+        errors.NotEnoughReplicasAfterAppendError(),
+        errors.BrokerNotAvailableError(),
+        errors.UnknownTopicOrPartitionError(),
+        errors.KafkaStorageError(),
+        errors.OutOfOrderSequenceNumber(),
+        errors.ProducerClosed(),
+        errors.KafkaError("Unexpected error during batch delivery"),
+        ConnectionResetError(),
+    ],
+)
 def test_outages_are_transient(error: BaseException) -> None:
     assert is_transient(error)
     assert not is_poison(error)
 
 
-@pytest.mark.parametrize("error", [
-    errors.MessageSizeTooLargeError(),
-    errors.RecordTooLargeError(),
-    errors.RecordListTooLargeError(),
-    errors.CorruptRecordException(),
-    errors.InvalidTimestampError(),
-    errors.UnknownError(),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.MessageSizeTooLargeError(),
+        errors.RecordTooLargeError(),
+        errors.RecordListTooLargeError(),
+        errors.CorruptRecordException(),
+        errors.InvalidTimestampError(),
+        errors.UnknownError(),
+    ],
+)
 def test_refusals_of_the_message_are_poison(error: BaseException) -> None:
     assert not is_transient(error)
     assert is_poison(error)
 
 
-@pytest.mark.parametrize("error", [
-    errors.TopicAuthorizationFailedError(),
-    errors.InvalidTopicError(),
-    errors.UnsupportedVersionError(),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.TopicAuthorizationFailedError(),
+        errors.InvalidTopicError(),
+        errors.UnsupportedVersionError(),
+    ],
+)
 def test_other_permanent_errors_are_not_retried_for_ever(error: BaseException) -> None:
     assert not is_transient(error)
 
@@ -62,8 +71,15 @@ def test_a_wrapped_error_is_judged_by_its_cause() -> None:
 
 
 def _copy(key: bytes | None, value: bytes | None, headers: list, limit: int = LIMIT, **kw):
-    return dead_letter_copy(key, value, headers, error=ValueError("boom"),
-                            details={"source-topic": "t", "source-offset": "7"}, limit=limit, **kw)
+    return dead_letter_copy(
+        key,
+        value,
+        headers,
+        error=ValueError("boom"),
+        details={"source-topic": "t", "source-offset": "7"},
+        limit=limit,
+        **kw,
+    )
 
 
 def test_a_small_message_is_copied_whole_with_the_error() -> None:
@@ -76,8 +92,12 @@ def test_a_small_message_is_copied_whole_with_the_error() -> None:
 
 
 def test_oversized_headers_are_left_out_and_counted() -> None:
-    huge = [("tracestate", b"a" * 1_000_000), ("n" * 300, b"1"), ("ok", b"fine"),
-            *((f"h{i}", b"x" * 8000) for i in range(10))]
+    huge = [
+        ("tracestate", b"a" * 1_000_000),
+        ("n" * 300, b"1"),
+        ("ok", b"fine"),
+        *((f"h{i}", b"x" * 8000) for i in range(10)),
+    ]
     _, value, headers = _copy(b"k", b"v", huge)
     names = [name for name, _ in headers]
     assert "tracestate" not in names and "n" * 300 not in names and "ok" in names

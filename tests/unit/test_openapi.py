@@ -27,8 +27,13 @@ OPERATIONS = {
 
 @pytest.fixture(scope="module")
 def spec() -> dict[str, Any]:
-    app = create_app(GatewaySettings(DATABASE_URL="postgresql://app@db/loans",  # type: ignore[call-arg]
-                                     KAFKA_BOOTSTRAP_SERVERS="k:9092", ENVIRONMENT="test"))
+    app = create_app(
+        GatewaySettings(
+            DATABASE_URL="postgresql://app@db/loans",  # type: ignore[call-arg]
+            KAFKA_BOOTSTRAP_SERVERS="k:9092",
+            ENVIRONMENT="test",
+        )
+    )
     return app.openapi()
 
 
@@ -45,8 +50,9 @@ def test_optional_fields_of_a_change_have_no_null_default(spec: dict[str, Any]) 
 
 
 def test_every_operation_has_its_short_id_and_exactly_the_problems_it_answers(spec: dict[str, Any]) -> None:
-    found = {(path, method): operation for path, methods in spec["paths"].items()
-             for method, operation in methods.items()}
+    found = {
+        (path, method): operation for path, methods in spec["paths"].items() for method, operation in methods.items()
+    }
     assert set(found) == set(OPERATIONS)
     for key, (operation_id, success, statuses) in OPERATIONS.items():
         operation = found[key]

@@ -15,8 +15,13 @@ UNTIL = datetime(2026, 2, 1, tzinfo=UTC)
 
 
 def row(champion: str, challenger: str, champion_version: str, decisions: int, challenger_version: str = "c-1"):
-    return {"champion": champion, "challenger": challenger, "champion_version": champion_version,
-            "challenger_version": challenger_version, "decisions": decisions}
+    return {
+        "champion": champion,
+        "challenger": challenger,
+        "champion_version": champion_version,
+        "challenger_version": challenger_version,
+        "decisions": decisions,
+    }
 
 
 def test_counts_agreement_confusion_and_version_pairs() -> None:

@@ -78,13 +78,16 @@ def test_failure_throttle_off_at_rate_zero() -> None:
     assert all(throttle.take("203.0.113.9", 0.0) is None for _ in range(100))
 
 
-@pytest.mark.parametrize(("client", "address"), [
-    (("203.0.113.9", 5000), "203.0.113.9"),
-    (("2001:db8:1:2:3:4:5:6", 5000), "2001:db8:1:2::/64"),
-    (("2001:db8:1:2:ffff::1", 5000), "2001:db8:1:2::/64"),
-    (("::ffff:203.0.113.9", 5000), "203.0.113.9"),
-    (None, "unknown"),
-    (("testclient", 50000), "testclient"),
-])
+@pytest.mark.parametrize(
+    ("client", "address"),
+    [
+        (("203.0.113.9", 5000), "203.0.113.9"),
+        (("2001:db8:1:2:3:4:5:6", 5000), "2001:db8:1:2::/64"),
+        (("2001:db8:1:2:ffff::1", 5000), "2001:db8:1:2::/64"),
+        (("::ffff:203.0.113.9", 5000), "203.0.113.9"),
+        (None, "unknown"),
+        (("testclient", 50000), "testclient"),
+    ],
+)
 def test_client_address(client: tuple[str, int] | None, address: str) -> None:
     assert client_address(client) == address

@@ -26,11 +26,23 @@ REASONS = {
 
 def row(**overrides: object) -> dict[str, object]:
     base: dict[str, object] = {
-        "id": uuid.UUID("7d1f3a52-5c4e-4f0e-9b7a-1f6a0c2d9e11"), "tenant_id": uuid.uuid4(), "revision": 1,
-        "status": "pending", "applicant_name": "Grace Hopper", "credit_score": 720,
-        "loan_amount": Decimal("2000"), "loan_purpose": "car", "monthly_income": Decimal("5000.5"),
-        "monthly_debt": Decimal("0"), "employment_status": "employed", "risk_score": None, "is_approved": None,
-        "reasons": None, "policy_version": None, "submitted_at": SUBMITTED, "decided_at": None,
+        "id": uuid.UUID("7d1f3a52-5c4e-4f0e-9b7a-1f6a0c2d9e11"),
+        "tenant_id": uuid.uuid4(),
+        "revision": 1,
+        "status": "pending",
+        "applicant_name": "Grace Hopper",
+        "credit_score": 720,
+        "loan_amount": Decimal("2000"),
+        "loan_purpose": "car",
+        "monthly_income": Decimal("5000.5"),
+        "monthly_debt": Decimal("0"),
+        "employment_status": "employed",
+        "risk_score": None,
+        "is_approved": None,
+        "reasons": None,
+        "policy_version": None,
+        "submitted_at": SUBMITTED,
+        "decided_at": None,
         "created_at": SUBMITTED.replace(microsecond=0),
     }
     base.update(overrides)
@@ -46,9 +58,13 @@ def model_form(values: dict[str, object]) -> dict[str, object]:
         return {**{"text": ""}, **raw, "value": str(raw["value"])}
 
     model = LoanApplication(
-        **{k: v for k, v in values.items() if k not in {"tenant_id", "reasons", "loan_amount", "monthly_income",
-                                                        "monthly_debt"}},
-        loan_amount=f"{values['loan_amount']:.2f}", monthly_income=f"{values['monthly_income']:.2f}",
+        **{
+            k: v
+            for k, v in values.items()
+            if k not in {"tenant_id", "reasons", "loan_amount", "monthly_income", "monthly_debt"}
+        },
+        loan_amount=f"{values['loan_amount']:.2f}",
+        monthly_income=f"{values['monthly_income']:.2f}",
         monthly_debt=f"{values['monthly_debt']:.2f}",
         reasons=[reason(r) for r in reasons.get("contributions", [])],
         principal_reasons=[reason(r) for r in reasons.get("principal_reasons", [])],
@@ -56,13 +72,29 @@ def model_form(values: dict[str, object]) -> dict[str, object]:
     return orjson.loads(model.model_dump_json())
 
 
-@pytest.mark.parametrize("values", [
-    row(),
-    row(status="rejected", risk_score=55, is_approved=False, reasons=REASONS, policy_version="2024.1",
-        decided_at=SUBMITTED + timedelta(milliseconds=40)),
-    row(status="approved", risk_score=0, is_approved=True, reasons=orjson.dumps({"contributions": []}).decode(),
-        policy_version="2024.1", decided_at=SUBMITTED.replace(microsecond=0)),
-], ids=["pending", "rejected-with-reasons", "approved-reasons-as-text"])
+@pytest.mark.parametrize(
+    "values",
+    [
+        row(),
+        row(
+            status="rejected",
+            risk_score=55,
+            is_approved=False,
+            reasons=REASONS,
+            policy_version="2024.1",
+            decided_at=SUBMITTED + timedelta(milliseconds=40),
+        ),
+        row(
+            status="approved",
+            risk_score=0,
+            is_approved=True,
+            reasons=orjson.dumps({"contributions": []}).decode(),
+            policy_version="2024.1",
+            decided_at=SUBMITTED.replace(microsecond=0),
+        ),
+    ],
+    ids=["pending", "rejected-with-reasons", "approved-reasons-as-text"],
+)
 def test_render_matches_the_model(values: dict[str, object]) -> None:
     if isinstance(values["reasons"], str):
         expected = model_form({**values, "reasons": orjson.loads(values["reasons"])})

@@ -72,8 +72,11 @@ def test_local_stack_derives_from_the_registry() -> None:
 def test_workers_read_and_write_the_registered_topics(service: services.Service) -> None:
     """Each consumer's worker class reads the topic the registry names and produces one it declares."""
     module = importlib.import_module(service.module)
-    workers = [v for v in vars(module).values()
-               if isinstance(v, type) and v.__module__ == module.__name__ and hasattr(v, "input_topic")]
+    workers = [
+        v
+        for v in vars(module).values()
+        if isinstance(v, type) and v.__module__ == module.__name__ and hasattr(v, "input_topic")
+    ]
     assert len(workers) == 1, workers
     worker = workers[0]
     assert worker.input_topic is service.consumes

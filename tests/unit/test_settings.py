@@ -18,9 +18,21 @@ BASE = {"DATABASE_URL": "postgresql://app@db:5432/loans", "KAFKA_BOOTSTRAP_SERVE
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     """No ambient settings or .env file leak into these tests."""
     monkeypatch.chdir(tmp_path)
-    for name in ("DATABASE_URL", "DB_URL", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BROKER_URL", "DATABASE_READ_URL",
-                 "KAFKA_SECURITY_PROTOCOL", "KAFKA_SEC_PROTOCOL", "KAFKA_TOPIC", "ENVIRONMENT",
-                 "HTTP_PORT", "PORT", "SERVICE_NAME", "OPS_PORT"):
+    for name in (
+        "DATABASE_URL",
+        "DB_URL",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "KAFKA_BROKER_URL",
+        "DATABASE_READ_URL",
+        "KAFKA_SECURITY_PROTOCOL",
+        "KAFKA_SEC_PROTOCOL",
+        "KAFKA_TOPIC",
+        "ENVIRONMENT",
+        "HTTP_PORT",
+        "PORT",
+        "SERVICE_NAME",
+        "OPS_PORT",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -111,8 +123,12 @@ EVERY_SERVICE = pytest.mark.parametrize("service", services.SERVICES, ids=lambda
 @EVERY_SERVICE
 @pytest.mark.parametrize(
     ("env", "port"),
-    [({}, None), ({"PORT": "9123"}, 9123), ({"HTTP_PORT": "9124"}, 9124),
-     ({"PORT": "9123", "HTTP_PORT": "9124"}, 9124)],
+    [
+        ({}, None),
+        ({"PORT": "9123"}, 9123),
+        ({"HTTP_PORT": "9124"}, 9124),
+        ({"PORT": "9123", "HTTP_PORT": "9124"}, 9124),
+    ],
     ids=["default", "PORT", "HTTP_PORT", "both"],
 )
 def test_every_service_takes_its_port_from_port_or_http_port(

@@ -18,8 +18,13 @@ from fastloans_gateway.settings import GatewaySettings
 
 def gateway() -> httpx.AsyncClient:
     """A client on a gateway app with two failing routes; an exception raised out of the app fails the test."""
-    app = create_app(GatewaySettings(DATABASE_URL="postgresql://app@db/loans",  # type: ignore[call-arg]
-                                     KAFKA_BOOTSTRAP_SERVERS="k:9092", ENVIRONMENT="test"))
+    app = create_app(
+        GatewaySettings(
+            DATABASE_URL="postgresql://app@db/loans",  # type: ignore[call-arg]
+            KAFKA_BOOTSTRAP_SERVERS="k:9092",
+            ENVIRONMENT="test",
+        )
+    )
 
     async def bug() -> None:
         raise RuntimeError("a bug")
@@ -38,7 +43,8 @@ def count(route: str, status: str) -> float:
 
 @pytest.mark.parametrize(("path", "status"), [("/test-only/bug", 500), ("/test-only/outage", 503)])
 async def test_an_exception_is_answered_logged_once_and_counted_with_its_status(
-        path: str, status: int, caplog: pytest.LogCaptureFixture) -> None:
+    path: str, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
     before = count(path, str(status))
     with caplog.at_level(logging.WARNING):
         async with gateway() as http:

@@ -48,9 +48,19 @@ def ensure_jars() -> Path:
         shutil.rmtree(libs)
     libs.mkdir(parents=True)
     result = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-         f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
-        capture_output=True, text=True, check=False,
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise StackError(f"mvn could not resolve the Kafka jars:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
@@ -111,9 +121,21 @@ class KafkaNode:
         if (self.data_dir / "meta.properties").exists():
             return
         result = subprocess.run(
-            ["java", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
-             "-c", str(self.properties_path), "--ignore-formatted", *self.format_args],
-            capture_output=True, text=True, check=False,
+            [
+                "java",
+                "-cp",
+                f"{libs}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={cluster_id}",
+                "-c",
+                str(self.properties_path),
+                "--ignore-formatted",
+                *self.format_args,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
@@ -125,9 +147,19 @@ class KafkaNode:
         env = {**os.environ}
         self.child = Child(
             name=f"kafka-{self.node_id}",
-            argv=["java", f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-                  "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}",
-                  "-cp", f"{libs}/*", "kafka.Kafka", str(self.properties_path)],
+            argv=[
+                "java",
+                f"-Xms{heap}",
+                f"-Xmx{heap}",
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={log4j}",
+                "-cp",
+                f"{libs}/*",
+                "kafka.Kafka",
+                str(self.properties_path),
+            ],
             log_path=self.log_dir / f"kafka-{self.node_id}.out",
             env=env,
         )
@@ -135,10 +167,12 @@ class KafkaNode:
 
     def wait_listening(self, timeout: float = 90.0) -> None:
         """Wait until the broker port accepts connections."""
+
         def up() -> bool:
             if self.child is not None and not self.child.running:
                 raise StackError(f"kafka node {self.node_id} exited during start:\n{self.child.tail()}")
             return port_in_use(self.port)
+
         wait_for(up, timeout=timeout, what=f"Kafka node {self.node_id} on port {self.port}", interval=0.2)
 
     def stop(self) -> None:
@@ -150,10 +184,19 @@ class KafkaNode:
 class KafkaCluster:
     """One or more KRaft nodes (each broker and controller) on loopback."""
 
-    def __init__(self, root: Path, *, ports: list[int], controller_ports: list[int], log_dir: Path,
-                 min_isr: int | None = None, extra: dict[str, str] | None = None,
-                 listener_protocol: str = "PLAINTEXT", heap: str = "512m",
-                 format_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        ports: list[int],
+        controller_ports: list[int],
+        log_dir: Path,
+        min_isr: int | None = None,
+        extra: dict[str, str] | None = None,
+        listener_protocol: str = "PLAINTEXT",
+        heap: str = "512m",
+        format_args: list[str] | None = None,
+    ) -> None:
         self.root = root
         self.heap = heap
         self.replication = len(ports)

@@ -73,7 +73,11 @@ class PostgresServer:
 
     def _run(self, *argv: str) -> None:
         result = subprocess.run(
-            argv, capture_output=True, text=True, check=False, **self.user.popen_args()  # type: ignore[call-overload]
+            argv,
+            capture_output=True,
+            text=True,
+            check=False,
+            **self.user.popen_args(),  # type: ignore[call-overload]
         )
         if result.returncode != 0:
             detail = result.stderr.strip() or result.stdout.strip()
@@ -90,8 +94,15 @@ class PostgresServer:
         self.user.chown(self.data_dir)
         os.chmod(self.data_dir, 0o700)
         self._run(
-            str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
-            "--auth-local=trust", "--auth-host=trust", "--encoding=UTF8", "--locale=C.UTF-8",
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SUPERUSER,
+            "--auth-local=trust",
+            "--auth-host=trust",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
         )
         settings = [
             "listen_addresses = '127.0.0.1'",
@@ -121,9 +132,22 @@ class PostgresServer:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.user.chown(self.data_dir.parent)
         self._run(
-            str(self.bindir / "pg_basebackup"), "-D", str(self.data_dir), "-h", "127.0.0.1",
-            "-p", str(primary.port), "-U", SUPERUSER, "-X", "stream", "-R", "--checkpoint=fast",
-            "-C", "-S", "fastloans_replica",
+            str(self.bindir / "pg_basebackup"),
+            "-D",
+            str(self.data_dir),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(primary.port),
+            "-U",
+            SUPERUSER,
+            "-X",
+            "stream",
+            "-R",
+            "--checkpoint=fast",
+            "-C",
+            "-S",
+            "fastloans_replica",
         )
         if not (self.data_dir / "standby.signal").exists():
             raise StackError(f"pg_basebackup did not write standby.signal for {self.name}")
@@ -135,8 +159,15 @@ class PostgresServer:
         self.user.chown(self.socket_dir)
         self.child = Child(
             name=self.name,
-            argv=[str(self.bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-                  "-k", str(self.socket_dir)],
+            argv=[
+                str(self.bindir / "postgres"),
+                "-D",
+                str(self.data_dir),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.socket_dir),
+            ],
             log_path=self.log_dir / f"{self.name}.log",
             popen_extra=self.user.popen_args(),
             stop_signal=signal.SIGINT,  # fast shutdown: roll back open transactions, checkpoint, exit
@@ -146,6 +177,7 @@ class PostgresServer:
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until `pg_isready` succeeds."""
+
         def ready() -> bool:
             if self.child is not None and not self.child.running:
                 raise StackError(f"{self.name} exited during start:\n{self.child.tail()}")
@@ -153,14 +185,33 @@ class PostgresServer:
                 [str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)], check=False
             )
             return result.returncode == 0
+
         wait_for(ready, timeout=timeout, what=f"{self.name} on port {self.port}")
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run one SQL command with psql and return its unaligned output."""
         result = subprocess.run(
-            [str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "-d", database,
-             "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
-            capture_output=True, text=True, check=False,
+            [
+                str(self.bindir / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                SUPERUSER,
+                "-d",
+                database,
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             raise StackError(f"psql on {self.name} failed: {result.stderr.strip()}")
@@ -180,16 +231,19 @@ class PostgresServer:
 class PostgresPair:
     """A primary and a streaming replica (`standby.signal`, physical slot)."""
 
-    def __init__(self, root: Path, *, primary_port: int, replica_port: int, log_dir: Path,
-                 durable: bool = True) -> None:
+    def __init__(
+        self, root: Path, *, primary_port: int, replica_port: int, log_dir: Path, durable: bool = True
+    ) -> None:
         self.bindir = ensure_installed()
         self.user = service_user()
         self.durable = durable
         data_root = _usable_root(root, self.user)
-        self.primary = PostgresServer("postgres-primary", data_root / "primary", primary_port, self.bindir,
-                                      self.user, log_dir)
-        self.replica = PostgresServer("postgres-replica", data_root / "replica", replica_port, self.bindir,
-                                      self.user, log_dir)
+        self.primary = PostgresServer(
+            "postgres-primary", data_root / "primary", primary_port, self.bindir, self.user, log_dir
+        )
+        self.replica = PostgresServer(
+            "postgres-replica", data_root / "replica", replica_port, self.bindir, self.user, log_dir
+        )
 
     def start(self) -> None:
         """Initialise on first use, then start both servers and make sure the replica streams."""
@@ -202,8 +256,10 @@ class PostgresPair:
             self.primary.psql(f"CREATE DATABASE {DATABASE}")
         if fresh or not self.replica.initialised:
             log("cloning the streaming replica (pg_basebackup)")
-            self.primary.psql("SELECT pg_drop_replication_slot('fastloans_replica') "
-                              "FROM pg_replication_slots WHERE slot_name = 'fastloans_replica'")
+            self.primary.psql(
+                "SELECT pg_drop_replication_slot('fastloans_replica') "
+                "FROM pg_replication_slots WHERE slot_name = 'fastloans_replica'"
+            )
             self.replica.init_standby(self.primary)
         self._set_standby_port()
         self.replica.start()
@@ -213,8 +269,10 @@ class PostgresPair:
         # The replica's primary_conninfo names the primary's port at clone time; keep it current.
         auto = self.replica.data_dir / "postgresql.auto.conf"
         lines = [line for line in auto.read_text().splitlines() if not line.startswith("primary_conninfo")]
-        lines.append(f"primary_conninfo = 'host=127.0.0.1 port={self.primary.port} user={SUPERUSER} "
-                     "application_name=fastloans_replica'")
+        lines.append(
+            f"primary_conninfo = 'host=127.0.0.1 port={self.primary.port} user={SUPERUSER} "
+            "application_name=fastloans_replica'"
+        )
         lines.append("primary_slot_name = 'fastloans_replica'")
         lines = list(dict.fromkeys(lines))
         auto.write_text("\n".join(lines) + "\n")
@@ -223,7 +281,9 @@ class PostgresPair:
         """Wait until the primary shows the replica in `pg_stat_replication` as streaming."""
         wait_for(
             lambda: self.primary.psql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'") != "0",
-            timeout=timeout, what="the replica to stream from the primary", interval=0.2,
+            timeout=timeout,
+            what="the replica to stream from the primary",
+            interval=0.2,
         )
 
     def wait_replayed(self, timeout: float = 30.0) -> None:
@@ -231,7 +291,9 @@ class PostgresPair:
         lsn = self.primary.psql("SELECT pg_current_wal_lsn()")
         wait_for(
             lambda: self.replica.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn") == "t",
-            timeout=timeout, what="the replica to catch up", interval=0.05,
+            timeout=timeout,
+            what="the replica to catch up",
+            interval=0.05,
         )
 
     def stop(self) -> None:
@@ -267,4 +329,3 @@ def _usable_root(root: Path, user: RunAs) -> Path:
     root.rmdir()
     root.symlink_to(elsewhere)
     return elsewhere
-

@@ -80,8 +80,16 @@ class Ports:
 class Infra:
     """PostgreSQL primary + replica and Kafka, initialised on first start and reused afterwards."""
 
-    def __init__(self, state: Path, ports: Ports, *, durable: bool = True, partitions: int = 6,
-                 kafka_nodes: int | None = None, kafka_heap: str = "512m") -> None:
+    def __init__(
+        self,
+        state: Path,
+        ports: Ports,
+        *,
+        durable: bool = True,
+        partitions: int = 6,
+        kafka_nodes: int | None = None,
+        kafka_heap: str = "512m",
+    ) -> None:
         if kafka_nodes is not None and kafka_nodes != len(ports.kafka):
             # More (or fewer) brokers than ports given: the extra ones get free ports.
             ports.kafka = (ports.kafka + [free_port() for _ in range(kafka_nodes)])[:kafka_nodes]
@@ -90,10 +98,20 @@ class Infra:
         self.ports = ports
         self.partitions = partitions
         self.log_dir = state / "logs"
-        self.postgres = PostgresPair(state / "pg", primary_port=ports.pg_primary, replica_port=ports.pg_replica,
-                                     log_dir=self.log_dir, durable=durable)
-        self.kafka = KafkaCluster(state / "kafka", ports=ports.kafka, controller_ports=ports.kafka_controller,
-                                  log_dir=self.log_dir, heap=kafka_heap)
+        self.postgres = PostgresPair(
+            state / "pg",
+            primary_port=ports.pg_primary,
+            replica_port=ports.pg_replica,
+            log_dir=self.log_dir,
+            durable=durable,
+        )
+        self.kafka = KafkaCluster(
+            state / "kafka",
+            ports=ports.kafka,
+            controller_ports=ports.kafka_controller,
+            log_dir=self.log_dir,
+            heap=kafka_heap,
+        )
 
     def env(self, *, database: bool = True) -> dict[str, str]:
         """The settings a service needs to reach this infrastructure (without the database's if it uses none)."""
@@ -124,9 +142,12 @@ class Infra:
         deadline = time.monotonic() + 90
         while True:
             try:
-                await create_topics(self.settings(), partitions=self.partitions,
-                                    replication_factor=self.kafka.replication,
-                                    min_insync_replicas=self.kafka.min_isr)
+                await create_topics(
+                    self.settings(),
+                    partitions=self.partitions,
+                    replication_factor=self.kafka.replication,
+                    min_insync_replicas=self.kafka.min_isr,
+                )
                 return
             except Exception as error:
                 if time.monotonic() > deadline:
@@ -155,8 +176,7 @@ class ServiceSet:
     def available() -> list[str]:
         """The services whose console scripts are installed."""
         bindir = Path(sys.executable).parent
-        return [name for name, (script, _) in SERVICES.items()
-                if (bindir / script).exists() or shutil.which(script)]
+        return [name for name, (script, _) in SERVICES.items() if (bindir / script).exists() or shutil.which(script)]
 
     def env_for(self, name: str, port: int) -> dict[str, str]:
         """The environment of one service process (a service without a database gets no database URL)."""
@@ -171,8 +191,9 @@ class ServiceSet:
             **self.extra_env,
         }
 
-    def start(self, name: str, *, instance: str | None = None, port: int | None = None,
-              ops_port: int | None = None) -> Child:
+    def start(
+        self, name: str, *, instance: str | None = None, port: int | None = None, ops_port: int | None = None
+    ) -> Child:
         """Start one instance of a service (several instances get distinct names and ports)."""
         script, _ = SERVICES[name]
         bindir = Path(sys.executable).parent
@@ -206,6 +227,7 @@ class ServiceSet:
                     return bool(response.status == 200)
             except (urllib.error.URLError, OSError):
                 return False
+
         wait_for(ready, timeout=timeout, what=f"{child.name} to be ready ({url})", interval=0.2)
 
     def start_all(self) -> None:
@@ -301,23 +323,31 @@ def up(state: Path) -> int:
         services.start_all()
         gateway = f"http://127.0.0.1:{ports.services['gateway']}"
         metrics = " ".join(f"http://127.0.0.1:{c.ops_port}/metrics" for c in services.children.values())  # type: ignore[attr-defined]
-        write_stack_env(state, {
-            "FASTLOANS_API_URL": gateway,
-            **infra.env(),
-            "FASTLOANS_METRICS_URLS": metrics,
-            **({"FASTLOANS_DEMO_API_KEY": key} if key else {}),
-        })
+        write_stack_env(
+            state,
+            {
+                "FASTLOANS_API_URL": gateway,
+                **infra.env(),
+                "FASTLOANS_METRICS_URLS": metrics,
+                **({"FASTLOANS_DEMO_API_KEY": key} if key else {}),
+            },
+        )
         log(f"ready in {time.monotonic() - started:.1f}s")
         demo_line = f"  Demo key   {key}\n" if key else ""
-        print(f"\n  API        {gateway}/api/v1/loan_applications\n  Web page   {gateway}/\n"
-              f"  API docs   {gateway}/docs\n{demo_line}  Primary    {infra.postgres.primary_url}\n"
-              f"  Replica    {infra.postgres.replica_url}\n  Kafka      {infra.kafka.bootstrap_servers}\n"
-              f"  Settings   {stack_env}\n  Logs       {infra.log_dir}/\n\nCtrl-C stops everything.\n", flush=True)
+        print(
+            f"\n  API        {gateway}/api/v1/loan_applications\n  Web page   {gateway}/\n"
+            f"  API docs   {gateway}/docs\n{demo_line}  Primary    {infra.postgres.primary_url}\n"
+            f"  Replica    {infra.postgres.replica_url}\n  Kafka      {infra.kafka.bootstrap_servers}\n"
+            f"  Settings   {stack_env}\n  Logs       {infra.log_dir}/\n\nCtrl-C stops everything.\n",
+            flush=True,
+        )
         while True:
             for child in list(services.children.values()):
                 if not child.running:
-                    log(f"{child.name} exited (code {child.process.returncode}); restarting it. Last lines:\n"  # type: ignore[union-attr]
-                        f"{child.tail(10)}")
+                    log(
+                        f"{child.name} exited (code {child.process.returncode}); restarting it. Last lines:\n"  # type: ignore[union-attr]
+                        f"{child.tail(10)}"
+                    )
                     services.start(child.name)
             time.sleep(1)
     except KeyboardInterrupt:

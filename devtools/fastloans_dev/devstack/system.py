@@ -58,7 +58,8 @@ def require_free(ports: dict[str, int]) -> None:
     taken = [f"{name} port {port}" for name, port in ports.items() if port_in_use(port)]
     if taken:
         raise StackError(
-            "already in use: " + ", ".join(taken)
+            "already in use: "
+            + ", ".join(taken)
             + " (stop whatever listens there, or choose other ports with the FASTLOANS_*_PORT variables)"
         )
 
@@ -99,7 +100,9 @@ class RunAs:
         if os.geteuid() != 0:
             return True
         result = subprocess.run(
-            ["test", "-w", str(path), "-a", "-x", str(path)], check=False, **self.popen_args()  # type: ignore[arg-type]
+            ["test", "-w", str(path), "-a", "-x", str(path)],
+            check=False,
+            **self.popen_args(),  # type: ignore[arg-type]
         )
         return result.returncode == 0
 
@@ -194,4 +197,3 @@ class Child:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
-

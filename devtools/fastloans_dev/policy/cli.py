@@ -202,10 +202,13 @@ def _agreement_summary(report: ChallengerAgreement) -> str:
             ("", *OUTCOMES),
             [(champion, *(report.confusion[(champion, other)] for other in OUTCOMES)) for champion in OUTCOMES],
         ),
-        "\n" + _table(
+        "\n"
+        + _table(
             ("CHAMPION VERSION", "CHALLENGER VERSION", "DECISIONS", "AGREED"),
-            [(item["champion_version"], item["challenger_version"], item["decisions"], item["agreed"])
-             for item in report.to_dict()["policies"]],
+            [
+                (item["champion_version"], item["challenger_version"], item["decisions"], item["agreed"])
+                for item in report.to_dict()["policies"]
+            ],
         ),
     ]
     return "\n".join(lines)

@@ -35,6 +35,7 @@ def lifespan(settings: GatewaySettings) -> Callable[[FastAPI], AbstractAsyncCont
 
     `app.state` then holds what the routes use: `db`, `auth` and `applications` (the service layer).
     """
+
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
         db = Database.from_settings(settings)
@@ -56,6 +57,7 @@ def lifespan(settings: GatewaySettings) -> Callable[[FastAPI], AbstractAsyncCont
             await waiters.stop()
             await auth.stop()
             await db.dispose()
+
     return run
 
 
@@ -70,8 +72,9 @@ def add_routers(app: FastAPI, settings: GatewaySettings) -> None:
 def add_middleware(app: FastAPI, settings: GatewaySettings) -> None:
     """Ops-port separation, CORS when configured, and the edge (outermost: it sees every answer)."""
     # /healthz, /readyz and /metrics answer only on the ops port, the API only on the public one.
-    app.add_middleware(OpsPortMiddleware, ops_port=settings.ops_port, public_port=settings.http_port,
-                       ops_paths=ops.OPS_PATHS)
+    app.add_middleware(
+        OpsPortMiddleware, ops_port=settings.ops_port, public_port=settings.http_port, ops_paths=ops.OPS_PATHS
+    )
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,

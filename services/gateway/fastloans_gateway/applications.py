@@ -90,8 +90,18 @@ WITH application AS (
                 monthly_debt, employment_status, submitted_at)
 )
 """ + outbox.insert_arrays(11)
-SUBMIT_COLUMNS = ("id", "tenant_id", "applicant_name", "credit_score", "loan_amount", "loan_purpose",
-                  "monthly_income", "monthly_debt", "employment_status", "submitted_at")
+SUBMIT_COLUMNS = (
+    "id",
+    "tenant_id",
+    "applicant_name",
+    "credit_score",
+    "loan_amount",
+    "loan_purpose",
+    "monthly_income",
+    "monthly_debt",
+    "employment_status",
+    "submitted_at",
+)
 # Claims the key, or takes it over once expired; returns nothing when a live record holds it.
 CLAIM_KEY = (
     "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status_code, response) "
@@ -100,8 +110,7 @@ CLAIM_KEY = (
     "WHERE idempotency_keys.created_at < now() - $4::interval RETURNING true"
 )
 READ_KEY = "SELECT request_hash, status_code, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2"
-RECORD_KEY = ("UPDATE idempotency_keys SET status_code = $3, response = $4::jsonb "
-              "WHERE tenant_id = $1 AND key = $2")
+RECORD_KEY = "UPDATE idempotency_keys SET status_code = $3, response = $4::jsonb WHERE tenant_id = $1 AND key = $2"
 # Expired keys, deleted now and then (by the relay, which runs one loop per deployment rather than per process).
 DELETE_EXPIRED_KEYS = "DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval"
 
@@ -110,10 +119,18 @@ def new_application(tenant_id: uuid.UUID, body: dict[str, Any]) -> dict[str, Any
     """The row a new application will have (revision 1, pending, submitted now)."""
     now = datetime.now(UTC)
     return {
-        "id": uuid.uuid4(), "tenant_id": tenant_id, "revision": 1, "status": "pending",
+        "id": uuid.uuid4(),
+        "tenant_id": tenant_id,
+        "revision": 1,
+        "status": "pending",
         **{name: body[name] for name in ("applicant_name", *FACT_FIELDS)},
-        "risk_score": None, "is_approved": None, "reasons": None, "policy_version": None,
-        "submitted_at": now, "decided_at": None, "created_at": now,
+        "risk_score": None,
+        "is_approved": None,
+        "reasons": None,
+        "policy_version": None,
+        "submitted_at": now,
+        "decided_at": None,
+        "created_at": now,
     }
 
 
@@ -159,7 +176,7 @@ class SubmitBatcher:
             if wait > 0:
                 await asyncio.sleep(wait)  # the requests arriving meanwhile join this batch
             self._last_start = time.monotonic()
-            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             try:
                 async with self.db.connection() as conn:
                     await _insert(conn, [submission for submission, _ in batch])
@@ -193,8 +210,15 @@ class Applications:
     """The loan applications of every tenant: submit, read (optionally waiting for the decision), list, revise,
     withdraw. Every call names its tenant; another tenant's application is `NotFound`."""
 
-    def __init__(self, db: Database, settings: Settings, *, batcher: SubmitBatcher, waiters: DecisionWaiters,
-                 notify: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        batcher: SubmitBatcher,
+        waiters: DecisionWaiters,
+        notify: Callable[[], None],
+    ) -> None:
         self.db = db
         self.settings = settings
         self.batcher = batcher
@@ -202,8 +226,9 @@ class Applications:
         # Wakes the relay after a commit (`outbox.OutboxNotifier.poke`).
         self.notify = notify
 
-    async def submit(self, *, tenant_id: uuid.UUID, body: dict[str, Any], idempotency_key: str | None,
-                     trace: dict[str, str]) -> Submitted:
+    async def submit(
+        self, *, tenant_id: uuid.UUID, body: dict[str, Any], idempotency_key: str | None, trace: dict[str, str]
+    ) -> Submitted:
         """Store a new application and its outbox row atomically, then wake the relay.
 
         Without an Idempotency-Key the rows go through the batcher (shared statements); with one, in a
@@ -230,8 +255,9 @@ class Applications:
         self.notify()
         return Submitted(ACCEPTED, shown, replayed=False)
 
-    async def get(self, *, tenant_id: uuid.UUID, application_id: uuid.UUID,
-                  wait: float = 0.0) -> tuple[asyncpg.Record, str]:
+    async def get(
+        self, *, tenant_id: uuid.UUID, application_id: uuid.UUID, wait: float = 0.0
+    ) -> tuple[asyncpg.Record, str]:
         """The live application and where it was read ("replica" or "primary"); `NotFound` otherwise.
 
         Read from the replica, or from the primary when the row has not replicated yet. With `wait`, a
@@ -262,16 +288,19 @@ class Applications:
                 if not await watch.wait(min(remaining, RECHECK_SECONDS)) and remaining <= RECHECK_SECONDS:
                     return row, "primary"
 
-    async def _fetch(self, tenant_id: uuid.UUID, application_id: uuid.UUID, *,
-                     primary: bool = False) -> asyncpg.Record | None:
+    async def _fetch(
+        self, tenant_id: uuid.UUID, application_id: uuid.UUID, *, primary: bool = False
+    ) -> asyncpg.Record | None:
         async with self.db.connection(read=not primary) as conn:
             return await conn.fetchrow(
                 f"SELECT {COLUMNS} FROM loan_applications WHERE id = $1 AND tenant_id = $2 AND status <> 'withdrawn'",
-                application_id, tenant_id,
+                application_id,
+                tenant_id,
             )
 
-    async def revise(self, *, tenant_id: uuid.UUID, application_id: uuid.UUID, changes: dict[str, Any],
-                     trace: dict[str, str]) -> asyncpg.Record:
+    async def revise(
+        self, *, tenant_id: uuid.UUID, application_id: uuid.UUID, changes: dict[str, Any], trace: dict[str, str]
+    ) -> asyncpg.Record:
         """Apply `changes` as a new revision, pending again, queue it for a decision and wake the relay."""
         assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=3))
         async with self.db.connection() as conn, conn.transaction():
@@ -280,7 +309,9 @@ class Applications:
                 "risk_score = NULL, is_approved = NULL, reasons = NULL, policy_version = NULL, decided_at = NULL, "
                 "submitted_at = clock_timestamp(), updated_at = clock_timestamp() "
                 f"WHERE id = $1 AND tenant_id = $2 AND status <> 'withdrawn' RETURNING {COLUMNS}",
-                application_id, tenant_id, *changes.values(),
+                application_id,
+                tenant_id,
+                *changes.values(),
             )
             if row is not None:
                 await conn.execute(outbox.INSERT, *outbox.submitted_row(self.settings, row, trace))
@@ -295,13 +326,15 @@ class Applications:
             result = await conn.execute(
                 "UPDATE loan_applications SET status = 'withdrawn', withdrawn_at = clock_timestamp(), "
                 "updated_at = clock_timestamp() WHERE id = $1 AND tenant_id = $2 AND status <> 'withdrawn'",
-                application_id, tenant_id,
+                application_id,
+                tenant_id,
             )
         if not result.endswith(" 1"):
             raise NotFound
 
-    async def page(self, *, tenant_id: uuid.UUID, status: str | None, limit: int,
-                   after: tuple[datetime, uuid.UUID] | None) -> tuple[list[asyncpg.Record], bool]:
+    async def page(
+        self, *, tenant_id: uuid.UUID, status: str | None, limit: int, after: tuple[datetime, uuid.UUID] | None
+    ) -> tuple[list[asyncpg.Record], bool]:
         """Up to `limit` of the tenant's live applications, newest first, from the replica, and whether more
         follow; `after` is the (created_at, id) of the last one of the previous page (keyset pagination)."""
         clauses = ["tenant_id = $1", "status <> 'withdrawn'"]

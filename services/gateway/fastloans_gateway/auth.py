@@ -129,8 +129,17 @@ class Authenticator:
     its client address has attempts left; a key seen valid before is always looked up again.
     """
 
-    def __init__(self, db: Database, *, ttl: float, cache_size: int, failures: FailureThrottle,
-                 limiter: TenantLimiter | None, rate: float, burst: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        ttl: float,
+        cache_size: int,
+        failures: FailureThrottle,
+        limiter: TenantLimiter | None,
+        rate: float,
+        burst: int,
+    ) -> None:
         self.db = db
         self.ttl = ttl
         self.failures = failures
@@ -149,11 +158,17 @@ class Authenticator:
         if settings.rate_limit_per_second > 0:
             limiter.start()  # else only once a tenant with its own limit is seen
         return cls(
-            db, ttl=settings.auth_cache_seconds, cache_size=settings.auth_cache_size,
-            failures=FailureThrottle(rate=settings.auth_failure_rate_per_second,
-                                     burst=settings.auth_failure_burst, size=settings.auth_cache_size),
+            db,
+            ttl=settings.auth_cache_seconds,
+            cache_size=settings.auth_cache_size,
+            failures=FailureThrottle(
+                rate=settings.auth_failure_rate_per_second,
+                burst=settings.auth_failure_burst,
+                size=settings.auth_cache_size,
+            ),
             limiter=limiter,
-            rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst,
+            rate=settings.rate_limit_per_second,
+            burst=settings.rate_limit_burst,
         )
 
     async def authenticate(self, authorization: str | None, client: tuple[str, int] | None = None) -> Caller:
@@ -174,8 +189,9 @@ class Authenticator:
         if self.limiter is not None and caller.limit is not None:
             wait = await self.limiter.admit(caller.tenant_id, caller.limit)
             if wait is not None:
-                raise Problem(429, "rate limit exceeded for this tenant; retry later",
-                              headers={"Retry-After": str(wait)})
+                raise Problem(
+                    429, "rate limit exceeded for this tenant; retry later", headers={"Retry-After": str(wait)}
+                )
         return caller
 
     async def _look_up(self, digest: bytes, was_valid: bool, address: str, now: float) -> Caller:
@@ -204,8 +220,11 @@ class Authenticator:
     def _spend(self, address: str, now: float) -> None:
         wait = self.failures.take(address, now)
         if wait is not None:
-            raise Problem(429, "too many failed authentications from this address; retry later",
-                          headers={"Retry-After": str(wait)})
+            raise Problem(
+                429,
+                "too many failed authentications from this address; retry later",
+                headers={"Retry-After": str(wait)},
+            )
 
     def _refuse(self, address: str, now: float) -> None:
         self._spend(address, now)
@@ -224,14 +243,19 @@ class Authenticator:
             row = await conn.fetchrow(
                 "SELECT k.tenant_id, k.scopes, t.rate_limit_per_second, t.rate_limit_burst "
                 "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
-                "WHERE k.key_hash = $1 AND k.revoked_at IS NULL", digest
+                "WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
+                digest,
             )
         if row is None:
             AUTH_LOOKUPS.labels("unknown").inc()
             return None
         AUTH_LOOKUPS.labels("valid").inc()
-        return Caller(tenant_id=row["tenant_id"], scopes=frozenset(row["scopes"]), key_hash=digest,
-                      limit=self._limit(row["rate_limit_per_second"], row["rate_limit_burst"]))
+        return Caller(
+            tenant_id=row["tenant_id"],
+            scopes=frozenset(row["scopes"]),
+            key_hash=digest,
+            limit=self._limit(row["rate_limit_per_second"], row["rate_limit_burst"]),
+        )
 
     def _limit(self, rate: float | None, burst: int | None) -> Limit | None:
         # A tenant's own values replace the defaults one by one; a rate of 0 means unlimited.

@@ -23,8 +23,12 @@ from fastloans_gateway.settings import GatewaySettings
 def app_factory() -> FastAPI:
     """Build the app in each worker process, with its logging and error reporting."""
     settings = load_settings(GatewaySettings)
-    configure_logging(service=settings.service_name, level=settings.log_level,
-                      environment=settings.environment, log_file=settings.log_file)
+    configure_logging(
+        service=settings.service_name,
+        level=settings.log_level,
+        environment=settings.environment,
+        log_file=settings.log_file,
+    )
     init_error_reporting(settings)
     return create_app(settings)
 

@@ -18,8 +18,10 @@ SECURITY_HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
     (b"strict-transport-security", b"max-age=31536000; includeSubDomains"),
-    (b"content-security-policy",
-     b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+    ),
 ]
 
 
@@ -77,5 +79,10 @@ class EdgeMiddleware:
             if template not in OPS_PATHS and not scope["path"].startswith("/static/"):
                 application_id = request_application_id(scope, location[0] if location else None)
                 tag_request(application_id)
-                log_request(method=method, route=template, status=status_holder["status"],
-                            seconds=time.perf_counter() - started, application_id=application_id)
+                log_request(
+                    method=method,
+                    route=template,
+                    status=status_holder["status"],
+                    seconds=time.perf_counter() - started,
+                    application_id=application_id,
+                )

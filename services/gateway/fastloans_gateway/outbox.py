@@ -31,14 +31,18 @@ COLUMNS = "topic, key, payload, headers"
 INSERT = f"INSERT INTO outbox ({COLUMNS}) VALUES ($1, $2, $3, $4::jsonb)"
 LOCK_BATCH = "SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
 DELETE = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
-BACKLOG = ("SELECT count(*) AS backlog, "
-           "COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)), 0)::float8 AS age FROM outbox")
+BACKLOG = (
+    "SELECT count(*) AS backlog, "
+    "COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)), 0)::float8 AS age FROM outbox"
+)
 
 
 def insert_arrays(first: int) -> str:
     """An INSERT of any number of rows, given as one array per column in parameters $first to $first+3."""
-    return (f"INSERT INTO outbox ({COLUMNS}) SELECT * FROM unnest(${first}::text[], ${first + 1}::text[], "
-            f"${first + 2}::bytea[], ${first + 3}::jsonb[])")
+    return (
+        f"INSERT INTO outbox ({COLUMNS}) SELECT * FROM unnest(${first}::text[], ${first + 1}::text[], "
+        f"${first + 2}::bytea[], ${first + 3}::jsonb[])"
+    )
 
 
 class OutboxRow(NamedTuple):
@@ -59,8 +63,12 @@ def submitted_row(settings: Settings, application: Mapping[str, Any], trace: Map
         submitted_at=application["submitted_at"],
         facts=Facts(**{name: application[name] for name in FACT_FIELDS}),
     )
-    return OutboxRow(settings.topic(Topic.SUBMITTED.value), str(application["id"]), event.encode(),
-                     orjson.dumps({**{k: v.decode() for k, v in event.headers()}, **trace}).decode())
+    return OutboxRow(
+        settings.topic(Topic.SUBMITTED.value),
+        str(application["id"]),
+        event.encode(),
+        orjson.dumps({**{k: v.decode() for k, v in event.headers()}, **trace}).decode(),
+    )
 
 
 def kafka_headers(stored: object) -> list[tuple[str, bytes]]:

@@ -29,8 +29,15 @@ TITLES = {
 class Problem(Exception):
     """An error answered as problem+json; `errors` names the offending fields."""
 
-    def __init__(self, status: int, detail: str, *, errors: list[dict[str, Any]] | None = None,
-                 headers: dict[str, str] | None = None, type_: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        type_: str | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
@@ -41,8 +48,12 @@ class Problem(Exception):
 
 def problem_response(problem: Problem, instance: str | None = None) -> Response:
     """The HTTP response for `problem`."""
-    body: dict[str, Any] = {"type": problem.type, "title": TITLES.get(problem.status, "Error"),
-                            "status": problem.status, "detail": problem.detail}
+    body: dict[str, Any] = {
+        "type": problem.type,
+        "title": TITLES.get(problem.status, "Error"),
+        "status": problem.status,
+        "detail": problem.detail,
+    }
     if instance:
         body["instance"] = instance
     if problem.errors:

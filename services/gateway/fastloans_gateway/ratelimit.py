@@ -210,8 +210,10 @@ class TenantLimiter:
                 return  # the process is shutting down
             except Exception as error:
                 if not self._failing:
-                    log.warning("rate-limit counts not synchronised; counting locally",
-                                extra={"error.type": type(error).__name__})
+                    log.warning(
+                        "rate-limit counts not synchronised; counting locally",
+                        extra={"error.type": type(error).__name__},
+                    )
                 self._failing = True
             else:
                 self._failing = False
@@ -234,16 +236,26 @@ class TenantLimiter:
             window = state.limit.window_ms
             oldest = now_ms - now_ms % window - window
             taken[tenant_id], state.pending = state.pending, {}
-            flush.extend((tenant_id, start, n, start + 2 * window)
-                         for start, n in taken[tenant_id].items() if start >= oldest)
+            flush.extend(
+                (tenant_id, start, n, start + 2 * window) for start, n in taken[tenant_id].items() if start >= oldest
+            )
             query.extend(((tenant_id, oldest), (tenant_id, oldest + window)))
             state.mine = {start: n for start, n in state.mine.items() if start >= oldest}
         try:
             async with self.db.connection() as conn:
                 rows = await conn.fetch(
-                    SYNC, self.process, [f[0] for f in flush], [f[1] for f in flush], [f[2] for f in flush],
-                    [f[3] for f in flush], [q[0] for q in query], [q[1] for q in query], PRESENCE,
-                    present_until, now_ms)
+                    SYNC,
+                    self.process,
+                    [f[0] for f in flush],
+                    [f[1] for f in flush],
+                    [f[2] for f in flush],
+                    [f[3] for f in flush],
+                    [q[0] for q in query],
+                    [q[1] for q in query],
+                    PRESENCE,
+                    present_until,
+                    now_ms,
+                )
                 if now - self._cleaned > CLEANUP_SECONDS:
                     self._cleaned = now
                     await conn.execute(CLEANUP, now_ms)

@@ -63,8 +63,11 @@ class OutboxRelay:
         self._kafka_ok = True
         # After a reconnection, `on_connect` wakes the loop to catch up with rows committed meanwhile.
         listener = listen_forever(self.settings, outbox.CHANNEL, lambda *_: self._wake.set(), on_connect=self._wake.set)
-        self._tasks = [asyncio.create_task(listener), asyncio.create_task(self._gauges()),
-                       asyncio.create_task(sample_database(self.db))]
+        self._tasks = [
+            asyncio.create_task(listener),
+            asyncio.create_task(self._gauges()),
+            asyncio.create_task(sample_database(self.db)),
+        ]
 
     def request_stop(self) -> None:
         """Stop after the batch in hand."""
@@ -104,8 +107,9 @@ class OutboxRelay:
                 if not is_transient(error):
                     log.exception("outbox publish failed")
                 else:
-                    log.warning("outbox publish failed; rows kept for retry",
-                                extra={"error.type": type(error).__name__})
+                    log.warning(
+                        "outbox publish failed; rows kept for retry", extra={"error.type": type(error).__name__}
+                    )
                 self._kafka_ok = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -122,8 +126,10 @@ class OutboxRelay:
             rows = await conn.fetch(outbox.LOCK_BATCH, BATCH)
             if not rows:
                 return 0
-            messages = [((row["topic"], 0, row["id"]), row["key"].encode(), outbox.kafka_headers(row["headers"]))
-                        for row in rows]
+            messages = [
+                ((row["topic"], 0, row["id"]), row["key"].encode(), outbox.kafka_headers(row["headers"]))
+                for row in rows
+            ]
             with message_transactions("Outbox PUBLISH", messages) as traces:
                 outgoing: list[Message] = [
                     (row["topic"], kafka_key, row["payload"], _with_trace(headers, outgoing_headers(key)))
@@ -139,8 +145,9 @@ class OutboxRelay:
                 trail.info("outbox row published", extra={**trace.log_fields(), "event.dataset": row["topic"]})
         return len(rows)
 
-    async def _settle(self, rows: list[asyncpg.Record], outgoing: list[Message],
-                      errors: list[BaseException | None]) -> None:
+    async def _settle(
+        self, rows: list[asyncpg.Record], outgoing: list[Message], errors: list[BaseException | None]
+    ) -> None:
         """Deal with the rows of a batch that failed: raise on an outage, else dead-letter each row Kafka refuses.
 
         A refused batch fails every message in it, so each failed row is sent once
@@ -157,12 +164,25 @@ class OutboxRelay:
                 continue
             if is_transient(error):
                 raise error
-            await dead_letter(self.producer, self.settings, key=message[1], value=message[2], headers=message[3],
-                              error=error, details={"source-topic": row["topic"], "outbox-id": str(row["id"])})
+            await dead_letter(
+                self.producer,
+                self.settings,
+                key=message[1],
+                value=message[2],
+                headers=message[3],
+                error=error,
+                details={"source-topic": row["topic"], "outbox-id": str(row["id"])},
+            )
             DEAD_LETTERS.labels(self.settings.service_name, row["topic"]).inc()
-            log.error("outbox row sent to the dead-letter topic", exc_info=error,
-                      extra={"event.dataset": row["topic"], "labels.outbox_id": row["id"],
-                             "labels.application_id": row["key"][:64]})
+            log.error(
+                "outbox row sent to the dead-letter topic",
+                exc_info=error,
+                extra={
+                    "event.dataset": row["topic"],
+                    "labels.outbox_id": row["id"],
+                    "labels.application_id": row["key"][:64],
+                },
+            )
 
     async def _gauges(self) -> None:
         last_cleanup = 0.0

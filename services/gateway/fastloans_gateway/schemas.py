@@ -51,7 +51,7 @@ def _money_text(value: object) -> object:
     if isinstance(value, str):
         text = value.strip(" \t\r\n")
         if not MONEY_TEXT.fullmatch(text):
-            raise ValueError("must be a decimal number in ASCII digits, such as \"2000.00\"")
+            raise ValueError('must be a decimal number in ASCII digits, such as "2000.00"')
         return text
     return value
 
@@ -82,9 +82,14 @@ def check_name(value: str) -> str:
 Money = Annotated[
     Decimal,
     BeforeValidator(_money_text),
-    Field(max_digits=14, decimal_places=2, le=MONEY_MAX, allow_inf_nan=False,
-          description="Amount in the loan's currency, at most two decimal places; a JSON number or a string "
-                      "of ASCII digits."),
+    Field(
+        max_digits=14,
+        decimal_places=2,
+        le=MONEY_MAX,
+        allow_inf_nan=False,
+        description="Amount in the loan's currency, at most two decimal places; a JSON number or a string "
+        "of ASCII digits.",
+    ),
     AfterValidator(_canonical_money),
 ]
 PositiveMoney = Annotated[Money, Field(gt=0)]
@@ -95,9 +100,12 @@ CreditScore = Annotated[
 ApplicantName = Annotated[
     str,
     BeforeValidator(_nfc),
-    Field(min_length=1, max_length=NAME_MAX,
-          description="The applicant's full name (Unicode NFC): at least one letter, no control or invisible "
-                      "formatting characters."),
+    Field(
+        min_length=1,
+        max_length=NAME_MAX,
+        description="The applicant's full name (Unicode NFC): at least one letter, no control or invisible "
+        "formatting characters.",
+    ),
     AfterValidator(check_name),
 ]
 
@@ -271,5 +279,10 @@ def _timestamp(value: datetime) -> str:
 
 
 def _reason(raw: dict[str, Any]) -> dict[str, Any]:
-    return {"reason_code": raw["reason_code"], "text": raw.get("text", ""), "points": raw["points"],
-            "factor": raw["factor"], "value": str(raw["value"])}
+    return {
+        "reason_code": raw["reason_code"],
+        "text": raw.get("text", ""),
+        "points": raw["points"],
+        "factor": raw["factor"],
+        "value": str(raw["value"]),
+    }

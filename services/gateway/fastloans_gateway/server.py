@@ -41,10 +41,13 @@ class HttpLimits:
 def problem_bytes(status: int, detail: str) -> bytes:
     """A complete HTTP/1.1 problem+json response that closes the connection."""
     phrase = HTTPStatus(status).phrase
-    body = orjson.dumps({"type": "about:blank", "title": TITLES.get(status, phrase), "status": status,
-                         "detail": detail})
-    return (f"HTTP/1.1 {status} {phrase}\r\ncontent-type: {PROBLEM_JSON}\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+    body = orjson.dumps(
+        {"type": "about:blank", "title": TITLES.get(status, phrase), "status": status, "detail": detail}
+    )
+    return (
+        f"HTTP/1.1 {status} {phrase}\r\ncontent-type: {PROBLEM_JSON}\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
 
 
 HEAD_TOO_LARGE = problem_bytes(431, "the request head (request line and headers) is over the size limit")
@@ -72,8 +75,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     public_connections = 0  # Connections now open on the public port of this process.
 
-    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None, *, limits: HttpLimits) -> None:
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: HttpLimits,
+    ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
         self._public = False
@@ -193,8 +203,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or self._draining:
             return
         cycle = self.cycle
-        if response and (cycle is None or cycle.response_complete  # _ANSWERED is complete too
-                         or cycle.disconnected):
+        if response and (
+            cycle is None
+            or cycle.response_complete  # _ANSWERED is complete too
+            or cycle.disconnected
+        ):
             self.transport.write(response)
             if drain:
                 self.drain()
@@ -256,8 +269,13 @@ class _LingeringTransport:
 
 async def over_capacity(scope: Scope, receive: Receive, send: Send) -> None:
     """The answer to a request on a connection over the process's connection cap."""
-    response = problem_response(Problem(503, "the server is at its connection limit; retry shortly",
-                                        headers={"Retry-After": "1", "Connection": "close"}))
+    response = problem_response(
+        Problem(
+            503,
+            "the server is at its connection limit; retry shortly",
+            headers={"Retry-After": "1", "Connection": "close"},
+        )
+    )
     await response(scope, receive, send)
 
 

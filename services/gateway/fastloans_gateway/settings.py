@@ -19,7 +19,8 @@ class GatewaySettings(Settings):
     max_body_bytes: int = Field(16_384, ge=1024, le=10_485_760, validation_alias="MAX_BODY_BYTES")
     # Comma-separated origins; empty keeps CORS closed. NoDecode: the raw string is split below, not parsed as JSON.
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, validation_alias="CORS_ALLOW_ORIGINS")
+        default_factory=list, validation_alias="CORS_ALLOW_ORIGINS"
+    )
     # Authentication and rate limits: a tenant's limit holds for all its keys, across every gateway process.
     auth_cache_seconds: float = Field(5.0, ge=0, le=300, validation_alias="AUTH_CACHE_SECONDS")
     auth_cache_size: int = Field(10_000, ge=1, le=10_000_000, validation_alias="AUTH_CACHE_SIZE")
@@ -43,8 +44,9 @@ class GatewaySettings(Settings):
         return self.api_docs_enabled
 
     # HTTP server limits (enforced by fastloans_gateway.server) and the port of /healthz, /readyz and /metrics.
-    ops_port: int = Field(services.GATEWAY.ops_port or services.GATEWAY.port, ge=1, le=65535,
-                          validation_alias="OPS_PORT")
+    ops_port: int = Field(
+        services.GATEWAY.ops_port or services.GATEWAY.port, ge=1, le=65535, validation_alias="OPS_PORT"
+    )
     http_max_header_bytes: int = Field(16_384, ge=1024, le=1_048_576, validation_alias="HTTP_MAX_HEADER_BYTES")
     http_max_headers: int = Field(100, ge=8, le=1000, validation_alias="HTTP_MAX_HEADERS")
     http_header_timeout_seconds: float = Field(10.0, gt=0, le=300, validation_alias="HTTP_HEADER_TIMEOUT_SECONDS")

@@ -52,7 +52,8 @@ class DecisionWaiters:
     def start(self) -> None:
         """Keep a LISTEN connection open in the background."""
         self._task = asyncio.create_task(
-            listen_forever(self.settings, DECIDED_CHANNEL, self._notified, on_connect=self._wake_all))
+            listen_forever(self.settings, DECIDED_CHANNEL, self._notified, on_connect=self._wake_all)
+        )
 
     async def stop(self) -> None:
         """Close the LISTEN connection."""

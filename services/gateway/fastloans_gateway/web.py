@@ -71,8 +71,9 @@ def load_assets(directory: Path = WEB_DIR) -> WebAssets:
         f'  <link rel="modulepreload" href="{prefix}/{name}">' for name in sorted(files) if name.endswith(".js")
     )
     page = template.decode().replace("{{STATIC}}", prefix).replace("{{MODULEPRELOADS}}", preloads).encode()
-    return WebAssets(version=version, index=_asset(INDEX, page), assets={name: _asset(name, body)
-                                                                            for name, body in files.items()})
+    return WebAssets(
+        version=version, index=_asset(INDEX, page), assets={name: _asset(name, body) for name, body in files.items()}
+    )
 
 
 def swagger_ui_dir() -> Path:
@@ -83,19 +84,33 @@ def swagger_ui_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "static"
 
 
-def load_docs_assets(*, openapi_url: str, icon_url: str, directory: Path = DOCS_DIR,
-                     swagger_ui: Path | None = None) -> WebAssets:
+def load_docs_assets(
+    *, openapi_url: str, icon_url: str, directory: Path = DOCS_DIR, swagger_ui: Path | None = None
+) -> WebAssets:
     """The docs page, its start script and Swagger UI's files, with a content version of their own."""
     swagger_ui = swagger_ui or swagger_ui_dir()
     files = {name: (swagger_ui / name).read_bytes() for name in SWAGGER_UI_FILES}
-    files.update({path.name: path.read_bytes() for path in sorted(directory.iterdir())
-                  if path.is_file() and not path.name.startswith(".")})
+    files.update(
+        {
+            path.name: path.read_bytes()
+            for path in sorted(directory.iterdir())
+            if path.is_file() and not path.name.startswith(".")
+        }
+    )
     template = files.pop(DOCS_PAGE)
     version = _version(files)
-    page = (template.decode().replace("{{STATIC}}", f"/static/{version}").replace("{{ICON}}", html.escape(icon_url))
-            .replace("{{OPENAPI}}", html.escape(openapi_url)).encode())
-    return WebAssets(version=version, index=_asset(DOCS_PAGE, page),
-                     assets={name: _asset(name, body) for name, body in files.items()})
+    page = (
+        template.decode()
+        .replace("{{STATIC}}", f"/static/{version}")
+        .replace("{{ICON}}", html.escape(icon_url))
+        .replace("{{OPENAPI}}", html.escape(openapi_url))
+        .encode()
+    )
+    return WebAssets(
+        version=version,
+        index=_asset(DOCS_PAGE, page),
+        assets={name: _asset(name, body) for name, body in files.items()},
+    )
 
 
 def _version(files: dict[str, bytes]) -> str:

@@ -76,9 +76,12 @@ class RecorderWorker(PipelineWorker):
             latest[(event.application_id, event.revision)] = event
         events = list(latest.values())
         async with self.db.connection() as conn, conn.transaction():
-            known = {row["id"] for row in await conn.fetch(
-                "SELECT id FROM loan_applications WHERE id = ANY($1::uuid[])", [e.application_id for e in events]
-            )}
+            known = {
+                row["id"]
+                for row in await conn.fetch(
+                    "SELECT id FROM loan_applications WHERE id = ANY($1::uuid[])", [e.application_id for e in events]
+                )
+            }
             unknown = [e for e in events if e.application_id not in known]
             if unknown:
                 raise EventDecodeError(f"decision for unknown application {unknown[0].application_id}")
@@ -89,8 +92,10 @@ class RecorderWorker(PipelineWorker):
                 [e.revision for e in events],
                 [e.outcome for e in events],
                 [e.risk_score for e in events],
-                [orjson.dumps({"contributions": e.contributions, "principal_reasons": e.principal_reasons}).decode()
-                 for e in events],
+                [
+                    orjson.dumps({"contributions": e.contributions, "principal_reasons": e.principal_reasons}).decode()
+                    for e in events
+                ],
                 [e.policy.name for e in events],
                 [e.policy.version for e in events],
                 [e.policy.hash for e in events],
@@ -100,8 +105,10 @@ class RecorderWorker(PipelineWorker):
             )
             if rows:
                 ids = [str(row["id"]) for row in rows]
-                await conn.execute(NOTIFY_IDS, [",".join(ids[i:i + IDS_PER_NOTIFICATION])
-                                                for i in range(0, len(ids), IDS_PER_NOTIFICATION)])
+                await conn.execute(
+                    NOTIFY_IDS,
+                    [",".join(ids[i : i + IDS_PER_NOTIFICATION]) for i in range(0, len(ids), IDS_PER_NOTIFICATION)],
+                )
         for row in rows:
             DECISIONS.labels(row["status"], row["policy_version"]).inc()
             SUBMISSION_TO_DECISION.observe(max(0.0, row["seconds"]))

@@ -40,8 +40,13 @@ def _pool(dsn: str, settings: Settings, *, name: str, server_settings: dict[str,
 
 
 # What a failed checkout from the replica raises when the replica is down or still starting.
-_UNREACHABLE = (TimeoutError, OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError,
-                asyncpg.InterfaceError)
+_UNREACHABLE = (
+    TimeoutError,
+    OSError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+)
 
 
 @dataclass
@@ -58,8 +63,11 @@ class Database:
         `server_settings` are PostgreSQL settings for every connection of this process.
         """
         primary = _pool(settings.primary_dsn(), settings, name="primary", server_settings=server_settings)
-        replica = (_pool(settings.replica_dsn(), settings, name="replica", server_settings=server_settings)
-                   if settings.database_read_url else primary)
+        replica = (
+            _pool(settings.replica_dsn(), settings, name="replica", server_settings=server_settings)
+            if settings.database_read_url
+            else primary
+        )
         return cls(primary=primary, replica=replica)
 
     async def ping(self) -> dict[str, bool]:
@@ -88,8 +96,7 @@ class Database:
                 pool = self.replica
             except _UNREACHABLE as error:
                 # A replica outage degrades reads to the primary instead of failing them.
-                log.warning("replica unavailable; reading from the primary",
-                            extra={"error.type": type(error).__name__})
+                log.warning("replica unavailable; reading from the primary", extra={"error.type": type(error).__name__})
         if held is None:
             held = await pool.checkout()
         try:
@@ -112,8 +119,9 @@ async def asyncpg_connect(dsn: str, settings: Settings | None = None, **kwargs: 
     return await asyncpg.connect(dsn, ssl=ssl, timeout=10, **kwargs)
 
 
-async def listen_forever(settings: Settings, channel: str, callback: Callable[..., None],
-                         *, on_connect: Callable[[], None] | None = None) -> None:
+async def listen_forever(
+    settings: Settings, channel: str, callback: Callable[..., None], *, on_connect: Callable[[], None] | None = None
+) -> None:
     """LISTEN on `channel` of the primary until cancelled, reconnecting after any failure.
 
     `on_connect` runs after each (re)connection, so a caller can catch up with
@@ -131,8 +139,10 @@ async def listen_forever(settings: Settings, channel: str, callback: Callable[..
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            log.warning("listener disconnected; reconnecting", extra={"error.type": type(error).__name__,
-                                                                      "event.dataset": channel})
+            log.warning(
+                "listener disconnected; reconnecting",
+                extra={"error.type": type(error).__name__, "event.dataset": channel},
+            )
         finally:
             if conn is not None and not conn.is_closed():
                 await conn.close()

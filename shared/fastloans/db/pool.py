@@ -39,8 +39,15 @@ class Checkout:
 class ConnectionPool:
     """Up to `size` asyncpg connections to one server, opened on demand."""
 
-    def __init__(self, dsn: str, *, size: int, acquire_timeout: float = 30.0, max_lifetime: float = 1800.0,
-                 **connect_options: Any) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        size: int,
+        acquire_timeout: float = 30.0,
+        max_lifetime: float = 1800.0,
+        **connect_options: Any,
+    ) -> None:
         if size < 1:
             raise ValueError("a pool needs at least one connection")
         self.dsn = dsn
@@ -133,8 +140,11 @@ class ConnectionPool:
         if conn.is_closed():
             self._open -= 1
             self._hand_over(None)
-        elif (self._closed or (not clean and conn.is_in_transaction())
-              or time.monotonic() - held.opened > self.max_lifetime):
+        elif (
+            self._closed
+            or (not clean and conn.is_in_transaction())
+            or time.monotonic() - held.opened > self.max_lifetime
+        ):
             self._open -= 1
             conn.terminate()
             self._hand_over(None)

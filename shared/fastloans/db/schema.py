@@ -38,8 +38,11 @@ tenants = Table(
     # This tenant's own rate limit; NULL takes RATE_LIMIT_PER_SECOND / RATE_LIMIT_BURST.
     Column("rate_limit_per_second", Float),
     Column("rate_limit_burst", Integer),
-    CheckConstraint("(rate_limit_per_second IS NULL OR rate_limit_per_second >= 0) AND "
-                    "(rate_limit_burst IS NULL OR rate_limit_burst >= 1)", name="tenants_rate_limit"),
+    CheckConstraint(
+        "(rate_limit_per_second IS NULL OR rate_limit_per_second >= 0) AND "
+        "(rate_limit_burst IS NULL OR rate_limit_burst >= 1)",
+        name="tenants_rate_limit",
+    ),
 )
 
 api_keys = Table(

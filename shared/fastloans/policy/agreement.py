@@ -40,8 +40,9 @@ class ChallengerAgreement:
     versions: Counter[tuple[str, str]] = field(default_factory=Counter)
     agreed_by_version: Counter[tuple[str, str]] = field(default_factory=Counter)
 
-    def add(self, *, champion: str, challenger: str, champion_version: str, challenger_version: str,
-            decisions: int) -> None:
+    def add(
+        self, *, champion: str, challenger: str, champion_version: str, challenger_version: str, decisions: int
+    ) -> None:
         """Count ``decisions`` recorded decisions of one kind."""
         self.confusion[(champion, challenger)] += decisions
         self.versions[(champion_version, challenger_version)] += decisions

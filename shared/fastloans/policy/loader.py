@@ -213,8 +213,10 @@ def _check_partition(rule_id: str, bands: Sequence[tuple[Band, Path]], checker: 
         )
         if starts_inside:
             checker.error(path, f"rule {rule_id!r}: band {low} overlaps band {high}")
-        elif low.lower is not None and high.upper is not None and (
-            low.lower > high.upper or (not low.lower_closed and not high.upper_closed)
+        elif (
+            low.lower is not None
+            and high.upper is not None
+            and (low.lower > high.upper or (not low.lower_closed and not high.upper_closed))
         ):
             gap = Interval(high.upper, not high.upper_closed, low.lower, not low.lower_closed)
             checker.error(path, f"rule {rule_id!r}: no band covers {gap} (between bands {high} and {low})")

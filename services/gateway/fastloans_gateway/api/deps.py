@@ -29,8 +29,9 @@ MAX_IDEMPOTENCY_KEY = 255
 
 async def caller(request: Request) -> Caller:
     """The authenticated caller of this request."""
-    who: Caller = await request.app.state.auth.authenticate(request.headers.get("authorization"),
-                                                           request.scope.get("client"))
+    who: Caller = await request.app.state.auth.authenticate(
+        request.headers.get("authorization"), request.scope.get("client")
+    )
     return who
 
 
@@ -39,8 +40,9 @@ CallerDep = Annotated[Caller, Depends(caller)]
 
 async def authorised(request: Request, scope: str) -> Caller:
     """The caller of this request, if its key has `scope` (401/403 otherwise)."""
-    who: Caller = await request.app.state.auth.authenticate(request.headers.get("authorization"),
-                                                           request.scope.get("client"))
+    who: Caller = await request.app.state.auth.authenticate(
+        request.headers.get("authorization"), request.scope.get("client")
+    )
     who.require(scope)
     return who
 
@@ -49,8 +51,11 @@ def idempotency_key(request: Request) -> str | None:
     """The request's Idempotency-Key (None when absent or empty), or 422 when it is too long."""
     key = request.headers.get(IDEMPOTENCY_KEY_HEADER) or None
     if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:
-        raise Problem(422, f"invalid parameter(s): {IDEMPOTENCY_KEY_HEADER}", errors=[
-            {"field": IDEMPOTENCY_KEY_HEADER, "message": f"may be at most {MAX_IDEMPOTENCY_KEY} characters"}])
+        raise Problem(
+            422,
+            f"invalid parameter(s): {IDEMPOTENCY_KEY_HEADER}",
+            errors=[{"field": IDEMPOTENCY_KEY_HEADER, "message": f"may be at most {MAX_IDEMPOTENCY_KEY} characters"}],
+        )
     return key
 
 
@@ -72,8 +77,9 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise Problem(422, f"invalid field(s): {key}",
-                              errors=[{"field": key, "message": "given more than once"}])
+                raise Problem(
+                    422, f"invalid field(s): {key}", errors=[{"field": key, "message": "given more than once"}]
+                )
             seen.add(key)
     for key, value in pairs:
         # "\ud800" escapes decode to unpaired surrogates, which neither UTF-8 nor PostgreSQL can hold.
@@ -82,8 +88,9 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 try:
                     text.encode("utf-8")
                 except UnicodeEncodeError:
-                    raise Problem(400, "the body is not valid JSON: a string holds an unpaired surrogate "
-                                       "escape") from None
+                    raise Problem(
+                        400, "the body is not valid JSON: a string holds an unpaired surrogate escape"
+                    ) from None
     return data
 
 
@@ -117,8 +124,7 @@ async def read_json(request: Request) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise Problem(400, "the body is not valid UTF-8") from None
     try:
-        data = json.loads(text, parse_float=_decimal, parse_constant=_reject_constant,
-                          object_pairs_hook=unique_keys)
+        data = json.loads(text, parse_float=_decimal, parse_constant=_reject_constant, object_pairs_hook=unique_keys)
     except (ValueError, RecursionError) as error:
         message = error.msg if isinstance(error, json.JSONDecodeError) else str(error) or "too deeply nested"
         raise Problem(400, f"the body is not valid JSON: {message}") from None
@@ -151,8 +157,11 @@ def wait_seconds(request: Request) -> float:
     except ValueError:
         value = math.nan
     if not 0 <= value <= MAX_WAIT_SECONDS:  # also refuses nan
-        raise Problem(422, "invalid parameter(s): query.wait", errors=[
-            {"field": "query.wait", "message": f"must be a number from 0 to {MAX_WAIT_SECONDS}"}])
+        raise Problem(
+            422,
+            "invalid parameter(s): query.wait",
+            errors=[{"field": "query.wait", "message": f"must be a number from 0 to {MAX_WAIT_SECONDS}"}],
+        )
     return value
 
 

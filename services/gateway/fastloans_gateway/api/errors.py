@@ -28,8 +28,10 @@ SERVED_METHODS = frozenset({"GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"}
 DOMAIN_PROBLEMS: dict[type[ApplicationError], Callable[[], Problem]] = {
     NotFound: lambda: Problem(404, "no such loan application"),
     IdempotencyConflict: lambda: Problem(
-        422, f"this {IDEMPOTENCY_KEY_HEADER} was already used with a different request body",
-        errors=[{"field": IDEMPOTENCY_KEY_HEADER, "message": "reused with a different body"}]),
+        422,
+        f"this {IDEMPOTENCY_KEY_HEADER} was already used with a different request body",
+        errors=[{"field": IDEMPOTENCY_KEY_HEADER, "message": "reused with a different body"}],
+    ),
 }
 
 
@@ -42,8 +44,9 @@ def error_response(error: Exception, path: str) -> Response:
     """The answer to an unexpected exception, logged once: 503 + Retry-After for an outage, else 500."""
     if is_transient(error) or isinstance(error, asyncpg.PostgresConnectionError):
         log.warning("dependency unavailable", extra={"error.type": type(error).__name__})
-        return problem_response(Problem(503, "a dependency is unavailable; retry shortly",
-                                        headers={"Retry-After": "1"}), path)
+        return problem_response(
+            Problem(503, "a dependency is unavailable; retry shortly", headers={"Retry-After": "1"}), path
+        )
     log.exception("unhandled error", extra={"url.path": path})
     return problem_response(Problem(500, "internal error"), path)
 
@@ -71,9 +74,14 @@ async def on_http(request: Request, error: StarletteHTTPException) -> Response:
     headers = dict(error.headers or {})
     if error.status_code == 405:
         # Every method some route serves on the path (the router names only those of the first route it matched).
-        methods = {method for method in SERVED_METHODS
-                   if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
-                          for route in request.app.router.routes)}
+        methods = {
+            method
+            for method in SERVED_METHODS
+            if any(
+                route.matches({**request.scope, "method": method})[0] is Match.FULL
+                for route in request.app.router.routes
+            )
+        }
         if methods:
             headers["Allow"] = ", ".join(sorted(methods | ({"HEAD"} if "GET" in methods else set())))
     return problem_response(Problem(error.status_code, detail, headers=headers), request.url.path)

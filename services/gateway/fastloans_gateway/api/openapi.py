@@ -20,8 +20,10 @@ from fastloans_gateway.schemas import LoanApplicationCreate, LoanApplicationUpda
 
 TITLE = "Fast Loans API"
 VERSION = "1.0.0"
-DESCRIPTION = ("Submit loan applications and read their decisions. Every error is RFC 9457 "
-               "`application/problem+json`. Money is decimal with at most two places.")
+DESCRIPTION = (
+    "Submit loan applications and read their decisions. Every error is RFC 9457 "
+    "`application/problem+json`. Money is decimal with at most two places."
+)
 SECURITY_SCHEME = "apiKey"
 
 PROBLEMS = {
@@ -53,34 +55,48 @@ class ProblemBody(BaseModel):
 def problems(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
     """The `responses` entries of these problem statuses (`status_422="..."` overrides a description)."""
     return {
-        status: {"description": descriptions.get(f"status_{status}", PROBLEMS[status]),
-                 "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        status: {
+            "description": descriptions.get(f"status_{status}", PROBLEMS[status]),
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
         for status in statuses
     }
 
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:
     """An operation's required JSON request body of `model` (listed in the components by `build`)."""
-    return {"requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
-    }}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+    }
 
 
 SUBMIT_DOC = {
-    "parameters": [{
-        "name": IDEMPOTENCY_KEY_HEADER, "in": "header", "required": False,
-        "description": "Retry-safe submission key",
-        "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY, "title": IDEMPOTENCY_KEY_HEADER},
-    }],
+    "parameters": [
+        {
+            "name": IDEMPOTENCY_KEY_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "Retry-safe submission key",
+            "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY, "title": IDEMPOTENCY_KEY_HEADER},
+        }
+    ],
     **json_body(LoanApplicationCreate),
 }
 UPDATE_DOC = json_body(LoanApplicationUpdate)
-WAIT_DOC = {"parameters": [{
-    "name": "wait", "in": "query", "required": False,
-    "description": "Seconds to wait for the current revision's decision",
-    "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS, "default": 0, "title": "Wait"},
-}]}
+WAIT_DOC = {
+    "parameters": [
+        {
+            "name": "wait",
+            "in": "query",
+            "required": False,
+            "description": "Seconds to wait for the current revision's decision",
+            "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS, "default": 0, "title": "Wait"},
+        }
+    ]
+}
 # The schemas of FastAPI's own 422 body, which this API never sends.
 FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 COMPONENTS: dict[str, type[BaseModel]] = {
@@ -100,6 +116,7 @@ def _drop_default_422(operation: dict[str, Any]) -> None:
 
 def build(app: FastAPI) -> Callable[[], dict[str, Any]]:
     """`app.openapi`: the document, with the body models, the problem schema and bearer security on the API."""
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
@@ -118,4 +135,5 @@ def build(app: FastAPI) -> Callable[[], dict[str, Any]]:
             schemas.pop(name, None)
         app.openapi_schema = schema
         return schema
+
     return openapi

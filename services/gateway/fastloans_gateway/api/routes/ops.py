@@ -34,8 +34,11 @@ async def readyz(request: Request) -> Response:
     checks = await request.app.state.db.ping()
     checks["kafka"] = await kafka_reachable(request.app.state.settings)
     ok = all(checks.values())
-    return Response(orjson.dumps({"status": "ready" if ok else "not ready", "checks": checks}),
-                    status_code=200 if ok else 503, media_type="application/json")
+    return Response(
+        orjson.dumps({"status": "ready" if ok else "not ready", "checks": checks}),
+        status_code=200 if ok else 503,
+        media_type="application/json",
+    )
 
 
 @router.get("/metrics")

@@ -74,8 +74,11 @@ async def challenger_report(
     if start >= end:
         raise Problem(422, "since must be before until", errors=[{"field": "since", "message": "must be before until"}])
     if end - start > MAX_WINDOW:
-        raise Problem(422, "the window may be at most 366 days",
-                      errors=[{"field": "since", "message": "at most 366 days before until"}])
+        raise Problem(
+            422,
+            "the window may be at most 366 days",
+            errors=[{"field": "since", "message": "at most 366 days before until"}],
+        )
     async with request.app.state.db.connection(read=True) as conn:
         report = await challenger_agreement(conn, since=start, until=end, tenant_id=who.tenant_id)
     return JSONResponse(report.to_dict())

@@ -19,7 +19,8 @@ def upgrade() -> None:
     op.add_column("tenants", sa.Column("rate_limit_per_second", sa.Float))
     op.add_column("tenants", sa.Column("rate_limit_burst", sa.Integer))
     op.create_check_constraint(
-        "tenants_rate_limit", "tenants",
+        "tenants_rate_limit",
+        "tenants",
         "(rate_limit_per_second IS NULL OR rate_limit_per_second >= 0) AND "
         "(rate_limit_burst IS NULL OR rate_limit_burst >= 1)",
     )

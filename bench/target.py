@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from fastloans.tenants import issue_key, set_rate_limit
-from fastloans_dev.devstack.stack import OPS_PORTS, SERVICES, Infra, Ports, ServiceSet
-from fastloans_dev.devstack.system import free_port, log
+from fastloans_dev.devstack.stack import SERVICES, Infra, Ports, ServiceSet
+from fastloans_dev.devstack.system import log
 
 BENCH_TENANT = "bench"
 # Requests a second for the benchmark tenant: far above any rate offered, so every request pays for the
@@ -107,14 +107,7 @@ def running_stack(state: Path) -> Target | None:
 
 def start_stack(state: Path, *, durable: bool, extra_env: dict[str, str]) -> Target:
     """Start PostgreSQL, Kafka and every service on free ports, with their data in `state`."""
-    ports = Ports(
-        pg_primary=free_port(),
-        pg_replica=free_port(),
-        kafka=[free_port()],
-        kafka_controller=[free_port()],
-        services={name: free_port() for name in SERVICES},
-        ops={name: free_port() for name in OPS_PORTS},
-    )
+    ports = Ports.free()
     infra = Infra(state, ports, durable=durable)
     environment = {"FASTLOANS_STATE_DIR": str(state), **extra_env}
     services = ServiceSet(infra, extra_env=environment)

@@ -51,17 +51,9 @@ def state_dir() -> Path:
 @pytest.fixture(scope="session")
 def infra(state_dir: Path) -> Iterator[object]:
     """PostgreSQL primary + streaming replica and a Kafka broker on free loopback ports, migrated, with topics."""
-    from fastloans_dev.devstack.stack import OPS_PORTS, SERVICES, Infra, Ports
-    from fastloans_dev.devstack.system import free_port
+    from fastloans_dev.devstack.stack import Infra, Ports
 
-    ports = Ports(
-        pg_primary=free_port(),
-        pg_replica=free_port(),
-        kafka=[free_port()],
-        kafka_controller=[free_port()],
-        services={name: free_port() for name in SERVICES},
-        ops={name: free_port() for name in OPS_PORTS},
-    )
+    ports = Ports.free()
     stack = Infra(state_dir, ports, durable=False, partitions=3)
     try:
         stack.start()

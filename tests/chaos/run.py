@@ -29,8 +29,7 @@ from pathlib import Path
 import asyncpg
 
 from fastloans.tenants import issue_key
-from fastloans_dev.devstack.stack import OPS_PORTS, SERVICES, Infra, Ports
-from fastloans_dev.devstack.system import free_port
+from fastloans_dev.devstack.stack import Infra, Ports
 from tests.chaos.faults import ALL_FAULTS, DEFAULT_FAULTS, FaultInjector, schedule
 from tests.chaos.fleet import Fleet
 from tests.chaos.invariants import Verdict, verify, wait_drained
@@ -172,14 +171,7 @@ def _fresh_state() -> Path:
 def run(config: ChaosConfig, log: Callable[[str], None] = _say) -> ChaosReport:
     """Start a stack of its own, run `chaos` on it, and stop everything."""
     state = config.state_dir or _fresh_state()
-    ports = Ports(
-        pg_primary=free_port(),
-        pg_replica=free_port(),
-        kafka=[free_port()],
-        kafka_controller=[free_port()],
-        services={name: free_port() for name in SERVICES},
-        ops={name: free_port() for name in OPS_PORTS},
-    )
+    ports = Ports.free()
     infra = Infra(state, ports, durable=config.durable, partitions=6, kafka_nodes=config.kafka_nodes, kafka_heap="384m")
     fleet: Fleet | None = None
     try:

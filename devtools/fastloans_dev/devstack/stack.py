@@ -62,6 +62,18 @@ class Ports:
             ports.ops[name] = int(env.get(f"FASTLOANS_{name.upper()}_OPS_PORT", ports.ops[name]))
         return ports
 
+    @classmethod
+    def free(cls) -> Ports:
+        """A free loopback port for everything (one Kafka node): for tests, the benchmark and chaos runs."""
+        return cls(
+            pg_primary=free_port(),
+            pg_replica=free_port(),
+            kafka=[free_port()],
+            kafka_controller=[free_port()],
+            services={name: free_port() for name in SERVICES},
+            ops={name: free_port() for name in OPS_PORTS},
+        )
+
     def ops_port(self, name: str) -> int:
         """The port of a service's /healthz, /readyz and /metrics."""
         return self.ops.get(name, self.services[name])

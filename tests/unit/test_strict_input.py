@@ -13,19 +13,11 @@ from pydantic import ValidationError
 
 from fastloans_gateway.api.deps import json_content_type, unique_keys
 from fastloans_gateway.api.routes.applications import decode_cursor, encode_cursor
-from fastloans_gateway.applications import request_fingerprint
+from fastloans_gateway.applications import new_application, request_fingerprint
 from fastloans_gateway.problems import Problem
-from fastloans_gateway.schemas import LoanApplicationCreate, LoanApplicationUpdate, render_application
+from fastloans_gateway.schemas import EXAMPLE, LoanApplicationCreate, LoanApplicationUpdate, render_application
 
-VALID = {
-    "applicant_name": "Ada Lovelace",
-    "credit_score": 750,
-    "loan_amount": "2000.00",
-    "loan_purpose": "home_improvement",
-    "monthly_income": "5000.00",
-    "monthly_debt": "1000.00",
-    "employment_status": "employed",
-}
+VALID = EXAMPLE
 MODELS = [LoanApplicationCreate, LoanApplicationUpdate]
 
 
@@ -85,20 +77,7 @@ def test_negative_zero_debt_is_zero(model: type, zero: object) -> None:
 
 def test_the_accepted_form_of_negative_zero_renders_as_zero() -> None:
     body = LoanApplicationCreate.model_validate({**VALID, "monthly_debt": Decimal("-0.00")}).model_dump()
-    now = datetime.now(UTC)
-    row = {
-        **body,
-        "id": uuid.uuid4(),
-        "status": "pending",
-        "revision": 1,
-        "risk_score": None,
-        "is_approved": None,
-        "reasons": None,
-        "policy_version": None,
-        "submitted_at": now,
-        "decided_at": None,
-        "created_at": now,
-    }
+    row = new_application(uuid.uuid4(), body)
     assert render_application(row)["monthly_debt"] == "0.00"
 
 

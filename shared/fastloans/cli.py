@@ -22,11 +22,18 @@ def _settings() -> Settings:
     return load_settings(Settings, service_name="fastloans-cli")
 
 
+def _primary_dsn(settings: Settings) -> str:
+    """The primary's DSN; a clear error when DATABASE_URL is unset (the Kafka commands do not need it)."""
+    if settings.database_url is None:
+        raise click.ClickException("DATABASE_URL is not set: this command needs the primary's address")
+    return settings.primary_dsn()
+
+
 def _with_connection(work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
     settings = _settings()
 
     async def run() -> Any:
-        conn = await asyncpg.connect(settings.primary_dsn(), ssl=settings.database_ssl(), timeout=10)
+        conn = await asyncpg.connect(_primary_dsn(settings), ssl=settings.database_ssl(), timeout=10)
         try:
             return await work(conn)
         finally:
@@ -74,7 +81,7 @@ def db_upgrade(revision: str) -> None:
     """Apply migrations on the primary (DATABASE_URL) up to REVISION."""
     from fastloans.db.migrate import upgrade
 
-    upgrade(_settings().primary_dsn(), revision)
+    upgrade(_primary_dsn(_settings()), revision)
     click.echo(f"database at {revision}")
 
 
@@ -84,7 +91,7 @@ def db_downgrade(revision: str) -> None:
     """Revert migrations on the primary down to REVISION."""
     from fastloans.db.migrate import downgrade
 
-    downgrade(_settings().primary_dsn(), revision)
+    downgrade(_primary_dsn(_settings()), revision)
     click.echo(f"database at {revision}")
 
 

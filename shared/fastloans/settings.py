@@ -147,7 +147,7 @@ class Settings(BaseSettings):
                 self.service_name = spec.name
             if "http_port" not in self.model_fields_set:
                 self.http_port = spec.port
-        if self.database_url is None and self.uses_database:
+        if self.database_url is None and spec is not None and spec.database:
             raise ValueError("DATABASE_URL is required but not set")
         return self
 
@@ -172,12 +172,12 @@ class Settings(BaseSettings):
 
     @property
     def uses_database(self) -> bool:
-        """Whether this process opens the database (every tool does; a service if the registry says so)."""
+        """Whether this process opens the database (a service if the registry says so; a tool when it needs it)."""
         return self.service is None or self.service.database
 
     def _database_url(self) -> str:
         if self.database_url is None:
-            raise RuntimeError(f"{self.service_name} has no DATABASE_URL: the registry says it uses no database")
+            raise RuntimeError(f"{self.service_name} has no DATABASE_URL: set it to the primary's address")
         return self.database_url
 
     def primary_dsn(self) -> str:

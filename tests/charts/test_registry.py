@@ -54,6 +54,8 @@ def test_rendered_deployment_matches_the_registry(production, service: services.
     assert env["SERVICE_NAME"]["value"] == service.name
     assert env["HTTP_PORT"]["value"] == str(service.port)
     assert ("DATABASE_PASSWORD" in env) == service.database
+    # A service without a database gets no database settings at all: none to misuse, none to render wrong.
+    assert any(name.startswith("DATABASE_") for name in env) == service.database
     assert env.get("KAFKA_CONSUMER_GROUP", {}).get("value") == service.group
 
 

@@ -154,7 +154,7 @@ def test_synchronous_replication(render) -> None:
 def test_services_read_from_the_replica(render, case: str) -> None:
     """DATABASE_URL points at the primary's Service, DATABASE_READ_URL at the replica's."""
     objects = render(values=values_args(case))
-    for component in COMPONENTS:
+    for component in (c for c in COMPONENTS if services.by_short(c).database):
         container = named(objects, "Deployment", f"{FULL}-{component}")["spec"]["template"]["spec"]["containers"][0]
         env = env_of(container)
         assert f"@{FULL}-postgresql-primary:5432/" in env["DATABASE_URL"]["value"]
@@ -220,6 +220,9 @@ def test_kafka_sizes(render) -> None:
     topics_job = named(production, "Job", f"{FULL}-topics")
     args = topics_job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args == ["kafka", "create-topics", "--partitions", "12", "--replication-factor", "3"]
+    # The topics Job is not admitted to PostgreSQL, so it gets no database settings either.
+    topics_env = env_of(topics_job["spec"]["template"]["spec"]["containers"][0])
+    assert not [name for name in topics_env if name.startswith("DATABASE_")]
     assert named(production, "Service", f"{FULL}-kafka-headless")["spec"]["clusterIP"] == "None"
 
 

@@ -43,8 +43,26 @@ def test_migrations_and_topics_are_idempotent(env: dict[str, str]) -> None:
 
 def test_missing_setting_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    monkeypatch.delenv("DB_URL", raising=False)
-    result = CliRunner().invoke(main, ["keys", "list"], env={"KAFKA_BOOTSTRAP_SERVERS": "k:9092"})
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    result = CliRunner().invoke(main, ["keys", "list"], env={"DATABASE_URL": "postgresql://a@b/c"})
     assert result.exit_code == 2
-    assert "configuration error: DATABASE_URL is required but not set" in result.output
+    assert "configuration error: KAFKA_BOOTSTRAP_SERVERS is required but not set" in result.output
+
+
+def test_a_database_command_without_database_url_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("DATABASE_URL", "DB_URL"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(main, ["keys", "list"], env={"KAFKA_BOOTSTRAP_SERVERS": "k:9092"})
+    assert result.exit_code == 1
+    assert "DATABASE_URL is not set: this command needs the primary's address" in result.output
+
+
+def test_topics_are_created_without_a_database(infra, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """The chart's topics Job gets no database settings (it is not admitted to PostgreSQL)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("DATABASE_URL", "DB_URL"):
+        monkeypatch.delenv(name, raising=False)
+    env = {"KAFKA_BOOTSTRAP_SERVERS": infra.kafka.bootstrap_servers}
+    result = CliRunner().invoke(main, ["kafka", "create-topics", "--partitions", "3"], env=env)
+    assert result.exit_code == 0, result.output

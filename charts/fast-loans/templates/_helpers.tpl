@@ -195,11 +195,12 @@ imagePullSecrets:
   value: {{ $root.Values.logLevel | quote }}
 - name: SERVICE_NAME
   value: {{ printf "fastloans-%s" .name | quote }}
+{{- if $uses.database }}
 - name: DATABASE_URL
   value: {{ include "fastloans.database.url" $root | quote }}
 - name: DATABASE_READ_URL
   value: {{ include "fastloans.database.readUrl" $root | quote }}
-{{- if and $uses.database (include "fastloans.database.passwordSecret" $root) }}
+{{- if include "fastloans.database.passwordSecret" $root }}
 - name: DATABASE_PASSWORD
   valueFrom:
     secretKeyRef:
@@ -215,6 +216,7 @@ imagePullSecrets:
 {{- with $c.databasePoolSize }}
 - name: DATABASE_POOL_SIZE
   value: {{ . | quote }}
+{{- end }}
 {{- end }}
 - name: KAFKA_BOOTSTRAP_SERVERS
   value: {{ include "fastloans.kafka.bootstrapServers" $root | quote }}
@@ -288,7 +290,8 @@ imagePullSecrets:
 {{/* Volumes for the CA bundles and the policy. Call with (dict "root" $ "c" $c). */}}
 {{- define "fastloans.caVolumes" -}}
 {{- $root := .root -}}
-{{- if not $root.Values.postgresql.enabled }}
+{{- $uses := .c.uses | default dict -}}
+{{- if and $uses.database (not $root.Values.postgresql.enabled) }}
 {{- with $root.Values.externalDatabase.caBundle }}
 {{- if .configMap }}
 - name: database-ca
@@ -318,7 +321,8 @@ imagePullSecrets:
 
 {{- define "fastloans.caVolumeMounts" -}}
 {{- $root := .root -}}
-{{- if and (not $root.Values.postgresql.enabled) (or $root.Values.externalDatabase.caBundle.configMap $root.Values.externalDatabase.caBundle.secret) }}
+{{- $uses := .c.uses | default dict -}}
+{{- if and $uses.database (not $root.Values.postgresql.enabled) (or $root.Values.externalDatabase.caBundle.configMap $root.Values.externalDatabase.caBundle.secret) }}
 - name: database-ca
   mountPath: /etc/fastloans/database-ca
   readOnly: true

@@ -49,10 +49,10 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
-            {{- include "fastloans.caVolumeMounts" (dict "root" $root) | nindent 12 }}
+            {{- include "fastloans.caVolumeMounts" (dict "root" $root "c" $c) | nindent 12 }}
       volumes:
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
-        {{- include "fastloans.caVolumes" (dict "root" $root) | nindent 8 }}
+        {{- include "fastloans.caVolumes" (dict "root" $root "c" $c) | nindent 8 }}
 {{- end -}}

@@ -1,4 +1,7 @@
-"""Prometheus metrics of every service, all named `fastloans_*`.
+"""Prometheus metrics the services share (pipeline, database), all named `fastloans_*`.
+
+A service's own metrics live in its package (the gateway's HTTP and outbox metrics, the
+recorder's decision metrics), with the same conventions.
 
 With several worker processes (gateway `WEB_CONCURRENCY` > 1) set
 `PROMETHEUS_MULTIPROC_DIR`: each process writes its samples there and
@@ -31,24 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastloans.metrics")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-DECISION_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-HTTP_REQUESTS = Counter(
-    "fastloans_http_requests_total",
-    "HTTP requests answered, by route, method and status.",
-    ["route", "method", "status"],
-)
-HTTP_LATENCY = Histogram(
-    "fastloans_http_request_duration_seconds",
-    "Time to answer an HTTP request, by route and method.",
-    ["route", "method"],
-    buckets=LATENCY_BUCKETS,
-)
-HTTP_ERRORS = Counter(
-    "fastloans_http_errors_total",
-    "HTTP requests answered with a 4xx or 5xx, by route and status.",
-    ["route", "status"],
-)
 MESSAGES_PROCESSED = Counter(
     "fastloans_messages_processed_total", "Kafka messages processed, by consumer and topic.", ["consumer", "topic"]
 )
@@ -74,24 +60,6 @@ CONSUMER_LAG = Gauge(
     ["consumer", "topic", "partition"],
     multiprocess_mode="max",
 )
-OUTBOX_BACKLOG = Gauge("fastloans_outbox_backlog", "Outbox rows not yet published to Kafka.", multiprocess_mode="max")
-OUTBOX_OLDEST_AGE = Gauge(
-    "fastloans_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row.", multiprocess_mode="max"
-)
-OUTBOX_PUBLISHED = Counter("fastloans_outbox_published_total", "Outbox rows published to Kafka.")
-DECISIONS = Counter(
-    "fastloans_decisions_total", "Decisions recorded, by outcome and policy version.", ["outcome", "policy_version"]
-)
-DECISION_REASONS = Counter(
-    "fastloans_decision_reasons_total",
-    "Principal reasons given with recorded decisions, by reason code.",
-    ["code"],
-)
-SUBMISSION_TO_DECISION = Histogram(
-    "fastloans_submission_to_decision_seconds",
-    "Time from an application's submission to its recorded decision (from its own timestamps).",
-    buckets=DECISION_BUCKETS,
-)
 DB_POOL_IN_USE = Gauge(
     "fastloans_db_pool_connections_in_use",
     "Database connections checked out, by pool.",
@@ -106,18 +74,6 @@ REPLICA_LAG = Gauge(
     "How far the read replica is behind the primary, as seen by this service.",
     multiprocess_mode="max",
 )
-
-AUTH_LOOKUPS = Counter(
-    "fastloans_auth_lookups_total",
-    "API-key lookups the gateway made in the database, by result (valid, unknown).",
-    ["result"],
-)
-LONG_POLL_READS = Counter(
-    "fastloans_long_poll_reads_total",
-    "Reads of a pending application on the primary by waiting GET requests (?wait=): one, then one per announcement.",
-)
-for _result in ("valid", "unknown"):
-    AUTH_LOOKUPS.labels(_result)  # present from the start: zero is not "no data"
 
 
 def render_metrics() -> bytes:

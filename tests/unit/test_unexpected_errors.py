@@ -11,8 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
-from fastloans.metrics import HTTP_REQUESTS
 from fastloans_gateway.app import create_app
+from fastloans_gateway.metrics import HTTP_REQUESTS
 from fastloans_gateway.settings import GatewaySettings
 
 

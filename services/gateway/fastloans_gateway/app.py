@@ -13,7 +13,6 @@ from fastloans.contracts import IDEMPOTENCY_KEY_HEADER
 from fastloans.db import Database
 from fastloans.metrics import sample_database
 from fastloans.settings import load_settings
-from fastloans.tracing import instrument_app
 from fastloans_gateway.api import openapi
 from fastloans_gateway.api.errors import add_error_handlers
 from fastloans_gateway.api.routes import applications as application_routes
@@ -24,6 +23,7 @@ from fastloans_gateway.middleware import EdgeMiddleware
 from fastloans_gateway.outbox import OutboxNotifier
 from fastloans_gateway.server import OpsPortMiddleware
 from fastloans_gateway.settings import GatewaySettings
+from fastloans_gateway.tracing import instrument_app
 from fastloans_gateway.waiting import DecisionWaiters
 from fastloans_gateway.web import web_router
 

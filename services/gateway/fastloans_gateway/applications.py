@@ -23,9 +23,9 @@ import orjson
 from fastloans.contracts import IDEMPOTENCY_TTL
 from fastloans.db import Database, json_value
 from fastloans.kafka import is_transient
-from fastloans.metrics import LONG_POLL_READS
 from fastloans.settings import Settings
 from fastloans_gateway import outbox
+from fastloans_gateway.metrics import LONG_POLL_READS
 from fastloans_gateway.outbox import FACT_FIELDS, OutboxRow
 from fastloans_gateway.schemas import CENT, render_application
 from fastloans_gateway.waiting import RECHECK_SECONDS, DecisionWaiters

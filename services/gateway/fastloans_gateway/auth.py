@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from fastloans.db import Database
-from fastloans.metrics import AUTH_LOOKUPS
 from fastloans.tenants import hash_key
+from fastloans_gateway.metrics import AUTH_LOOKUPS
 from fastloans_gateway.problems import Problem
 from fastloans_gateway.ratelimit import Limit, TenantLimiter
 from fastloans_gateway.settings import GatewaySettings

@@ -6,10 +6,10 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fastloans.metrics import HTTP_ERRORS, HTTP_LATENCY, HTTP_REQUESTS
 from fastloans.observability import log_request, request_application_id, tag_request
 from fastloans_gateway.api.errors import SERVED_METHODS, error_response
 from fastloans_gateway.api.routes.ops import OPS_PATHS
+from fastloans_gateway.metrics import HTTP_ERRORS, HTTP_LATENCY, HTTP_REQUESTS
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),

@@ -24,13 +24,14 @@ from fastloans import services
 from fastloans.contracts import IDEMPOTENCY_TTL
 from fastloans.db import Database, listen_forever
 from fastloans.kafka import Message, dead_letter, deliver, is_transient, make_producer
-from fastloans.metrics import DEAD_LETTERS, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED, sample_database
+from fastloans.metrics import DEAD_LETTERS, sample_database
 from fastloans.runtime import run_worker
 from fastloans.settings import Settings, load_settings
 from fastloans.tracecontext import TRACE_HEADERS
 from fastloans.tracing import message_transactions, outgoing_headers
 from fastloans_gateway import outbox
 from fastloans_gateway.applications import DELETE_EXPIRED_KEYS
+from fastloans_gateway.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED
 
 log = logging.getLogger("fastloans.relay")
 trail = logging.getLogger("fastloans.pipeline")

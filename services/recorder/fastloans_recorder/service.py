@@ -13,10 +13,10 @@ from aiokafka import ConsumerRecord
 from fastloans import services
 from fastloans.contracts import DECIDED_CHANNEL
 from fastloans.events import ApplicationDecided, EventDecodeError, Topic
-from fastloans.metrics import DECISION_REASONS, DECISIONS, SUBMISSION_TO_DECISION
 from fastloans.runtime import run_worker
 from fastloans.settings import Settings, load_settings
 from fastloans.worker import PipelineWorker
+from fastloans_recorder.metrics import DECISION_REASONS, DECISIONS, SUBMISSION_TO_DECISION
 
 RECORD_BATCH = """
 WITH incoming AS (

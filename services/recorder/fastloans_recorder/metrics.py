@@ -1,0 +1,21 @@
+"""The recorder's own Prometheus metrics (conventions in `fastloans.metrics`)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+DECISION_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+DECISIONS = Counter(
+    "fastloans_decisions_total", "Decisions recorded, by outcome and policy version.", ["outcome", "policy_version"]
+)
+DECISION_REASONS = Counter(
+    "fastloans_decision_reasons_total",
+    "Principal reasons given with recorded decisions, by reason code.",
+    ["code"],
+)
+SUBMISSION_TO_DECISION = Histogram(
+    "fastloans_submission_to_decision_seconds",
+    "Time from an application's submission to its recorded decision (from its own timestamps).",
+    buckets=DECISION_BUCKETS,
+)

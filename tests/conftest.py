@@ -7,8 +7,10 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -78,21 +80,38 @@ def migrated_db(infra: object) -> MigratedDb:
     return MigratedDb(primary_url=infra.postgres.primary_url, replica_url=infra.postgres.replica_url)  # type: ignore[attr-defined]
 
 
+# What every service the tests start gets: no key cache and no rate limits (the tests of those set their own).
+TEST_SERVICE_ENV = {
+    "ENVIRONMENT": "test",
+    "AUTH_CACHE_SECONDS": "0",
+    "RATE_LIMIT_PER_SECOND": "0",
+    "AUTH_FAILURE_RATE_PER_SECOND": "0",
+    "LOG_LEVEL": "INFO",
+}
+
+
+@contextmanager
+def extra_instances(infra: object, service: str, instances: list[str], **env: str) -> Iterator[list[Any]]:
+    """More instances of one service, each on free ports with TEST_SERVICE_ENV and `env`; stopped afterwards."""
+    from fastloans_dev.devstack.stack import ServiceSet
+    from fastloans_dev.devstack.system import free_port
+
+    service_set = ServiceSet(infra, extra_env={**TEST_SERVICE_ENV, **env})  # type: ignore[arg-type]
+    try:
+        children = [service_set.start(service, instance=name, port=free_port()) for name in instances]
+        for child in children:
+            service_set.wait_ready(child)
+        yield children
+    finally:
+        service_set.stop_all()
+
+
 @pytest.fixture(scope="session")
 def services(infra: object) -> Iterator[object]:
     """Every service as a real process against the test infrastructure."""
     from fastloans_dev.devstack.stack import ServiceSet
 
-    service_set = ServiceSet(
-        infra,
-        extra_env={  # type: ignore[arg-type]
-            "ENVIRONMENT": "test",
-            "AUTH_CACHE_SECONDS": "0",
-            "RATE_LIMIT_PER_SECOND": "0",
-            "AUTH_FAILURE_RATE_PER_SECOND": "0",
-            "LOG_LEVEL": "INFO",
-        },
-    )
+    service_set = ServiceSet(infra, extra_env=TEST_SERVICE_ENV)  # type: ignore[arg-type]
     try:
         service_set.start_all()
     except Exception:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import ClassVar
 
+from fastloans.background import cancel_all
 from fastloans.events import EventDecodeError, Facts, PolicyRef, Topic
 from fastloans.policy import ApplicationFacts, Policy, PolicyStore
 from fastloans.settings import Settings
@@ -28,11 +28,7 @@ class Policies:
 
     async def stop(self) -> None:
         """Stop watching."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
 
 
 def policy_ref(policy: Policy) -> PolicyRef:

@@ -16,27 +16,25 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import asyncpg
 import httpx
 import orjson
 
 from bench.workload import application
-from fastloans.events import ApplicationDecided, ApplicationScored, ApplicationSubmitted, Facts, PolicyRef, Topic
-from fastloans.kafka import make_producer, message_size, send_all
+from fastloans.events import Topic
+from fastloans.kafka import make_producer, send_all
 from fastloans.settings import Settings
 from tests.chaos.load import URL, LoadStats, Tracked
+from tests.poison_messages import (
+    LATEST_POLICY_SQL,
+    PARENT,
+    decision_near_limit,
+    event_ids,
+    scored_with_huge_reason,
+    submission_near_limit,
+)
 
-PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-FACTS = {
-    "credit_score": 750,
-    "loan_amount": "2000.00",
-    "monthly_income": "5000.00",
-    "monthly_debt": "1000.00",
-    "employment_status": "employed",
-    "loan_purpose": "home_improvement",
-}
 # Through the API: (name, weight).
 HTTP_KINDS = (
     ("tracestate-huge", 2),
@@ -209,12 +207,7 @@ class PoisonSource:
         key = str(uuid.uuid4()).encode()
         limit = self.settings.kafka_max_message_bytes
         topic = self.settings.topic
-        ids = {
-            "application_id": uuid.UUID(key.decode()),
-            "tenant_id": uuid.uuid4(),
-            "revision": 1,
-            "submitted_at": datetime.now(UTC),
-        }
+        ids = event_ids(uuid.UUID(key.decode()))
         if kind == "submitted-undecodable":
             await self._send(
                 producer,
@@ -224,52 +217,17 @@ class PoisonSource:
                 [("tracestate", b"t" * self.rng.randrange(1, 600_000))],
             )
         elif kind == "submitted-score-too-large":
-
-            def build(zeros: int) -> bytes:
-                facts = Facts(**{**FACTS, "monthly_debt": "1000." + "0" * zeros})
-                return ApplicationSubmitted(**ids, facts=facts).encode()
-
-            value = build(limit - 100 - message_size(key, build(0), []))
+            value = submission_near_limit(ids, limit, [])
             await self._send(producer, topic(Topic.SUBMITTED.value), key, value, [])
         elif kind == "scored-decision-too-large":
-            policy = await self.pool.fetchrow(
-                "SELECT policy_name AS name, policy_version AS version, policy_hash AS hash "
-                "FROM loan_decisions ORDER BY decided_at DESC LIMIT 1"
-            )
+            policy = await self.pool.fetchrow(LATEST_POLICY_SQL)
             if policy is None:
                 return await self._direct(producer, "submitted-undecodable")
-            reason = {
-                "rule_id": "credit_score",
-                "factor": "credit_score",
-                "points": 30,
-                "reason_code": "CREDIT_SCORE_LOW",
-                "value": "v" * 600_000,
-            }
-            scored = ApplicationScored(
-                **ids,
-                facts=Facts(**FACTS),
-                risk_score=100,
-                contributions=[reason],
-                policy=PolicyRef(**dict(policy)),
-                scored_at=datetime.now(UTC),
-            )
+            scored = scored_with_huge_reason(ids, policy)
             await self._send(producer, topic(Topic.SCORED.value), key, scored.encode(), scored.headers())
         elif kind == "decided-unknown-huge":
             junk = [("x-junk", b"j" * 500_000)]
-
-            def decision(padding: int) -> bytes:
-                return ApplicationDecided(
-                    **ids,
-                    outcome="approved",
-                    risk_score=0,
-                    contributions=[],
-                    principal_reasons=[],
-                    policy=PolicyRef(name="p", version="1", hash="h"),
-                    decided_at=datetime.now(UTC),
-                    challenger={"padding": "x" * padding},
-                ).encode()
-
-            value = decision(limit - 100 - message_size(key, decision(0), junk))
+            value = decision_near_limit(ids, limit, junk)
             await self._send(producer, topic(Topic.DECIDED.value), key, value, junk)
         elif kind == "outbox-row-too-large":
             await self._outbox(topic(Topic.SUBMITTED.value), key, b"x" * (limit + 1000), {})

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import psutil
 import pytest
 
+from tests.conftest import extra_instances
 from tests.e2e.test_pipeline import APPROVED, URL
 
 HEAD_TIMEOUT = 1.5
@@ -48,28 +49,15 @@ class Gateway:
 @pytest.fixture(scope="module")
 def gateway(infra: object) -> Iterator[Gateway]:
     """One gateway process with short head, body and keep-alive timeouts and a small connection cap."""
-    from fastloans_dev.devstack.stack import ServiceSet
-    from fastloans_dev.devstack.system import free_port
-
-    service_set = ServiceSet(
-        infra,
-        extra_env={  # type: ignore[arg-type]
-            "ENVIRONMENT": "test",
-            "RATE_LIMIT_PER_SECOND": "0",
-            "AUTH_CACHE_SECONDS": "0",
-            "HTTP_HEADER_TIMEOUT_SECONDS": str(HEAD_TIMEOUT),
-            "HTTP_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
-            "HTTP_KEEPALIVE_SECONDS": str(KEEPALIVE),
-            "HTTP_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
-        },
-    )
-    child = service_set.start("gateway", instance="gateway-limits", port=free_port())
-    try:
-        service_set.wait_ready(child)
+    limits = {
+        "HTTP_HEADER_TIMEOUT_SECONDS": str(HEAD_TIMEOUT),
+        "HTTP_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
+        "HTTP_KEEPALIVE_SECONDS": str(KEEPALIVE),
+        "HTTP_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+    }
+    with extra_instances(infra, "gateway", ["gateway-limits"], **limits) as (child,):
         assert child.process is not None
-        yield Gateway(port=child.port, ops_port=child.ops_port, pid=child.process.pid)  # type: ignore[attr-defined]
-    finally:
-        service_set.stop_all()
+        yield Gateway(port=child.port, ops_port=child.ops_port, pid=child.process.pid)
 
 
 def read_response(sock: socket.socket, timeout: float = 10) -> tuple[bytes, float]:
@@ -316,21 +304,9 @@ def test_ops_routes_answer_only_on_the_ops_port(gateway: Gateway, path: str) -> 
 
 def test_several_worker_processes_keep_the_limits_and_the_ops_port(infra: object, tmp_path) -> None:
     """With WEB_CONCURRENCY=2 each worker listens on both ports and applies the limits."""
-    from fastloans_dev.devstack.stack import ServiceSet
-    from fastloans_dev.devstack.system import free_port
-
-    service_set = ServiceSet(
-        infra,
-        extra_env={  # type: ignore[arg-type]
-            "ENVIRONMENT": "test",
-            "WEB_CONCURRENCY": "2",
-            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
-        },
-    )
-    child = service_set.start("gateway", instance="gateway-limits-workers", port=free_port())
-    try:
-        service_set.wait_ready(child)
-        gateway = Gateway(port=child.port, ops_port=child.ops_port, pid=child.process.pid)  # type: ignore[attr-defined,union-attr]
+    workers = {"WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    with extra_instances(infra, "gateway", ["gateway-limits-workers"], **workers) as (child,):
+        gateway = Gateway(port=child.port, ops_port=child.ops_port, pid=child.process.pid)  # type: ignore[union-attr]
         assert len(psutil.Process(gateway.pid).children()) >= 2
         oversized = b"GET /noop HTTP/1.1\r\nHost: x\r\nX-Large: " + b"v" * (MAX_HEADER_BYTES + 1) + b"\r\n\r\n"
         for _ in range(20):  # separate connections, accepted by either worker
@@ -343,5 +319,3 @@ def test_several_worker_processes_keep_the_limits_and_the_ops_port(infra: object
             with gateway.connect() as sock:
                 sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 assert status_of(read_response(sock)[0]) == 404
-    finally:
-        service_set.stop_all()

@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fastloans.events import Topic
 from fastloans.kafka import create_topics, make_producer, send_all
 from fastloans.services import by_short
+from tests.conftest import extra_instances
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART_FILES = ROOT / "charts" / "fast-loans" / "files"
@@ -297,18 +298,11 @@ def test_consumers_are_ready_only_with_partitions_and_database(infra, services) 
 
 def test_gateway_metrics_add_up_across_worker_processes(infra, services, tmp_path: Path) -> None:
     """With WEB_CONCURRENCY=2 the gateway's /metrics counts the requests of both processes."""
-    from fastloans_dev.devstack.stack import ServiceSet
-    from fastloans_dev.devstack.system import free_port
-
     multiproc = tmp_path / "metrics"
     multiproc.mkdir()
-    service_set = ServiceSet(
-        infra, extra_env={"ENVIRONMENT": "test", "WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
-    )
-    child = service_set.start("gateway", instance="gateway-multiprocess", port=free_port())
-    try:
-        service_set.wait_ready(child)
-        port = child.ops_port  # type: ignore[attr-defined]
+    workers = {"WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    with extra_instances(infra, "gateway", ["gateway-multiprocess"], **workers) as (child,):
+        port = child.ops_port
 
         async def burst() -> None:
             # Separate connections, concurrently: the two processes share the listening socket.
@@ -324,8 +318,6 @@ def test_gateway_metrics_add_up_across_worker_processes(infra, services, tmp_pat
         assert after - before == 40
         writers = {p.name.rsplit("_", 1)[-1] for p in multiproc.glob("counter_*.db")}
         assert len(writers) >= 2, f"only {writers} wrote metrics"
-    finally:
-        service_set.stop_all()
 
 
 # -- logs ---------------------------------------------------------------------

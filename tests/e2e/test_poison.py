@@ -12,20 +12,19 @@ import httpx
 from aiokafka import ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from fastloans.events import ApplicationDecided, ApplicationScored, ApplicationSubmitted, Facts, PolicyRef, Topic
-from fastloans.kafka import connection_options, make_consumer, make_producer, message_size, send_all
+from fastloans.events import ApplicationDecided, ApplicationSubmitted, Facts, PolicyRef, Topic
+from fastloans.kafka import connection_options, make_consumer, make_producer, send_all
 from fastloans.tracecontext import MAX_TRACESTATE_CHARS
 from tests.e2e.test_pipeline import APPROVED, URL, decided, submit
-
-FACTS = {
-    "credit_score": 750,
-    "loan_amount": "2000.00",
-    "monthly_income": "5000.00",
-    "monthly_debt": "1000.00",
-    "employment_status": "employed",
-    "loan_purpose": "home_improvement",
-}
-PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+from tests.poison_messages import (
+    FACTS,
+    LATEST_POLICY_SQL,
+    PARENT,
+    decision_near_limit,
+    event_ids,
+    scored_with_huge_reason,
+    submission_near_limit,
+)
 
 
 class Tail:
@@ -74,18 +73,6 @@ async def produce(settings, messages: list) -> None:
         await send_all(producer, messages)
     finally:
         await producer.stop()
-
-
-def _near_limit(build, limit: int, headers: list) -> bytes:
-    """The largest value `build(padding)` that still fits one message of `limit` bytes."""
-    size = limit - 100 - message_size(b"k" * 36, build(""), headers)
-    value = build("x" * size)
-    assert limit - 200 < message_size(b"k" * 36, value, headers) <= limit
-    return value
-
-
-def _event_ids() -> dict:
-    return {"application_id": uuid.uuid4(), "tenant_id": uuid.uuid4(), "revision": 1, "submitted_at": datetime.now(UTC)}
 
 
 async def _next_is_decided(client: httpx.AsyncClient) -> None:
@@ -151,14 +138,9 @@ async def test_risk_dead_letters_a_submission_whose_score_can_never_be_produced(
     """A submitted event just within the broker's limit (an amount written with a million zeros): the scored event,
     which repeats the facts and adds the score, cannot be produced."""
     settings = infra.settings()
-    ids = _event_ids()
-
-    def build(padding: str) -> bytes:
-        zeros = padding.replace("x", "0")
-        return ApplicationSubmitted(**ids, facts=Facts(**{**FACTS, "monthly_debt": "1000." + zeros})).encode()
-
+    ids = event_ids()
     headers = ApplicationSubmitted(**ids, facts=Facts(**FACTS)).headers()
-    value = _near_limit(build, settings.kafka_max_message_bytes, headers)
+    value = submission_near_limit(ids, settings.kafka_max_message_bytes, headers)
     key = str(ids["application_id"]).encode()
     async with tail(settings, Topic.DLQ) as dlq:
         await produce(settings, [(settings.topic(Topic.SUBMITTED.value), key, value, headers)])
@@ -174,26 +156,8 @@ async def test_approval_dead_letters_a_score_whose_decision_can_never_be_produce
     reasons and comes out twice as large as the broker takes."""
     settings = infra.settings()
     await _next_is_decided(client)
-    policy = await pg.fetchrow(
-        "SELECT policy_name AS name, policy_version AS version, policy_hash AS hash "
-        "FROM loan_decisions ORDER BY decided_at DESC LIMIT 1"
-    )
-    ids = _event_ids()
-    reason = {
-        "rule_id": "credit_score",
-        "factor": "credit_score",
-        "points": 30,
-        "reason_code": "CREDIT_SCORE_LOW",
-        "value": "v" * 600_000,
-    }
-    scored = ApplicationScored(
-        **ids,
-        facts=Facts(**FACTS),
-        risk_score=100,
-        contributions=[reason],
-        policy=PolicyRef(**dict(policy)),
-        scored_at=datetime.now(UTC),
-    )
+    ids = event_ids()
+    scored = scored_with_huge_reason(ids, await pg.fetchrow(LATEST_POLICY_SQL))
     key = str(ids["application_id"]).encode()
     async with tail(settings, Topic.DLQ) as dlq:
         await produce(settings, [(settings.topic(Topic.SCORED.value), key, scored.encode(), scored.headers())])
@@ -211,22 +175,9 @@ async def test_recorder_dead_letters_decisions_that_can_never_be_stored(client, 
     real = await submit(client, APPROVED)
     await decided(client, real["id"])
     tenant = await pg.fetchval("SELECT tenant_id FROM loan_applications WHERE id = $1", uuid.UUID(real["id"]))
-    unknown = _event_ids()
+    unknown = event_ids()
     junk = [("x-junk", b"j" * 500_000)]
-
-    def build(padding: str) -> bytes:
-        return ApplicationDecided(
-            **unknown,
-            outcome="approved",
-            risk_score=0,
-            contributions=[],
-            principal_reasons=[],
-            policy=PolicyRef(name="p", version="1", hash="h"),
-            decided_at=datetime.now(UTC),
-            challenger={"padding": padding},
-        ).encode()
-
-    huge = _near_limit(build, settings.kafka_max_message_bytes, junk)
+    huge = decision_near_limit(unknown, settings.kafka_max_message_bytes, junk)
     unstorable = ApplicationDecided(
         application_id=uuid.UUID(real["id"]),
         tenant_id=tenant,

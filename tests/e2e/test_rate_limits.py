@@ -24,9 +24,7 @@ import pytest
 
 from fastloans.contracts import APPLICATIONS_PATH, DECIDED_CHANNEL
 from fastloans.tenants import hash_key, set_rate_limit
-from fastloans_dev.devstack.stack import ServiceSet
-from fastloans_dev.devstack.system import free_port
-from tests.conftest import MigratedDb, issue_test_key
+from tests.conftest import MigratedDb, extra_instances, issue_test_key
 
 URL = APPLICATIONS_PATH
 # The same values as the gateways below: 20 requests over a 1 s sliding window per tenant.
@@ -49,28 +47,16 @@ def limited_gateways(infra: object, services: object) -> Iterator[list[LimitedGa
 
     Started after the shared services, which hold their ports by then (free ports are picked unbound).
     """
-    gateways = ServiceSet(
-        infra,
-        extra_env={  # type: ignore[arg-type]
-            "ENVIRONMENT": "test",
-            "AUTH_CACHE_SECONDS": "30",
-            "RATE_LIMIT_PER_SECOND": str(RATE),
-            "RATE_LIMIT_BURST": str(BURST),
-            "RATE_LIMIT_SYNC_MS": str(SYNC_MS),
-            "AUTH_FAILURE_RATE_PER_SECOND": "0.1",
-            "AUTH_FAILURE_BURST": str(FAILURE_BURST),
-        },
-    )
-    children = [gateways.start("gateway", instance=f"gateway-limited-{i}", port=free_port()) for i in range(2)]
-    try:
-        for child in children:
-            gateways.wait_ready(child)
-        yield [
-            LimitedGateway(f"http://127.0.0.1:{child.port}", f"http://127.0.0.1:{child.ops_port}")  # type: ignore[attr-defined]
-            for child in children
-        ]
-    finally:
-        gateways.stop_all()
+    limits = {
+        "AUTH_CACHE_SECONDS": "30",
+        "RATE_LIMIT_PER_SECOND": str(RATE),
+        "RATE_LIMIT_BURST": str(BURST),
+        "RATE_LIMIT_SYNC_MS": str(SYNC_MS),
+        "AUTH_FAILURE_RATE_PER_SECOND": "0.1",
+        "AUTH_FAILURE_BURST": str(FAILURE_BURST),
+    }
+    with extra_instances(infra, "gateway", [f"gateway-limited-{i}" for i in range(2)], **limits) as children:
+        yield [LimitedGateway(f"http://127.0.0.1:{c.port}", f"http://127.0.0.1:{c.ops_port}") for c in children]
 
 
 async def counted(ops_url: str, family: str, labels: str = "") -> float:

@@ -16,9 +16,7 @@ import httpx
 import pytest
 
 from fastloans.tenants import display_prefix, revoke_key
-from fastloans_dev.devstack.stack import ServiceSet
-from fastloans_dev.devstack.system import free_port
-from tests.conftest import MigratedDb, issue_test_key
+from tests.conftest import MigratedDb, extra_instances, issue_test_key
 from tests.e2e.test_pipeline import APPROVED, REJECTED, URL, decided, submit
 
 ALLOWED_ORIGIN = "https://lender.example"
@@ -33,22 +31,9 @@ SECURITY_HEADERS = {
 @pytest.fixture(scope="module")
 def strict_gateway(infra: object) -> Iterator[str]:
     """A second gateway process with a low rate limit and one allowed CORS origin."""
-    gateway = ServiceSet(
-        infra,
-        extra_env={  # type: ignore[arg-type]
-            "ENVIRONMENT": "test",
-            "AUTH_CACHE_SECONDS": "0",
-            "RATE_LIMIT_PER_SECOND": "0.1",
-            "RATE_LIMIT_BURST": "3",
-            "CORS_ALLOW_ORIGINS": ALLOWED_ORIGIN,
-        },
-    )
-    child = gateway.start("gateway", instance="gateway-strict", port=free_port())
-    try:
-        gateway.wait_ready(child)
-        yield f"http://127.0.0.1:{child.port}"  # type: ignore[attr-defined]
-    finally:
-        gateway.stop_all()
+    env = {"RATE_LIMIT_PER_SECOND": "0.1", "RATE_LIMIT_BURST": "3", "CORS_ALLOW_ORIGINS": ALLOWED_ORIGIN}
+    with extra_instances(infra, "gateway", ["gateway-strict"], **env) as (child,):
+        yield f"http://127.0.0.1:{child.port}"
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -9,13 +9,13 @@ this module, so the row's format is declared once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import orjson
 
+from fastloans.background import cancel_all
 from fastloans.db import Database, json_value
 from fastloans.events import ApplicationSubmitted, Facts, Topic
 from fastloans.settings import Settings
@@ -103,10 +103,7 @@ class OutboxNotifier:
 
     async def stop(self) -> None:
         """Stop the background task."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_all([self._task])
 
     def poke(self) -> None:
         """Ask for a NOTIFY after what has been committed so far."""

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from fastloans.background import cancel_all
 from fastloans.db import Database
 from fastloans.db.pool import PoolClosedError
 
@@ -193,10 +194,7 @@ class TenantLimiter:
 
     async def stop(self) -> None:
         """Stop synchronising."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_all([self._task])
 
     async def _run(self) -> None:
         while True:

@@ -21,6 +21,7 @@ import time
 import asyncpg
 
 from fastloans import services
+from fastloans.background import cancel_all
 from fastloans.contracts import IDEMPOTENCY_TTL
 from fastloans.db import Database, listen_forever
 from fastloans.kafka import Message, dead_letter, deliver, is_transient, make_producer
@@ -77,10 +78,7 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         """Flush the producer and close connections."""
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         await self.producer.stop()
         await self.db.dispose()
 

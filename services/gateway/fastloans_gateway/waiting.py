@@ -14,6 +14,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 
+from fastloans.background import cancel_all
 from fastloans.contracts import DECIDED_CHANNEL
 from fastloans.db import listen_forever
 from fastloans.settings import Settings
@@ -57,10 +58,7 @@ class DecisionWaiters:
 
     async def stop(self) -> None:
         """Close the LISTEN connection."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_all([self._task])
 
     @contextlib.contextmanager
     def watch(self, application_id: uuid.UUID) -> Iterator[Watch]:

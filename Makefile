@@ -14,7 +14,7 @@ PACKAGES := -e ./shared -e ./devtools -e ./services/gateway -e ./services/risk -
 STAMP := $(VENV)/.installed
 LINT_PATHS := shared services devtools bench tests
 
-.PHONY: help venv up test test-unit test-integration lint images k8s-tools browser-deps bench chaos clean-state
+.PHONY: help venv up test test-unit test-integration lint images test-images k8s-tools browser-deps bench chaos clean-state
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -55,11 +55,14 @@ bench: venv ## Benchmark the pipeline (open-loop load); writes bench/results/
 chaos: venv ## Fault injection under load for a few minutes; ends with accepted/decided/lost/duplicates
 	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 
-images: venv ## Build the service images (needs a Docker engine), one per line of the service registry
-	@if ! docker info >/dev/null 2>&1; then echo "make images: no Docker engine is running here; build where one exists (docker build -f docker/service.Dockerfile --build-arg SERVICE=<service> --build-arg PORTS=<ports> .)"; exit 1; fi
-	@$(BIN)/python -m fastloans.services | while read -r s ports; do \
+images: venv ## Build every image the chart runs: with a Docker engine the service images; without one all of them with podman (scripts/images.sh)
+	@if ! docker info >/dev/null 2>&1; then exec scripts/images.sh; fi; \
+	$(BIN)/python -m fastloans.services | while read -r s ports; do \
 	  docker build -f docker/service.Dockerfile --build-arg SERVICE=$$s --build-arg PORTS="$$ports" -t fastloans/$$s:dev . || exit 1; \
 	done
+
+test-images: images ## Run each built image with podman (no cluster): uid, read-only root, PostgreSQL and Kafka answering; minutes
+	$(BIN)/pytest -m images tests/images $(PYTEST_ARGS)
 
 clean-state: ## Delete the local stack's data (.fastloans/)
 	rm -rf .fastloans

@@ -35,8 +35,8 @@ k8s-tools: ## Install the pinned helm and chart-test tools into $(FASTLOANS_CACH
 browser-deps: ## Install Debian's Chromium for the browser tests (when missing)
 	@if [ -x scripts/install-browser.sh ]; then scripts/install-browser.sh; fi
 
-test: lint k8s-tools browser-deps ## Static checks, then the whole suite: unit, integration (real Kafka + PostgreSQL), e2e, charts
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: lint k8s-tools browser-deps ## Static checks, then the whole suite (unit, integration, e2e, charts) with its coverage floor
+	$(BIN)/pytest --cov --cov-report=term:skip-covered --cov-report=html:test-output/coverage $(PYTEST_ARGS)
 
 test-unit: venv ## Unit tests only (no I/O)
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
@@ -66,3 +66,13 @@ test-images: images ## Run each built image with podman (no cluster): uid, read-
 
 clean-state: ## Delete the local stack's data (.fastloans/)
 	rm -rf .fastloans
+
+.PHONY: cluster cluster-down k8s-binaries
+k8s-binaries: ## Build the local cluster's pinned binaries and images into $(FASTLOANS_CACHE)/k8s (k8s/build.sh)
+	k8s/build.sh
+
+cluster: ## Start the local single-node Kubernetes cluster and wait until Ready (k8s/cluster.sh up; k8s/README.md)
+	k8s/cluster.sh up
+
+cluster-down: ## Stop the local cluster; leaves no process, mount, netns, link or iptables rule (k8s/cluster.sh down)
+	k8s/cluster.sh down

@@ -97,18 +97,24 @@ class HealthServer:
             writer.close()
 
 
-def run_worker(settings: Settings, factory: Callable[[Settings], Worker]) -> None:
-    """Run a worker until SIGTERM/SIGINT, then shut it down within a bounded time."""
+def start_observing(settings: Settings) -> None:
+    """Logging and error reporting of a service process, as its settings say (first thing a process does)."""
+    from fastloans.observability import init_error_reporting
+
     configure_logging(
         service=settings.service_name,
         level=settings.log_level,
         environment=settings.environment,
         log_file=settings.log_file,
     )
-    from fastloans.observability import init_error_reporting
+    init_error_reporting(settings)
+
+
+def run_worker(settings: Settings, factory: Callable[[Settings], Worker]) -> None:
+    """Run a worker until SIGTERM/SIGINT, then shut it down within a bounded time."""
     from fastloans.tracing import init_tracing
 
-    init_error_reporting(settings)
+    start_observing(settings)
     init_tracing(settings)
     try:
         import uvloop

@@ -12,8 +12,7 @@ from uvicorn import Config, Server
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from fastloans.logs import configure_logging
-from fastloans.observability import init_error_reporting
+from fastloans.runtime import start_observing
 from fastloans.settings import load_settings
 from fastloans_gateway.app import create_app
 from fastloans_gateway.server import HttpLimits, LimitedHttpToolsProtocol, bind
@@ -23,13 +22,7 @@ from fastloans_gateway.settings import GatewaySettings
 def app_factory() -> FastAPI:
     """Build the app in each worker process, with its logging and error reporting."""
     settings = load_settings(GatewaySettings)
-    configure_logging(
-        service=settings.service_name,
-        level=settings.log_level,
-        environment=settings.environment,
-        log_file=settings.log_file,
-    )
-    init_error_reporting(settings)
+    start_observing(settings)
     return create_app(settings)
 
 

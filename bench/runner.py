@@ -387,17 +387,22 @@ class Runner:
         await self.drain()
         return noop, post
 
-    async def fixed_rate(self, rate: int) -> PhaseResult:
-        """POST at `rate` per second; accept latency, then submission-to-decision latency once drained."""
-        seconds = self.plan.fixed_seconds
+    async def _post_phase(self, label: str, rate: int, seconds: float) -> tuple[PhaseResult, Outcome]:
+        """POST new applications at `rate` per second for `seconds` on the plan's connections."""
         result, outcome, _ = await self.phase(
-            f"post@{rate}/s",
+            label,
             "post",
             self._posts(int(rate * seconds)),
             rate=rate,
             seconds=seconds,
             connections=self.plan.connections,
         )
+        return result, outcome
+
+    async def fixed_rate(self, rate: int) -> PhaseResult:
+        """POST at `rate` per second; accept latency, then submission-to-decision latency once drained."""
+        seconds = self.plan.fixed_seconds
+        result, outcome = await self._post_phase(f"post@{rate}/s", rate, seconds)
         ids = accepted_ids(outcome)
         self.accepted += ids
         await self.drain()
@@ -475,14 +480,7 @@ class Runner:
     async def _probe(self, rate: int, probes: list[dict[str, Any]]) -> bool:
         """One short step of the search; True if the backlog stayed flat."""
         seconds = self.plan.probe_seconds
-        result, outcome, _ = await self.phase(
-            f"probe@{rate}/s",
-            "post",
-            self._posts(int(rate * seconds)),
-            rate=rate,
-            seconds=seconds,
-            connections=self.plan.connections,
-        )
+        result, outcome = await self._post_phase(f"probe@{rate}/s", rate, seconds)
         self.accepted += accepted_ids(outcome)
         flat = is_flat(result.backlog or {}, rate, seconds) and result.errors <= result.sent * 0.001
         probes.append({"rate": rate, "flat": flat, "backlog": _without_series(result.backlog)})

@@ -28,6 +28,8 @@ RUN test -n "${KAFKA_VERSION}" || { echo "build with --build-arg KAFKA_VERSION=<
 LABEL org.opencontainers.image.title="fastloans-kafka" \
       org.opencontainers.image.description="Apache Kafka ${KAFKA_VERSION} (Maven Central jars) on Debian's Java" \
       org.opencontainers.image.version="${KAFKA_VERSION}"
+# kafka-libs is a named build context (--build-context), not a stage.
+# hadolint ignore=DL3022
 COPY --from=kafka-libs *.jar /opt/kafka/libs/
 COPY bin/ /opt/kafka/bin/
 COPY config/ /opt/kafka/config/

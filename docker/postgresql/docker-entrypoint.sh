@@ -3,7 +3,7 @@
 # contract that the chart relies on.
 # - `postgres [args…]` (or args starting with "-"): on an empty $PGDATA, initdb with
 #   POSTGRES_USER (default postgres) as superuser and POSTGRES_PASSWORD as its password,
-#   host connections with scram-sha-256, the database POSTGRES_DB (default: the user),
+#   every TCP connection with scram-sha-256, the database POSTGRES_DB (default: the user),
 #   then every /docker-entrypoint-initdb.d/*.sh (run when executable, sourced otherwise)
 #   and *.sql against a server listening on the Unix socket only; then exec postgres.
 # - Anything else is exec'ed as is (e.g. bash /scripts/bootstrap-replica.sh).
@@ -27,8 +27,10 @@ init_database_directory() {
   fi
   log "initialising $PGDATA (superuser ${POSTGRES_USER})"
   # shellcheck disable=SC2086 # POSTGRES_INITDB_ARGS is a list of options.
+  # Unix-socket connections are trusted (the init scripts' psql); TCP ones, loopback
+  # included, need a password (stricter than the official image, which trusts loopback).
   initdb --username="$POSTGRES_USER" --pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD") \
-    ${POSTGRES_INITDB_ARGS:-}
+    --auth-local=trust --auth-host=scram-sha-256 ${POSTGRES_INITDB_ARGS:-}
   printf '\nhost all all all %s\n' "${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}" >> "$PGDATA/pg_hba.conf"
 }
 

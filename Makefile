@@ -76,13 +76,3 @@ cluster: ## Start the local single-node Kubernetes cluster and wait until Ready 
 
 cluster-down: ## Stop the local cluster; leaves no process, mount, netns, link or iptables rule (k8s/cluster.sh down)
 	k8s/cluster.sh down
-
-.PHONY: cluster cluster-down k8s-binaries
-k8s-binaries: ## Build the local cluster's pinned binaries and images into $(FASTLOANS_CACHE)/k8s (k8s/build.sh)
-	k8s/build.sh
-
-cluster: ## Start the local single-node Kubernetes cluster and wait until Ready (k8s/cluster.sh up; k8s/README.md)
-	k8s/cluster.sh up
-
-cluster-down: ## Stop the local cluster; leaves no process, mount, netns, link or iptables rule (k8s/cluster.sh down)
-	k8s/cluster.sh down

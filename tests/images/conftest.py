@@ -140,8 +140,10 @@ def containers(tmp_path: Path) -> Iterator[Containers]:
         pytest.fail("podman is missing: run make images (scripts/images.sh installs it)")
     started = Containers(tmp_path)
     yield started
-    for name in started.names:
-        podman("rm", "-f", "-t", "5", name, check=False)
+    # Newest first: a container that joined another's network namespace goes before it.
+    left = [name for name in reversed(started.names) if podman("rm", "-f", "-t", "5", name, check=False).returncode]
+    if left:
+        pytest.fail(f"containers not removed: {left}")
 
 
 class Built(dict[str, str]):

@@ -208,6 +208,8 @@ build() {
   fi
   started=$SECONDS
   log "building $ref ($dockerfile)"
+  # --pull=never: every base is local. --network=host: the RUN steps reach only the package
+  # registries (pip, apt), and no bridge, CNI state or iptables rule is made on the host.
   logged "build-$name" pm build --pull=never --network=host --layers -f "$ROOT/$dockerfile" -t "$ref" "$@"
   rm -f "$IMAGES_DIR/partial-$name.tar"
   logged "save-$name" pm save --format oci-archive -o "$IMAGES_DIR/partial-$name.tar" "$ref"

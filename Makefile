@@ -10,7 +10,7 @@ export FASTLOANS_CACHE ?= $(HOME)/.cache/fastloans
 export PIP_CACHE_DIR ?= $(FASTLOANS_CACHE)/pip
 PYTEST_ARGS ?=
 # The runtime packages the images install, plus the development tools (devtools/: `fastloans up`, `fastloans policy`).
-PACKAGES := -e ./shared -e ./devtools -e ./services/gateway -e ./services/risk -e ./services/approval -e ./services/recorder
+PACKAGES := -e ./shared -e ./devtools -e ./services/gateway -e ./services/risk -e ./services/approval -e ./services/recorder -e ./services/webhooks
 STAMP := $(VENV)/.installed
 LINT_PATHS := shared services devtools bench tests
 

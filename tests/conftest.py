@@ -87,6 +87,9 @@ TEST_SERVICE_ENV = {
     "RATE_LIMIT_PER_SECOND": "0",
     "AUTH_FAILURE_RATE_PER_SECOND": "0",
     "LOG_LEVEL": "INFO",
+    # Webhook retries in seconds rather than days, and a short attempt timeout (tests/e2e/test_webhooks.py).
+    "WEBHOOK_RETRY_SCHEDULE": "0,0.5,0.5,1,1,1",
+    "WEBHOOK_TIMEOUT_SECONDS": "3",
 }
 
 

@@ -120,9 +120,20 @@ RECORDER = Service(
     database=True,
     replica=True,
 )
+WEBHOOKS = Service(
+    short="webhooks",
+    package="fastloans_webhooks",
+    module="fastloans_webhooks.service",
+    settings="fastloans_webhooks.settings:WebhooksSettings",
+    port=8005,
+    consumes=Topic.DECIDED,
+    produces=(Topic.DLQ,),
+    database=True,
+    replica=True,
+)
 
 # In the order a submission travels; the local stack starts them in this order.
-SERVICES: tuple[Service, ...] = (GATEWAY, RELAY, RISK, APPROVAL, RECORDER)
+SERVICES: tuple[Service, ...] = (GATEWAY, RELAY, RISK, APPROVAL, RECORDER, WEBHOOKS)
 CONSUMERS: tuple[Service, ...] = tuple(s for s in SERVICES if s.consumes is not None)
 # The process the Procfile names `web` (the one a Heroku-style router sends HTTP to).
 WEB = GATEWAY

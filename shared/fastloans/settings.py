@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(None, validation_alias=_alias("POLICY_FILE"))
     challenger_policy_file: Path | None = Field(None, validation_alias=_alias("CHALLENGER_POLICY_FILE"))
 
+    # The key that seals webhook signing secrets at rest (base64 of 32 bytes). Required in production by the
+    # webhooks dispatcher; elsewhere, when unset, a key derived from a fixed seed is used.
+    webhook_secret_key: SecretStr | None = Field(None, validation_alias=_alias("WEBHOOK_SECRET_KEY"))
+
     sentry_dsn: SecretStr | None = Field(None, validation_alias=_alias("SENTRY_DSN"))
     sentry_environment: str | None = Field(None, validation_alias=_alias("SENTRY_ENVIRONMENT"))
     sentry_release: str | None = Field(None, validation_alias=_alias("SENTRY_RELEASE"))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fastloans import services
+
 from .conftest import VALUES_CASES, require_tool, values_args
 
 pytestmark = pytest.mark.charts
@@ -31,7 +33,7 @@ SKIPPED_FINDINGS = {
 HA_CHECKS = {"deployment-replicas", "horizontalpodautoscaler-replicas"}
 # KEDA creates its HPA at run time, which kube-score cannot see: the consumers it
 # scales have neither `replicas` nor a static HPA in the manifests.
-KEDA_SCALED = ("approval", "recorder", "risk")
+KEDA_SCALED = tuple(s.short for s in services.CONSUMERS)
 
 
 def _findings(kube_score: str, manifests: Path) -> list[tuple[str, str, str, str]]:

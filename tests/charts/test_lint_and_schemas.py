@@ -12,6 +12,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from fastloans import services
+
 from .conftest import CHART, VALUES_CASES, values_args
 
 pytestmark = pytest.mark.charts
@@ -116,4 +118,4 @@ def test_monitoring_objects_follow_the_api_when_auto(render) -> None:
     without = render()
     with_api = render(api_versions=("monitoring.coreos.com/v1",))
     assert not [o for o in without if o["kind"] == "ServiceMonitor"]
-    assert len([o for o in with_api if o["kind"] == "ServiceMonitor"]) == 5
+    assert len([o for o in with_api if o["kind"] == "ServiceMonitor"]) == len(services.SERVICES)

@@ -281,9 +281,25 @@ def test_network_policies(render) -> None:
         policy = named(objects, "NetworkPolicy", name)
         return set(policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"][0]["values"])
 
-    assert allowed(f"{FULL}-postgresql-primary") == {"gateway", "relay", "recorder", "migrations", "postgresql-read"}
-    assert allowed(f"{FULL}-postgresql-read") == {"gateway", "relay", "recorder", "migrations"}
-    assert allowed(f"{FULL}-kafka") == {"gateway", "relay", "risk", "approval", "recorder", "topics", "kafka"}
+    assert allowed(f"{FULL}-postgresql-primary") == {
+        "gateway",
+        "relay",
+        "recorder",
+        "webhooks",
+        "migrations",
+        "postgresql-read",
+    }
+    assert allowed(f"{FULL}-postgresql-read") == {"gateway", "relay", "recorder", "webhooks", "migrations"}
+    assert allowed(f"{FULL}-kafka") == {
+        "gateway",
+        "relay",
+        "risk",
+        "approval",
+        "recorder",
+        "webhooks",
+        "topics",
+        "kafka",
+    }
     gateway = named(objects, "NetworkPolicy", f"{FULL}-gateway")
     sources = [rule["from"][0]["namespaceSelector"] for rule in gateway["spec"]["ingress"]]
     assert {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}} in sources

@@ -8,12 +8,15 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from fastloans.contracts import APPLICATIONS_PATH, POLICY_PATH
+from fastloans.contracts import APPLICATIONS_PATH, POLICY_PATH, WEBHOOK_ENDPOINTS_PATH
 from fastloans_gateway.app import create_app
 from fastloans_gateway.problems import PROBLEM_JSON
 from fastloans_gateway.settings import GatewaySettings
 
 ITEM = f"{APPLICATIONS_PATH}/{{application_id}}"
+HOOKS = WEBHOOK_ENDPOINTS_PATH
+HOOK = f"{HOOKS}/{{endpoint_id}}"
+READ = {401, 403, 404, 429, 503}
 # (path, method) -> (operationId, success status, problem statuses)
 OPERATIONS = {
     (APPLICATIONS_PATH, "post"): ("submitApplication", "202", {400, 401, 403, 413, 415, 422, 429, 503}),
@@ -22,6 +25,16 @@ OPERATIONS = {
     (ITEM, "patch"): ("updateApplication", "202", {400, 401, 403, 404, 413, 415, 422, 429, 503}),
     (ITEM, "delete"): ("withdrawApplication", "204", {401, 403, 404, 429, 503}),
     (f"{POLICY_PATH}/challenger", "get"): ("getChallengerReport", "200", {401, 403, 422, 429, 503}),
+    (HOOKS, "post"): ("createWebhookEndpoint", "201", {400, 401, 403, 413, 415, 422, 429, 503}),
+    (HOOKS, "get"): ("listWebhookEndpoints", "200", {401, 403, 429, 503}),
+    (HOOK, "get"): ("getWebhookEndpoint", "200", READ),
+    (HOOK, "patch"): ("updateWebhookEndpoint", "200", {400, 401, 403, 404, 413, 415, 422, 429, 503}),
+    (HOOK, "delete"): ("deleteWebhookEndpoint", "204", READ),
+    (f"{HOOK}/rotate-secret", "post"): ("rotateWebhookSecret", "200", READ),
+    (f"{HOOK}/test", "post"): ("pingWebhookEndpoint", "202", READ),
+    (f"{HOOK}/deliveries", "get"): ("listWebhookDeliveries", "200", READ | {422}),
+    (f"{HOOK}/deliveries/{{delivery_id}}/retry", "post"): ("retryWebhookDelivery", "202", READ),
+    (f"{HOOK}/recover", "post"): ("recoverWebhookEndpoint", "200", {400, 401, 403, 404, 413, 415, 422, 429, 503}),
 }
 
 

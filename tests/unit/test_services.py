@@ -91,14 +91,15 @@ def test_bench_and_chaos_derive_from_the_registry() -> None:
 
     expected = {s.group: s.consumes.value for s in services.CONSUMERS if s.consumes}
     assert BENCH_GROUPS == GROUPS == expected
-    assert set(CONSUMERS) == {"risk", "approval", "recorder"}
+    assert set(CONSUMERS) == {"risk", "approval", "recorder", "webhooks"}
 
 
 def test_images_and_their_ports() -> None:
     """One image per project; the relay runs the gateway's, which exposes the API, ops and relay ports."""
-    assert set(services.images()) == {"gateway", "risk", "approval", "recorder"}
+    assert set(services.images()) == {"gateway", "risk", "approval", "recorder", "webhooks"}
     assert services.images()["gateway"] == (services.GATEWAY, services.RELAY)
     assert services.image_ports("gateway") == [8000, 9180, 8004]
     assert services.image_ports("risk") == [8001]
+    assert services.image_ports("webhooks") == [8005]
     for image in services.images():
         assert (ROOT / "services" / image / "pyproject.toml").is_file()

@@ -8,9 +8,11 @@ from types import ModuleType
 import pytest
 
 from fastloans.db.schema import metadata
-from fastloans_gateway import applications, outbox, ratelimit
+from fastloans_gateway import applications, outbox, ratelimit, webhook_endpoints
 from fastloans_gateway.applications import COLUMNS, SUBMIT_COLUMNS
 from fastloans_recorder import service as recorder
+from fastloans_webhooks import sender
+from fastloans_webhooks import service as webhooks
 
 # INSERT INTO table [AS alias] (column, ...)
 INSERT_LIST = re.compile(r"INSERT INTO (\w+)(?: AS \w+)? \(([^)]*)\)")
@@ -18,7 +20,7 @@ INSERT_LIST = re.compile(r"INSERT INTO (\w+)(?: AS \w+)? \(([^)]*)\)")
 SELECT_LIST = re.compile(r"SELECT ([\w, ]+?) FROM (\w+)")
 # unnest(...) AS t(column, ...): the names the arrays take before a SELECT * feeds them to an INSERT
 UNNEST_ALIAS = re.compile(r"\)\s+AS t\(([^)]*)\)", re.DOTALL)
-MODULES = (applications, outbox, ratelimit, recorder)
+MODULES = (applications, outbox, ratelimit, recorder, webhook_endpoints, sender, webhooks)
 
 
 def _names(listing: str) -> list[str]:

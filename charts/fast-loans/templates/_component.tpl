@@ -320,6 +320,47 @@ spec:
       {{- include "fastloans.selectorLabels" $labelCtx | nindent 6 }}
   policyTypes:
     - Ingress
+    {{- if and .c.egress .c.egress.internet }}
+    - Egress
+  {{- /* Public addresses on any port (a tenant's endpoint may use any), DNS, and the release's own pods (the
+  database, Kafka); never the private, loopback, link-local (cloud metadata) or shared ranges. */}}
+  egress:
+    - to:
+        - namespaceSelector: {}
+          podSelector:
+            matchLabels:
+              k8s-app: kube-dns
+      ports:
+        - port: 53
+          protocol: UDP
+        - port: 53
+          protocol: TCP
+    - to:
+        - podSelector:
+            matchLabels:
+              app.kubernetes.io/instance: {{ $root.Release.Name }}
+    - to:
+        - ipBlock:
+            cidr: 0.0.0.0/0
+            except:
+              - 0.0.0.0/8
+              - 10.0.0.0/8
+              - 100.64.0.0/10
+              - 127.0.0.0/8
+              - 169.254.0.0/16
+              - 172.16.0.0/12
+              - 192.168.0.0/16
+              - 198.18.0.0/15
+        - ipBlock:
+            cidr: ::/0
+            except:
+              - ::1/128
+              - fc00::/7
+              - fe80::/10
+    {{- with .c.egress.extra }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+    {{- end }}
   ingress:
     {{- /* /metrics from Prometheus: the ops port where the component has one (the gateway), else its only port. */}}
     - from:

@@ -218,6 +218,13 @@ imagePullSecrets:
   value: {{ . | quote }}
 {{- end }}
 {{- end }}
+{{- if $uses.webhookSecrets }}
+- name: WEBHOOK_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $root.Values.webhookSecrets.existingSecret | default (printf "%s-webhook-secrets" (include "fastloans.fullname" $root)) }}
+      key: {{ $root.Values.webhookSecrets.key }}
+{{- end }}
 - name: KAFKA_BOOTSTRAP_SERVERS
   value: {{ include "fastloans.kafka.bootstrapServers" $root | quote }}
 - name: KAFKA_SECURITY_PROTOCOL

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
+from fastloans import webhooks
 from fastloans.contracts import IDEMPOTENCY_KEY_HEADER
 from fastloans.db import Database
 from fastloans.metrics import sample_database
@@ -17,6 +19,7 @@ from fastloans_gateway.api import openapi
 from fastloans_gateway.api.errors import add_error_handlers
 from fastloans_gateway.api.routes import applications as application_routes
 from fastloans_gateway.api.routes import ops, reports
+from fastloans_gateway.api.routes import webhooks as webhook_routes
 from fastloans_gateway.applications import Applications, SubmitBatcher
 from fastloans_gateway.auth import Authenticator
 from fastloans_gateway.middleware import EdgeMiddleware
@@ -26,6 +29,7 @@ from fastloans_gateway.settings import GatewaySettings
 from fastloans_gateway.tracing import instrument_app
 from fastloans_gateway.waiting import DecisionWaiters
 from fastloans_gateway.web import web_router
+from fastloans_gateway.webhook_endpoints import WebhookEndpoints
 
 OPENAPI_URL = "/openapi.json"
 
@@ -46,6 +50,9 @@ def lifespan(settings: GatewaySettings) -> Callable[[FastAPI], AbstractAsyncCont
         app.state.db = db
         app.state.auth = auth
         app.state.applications = Applications(db, settings, batcher=batcher, waiters=waiters, notify=notifier.poke)
+        app.state.webhook_endpoints = WebhookEndpoints(
+            db, box=webhook_box(settings), rotation_overlap=timedelta(hours=settings.webhook_rotation_overlap_hours)
+        )
         waiters.start()
         notifier.start()
         sampler = asyncio.create_task(sample_database(db))
@@ -61,10 +68,20 @@ def lifespan(settings: GatewaySettings) -> Callable[[FastAPI], AbstractAsyncCont
     return run
 
 
+def webhook_box(settings: GatewaySettings) -> webhooks.SecretBox | None:
+    """The box sealing webhook secrets (None in production without WEBHOOK_SECRET_KEY: those routes answer 503)."""
+    key = settings.webhook_secret_key.get_secret_value() if settings.webhook_secret_key else None
+    try:
+        return webhooks.secret_box(key, settings.environment)
+    except webhooks.WebhookKeyMissing:
+        return None
+
+
 def add_routers(app: FastAPI, settings: GatewaySettings) -> None:
-    """The API, the policy report, the web page (and /docs when enabled), health and metrics."""
+    """The API, the policy report, the webhook endpoints, the web page (and /docs when enabled), health and metrics."""
     app.include_router(application_routes.router)
     app.include_router(reports.router)
+    app.include_router(webhook_routes.router)
     app.include_router(web_router(docs_openapi_url=OPENAPI_URL if settings.docs_enabled else None))
     app.include_router(ops.router)
 

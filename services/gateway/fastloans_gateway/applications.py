@@ -20,11 +20,12 @@ from typing import Any
 import asyncpg
 import orjson
 
+from fastloans import webhooks
 from fastloans.contracts import IDEMPOTENCY_TTL
 from fastloans.db import Database, json_value
 from fastloans.kafka import is_transient
 from fastloans.settings import Settings
-from fastloans_gateway import outbox
+from fastloans_gateway import outbox, webhook_endpoints
 from fastloans_gateway.metrics import LONG_POLL_READS
 from fastloans_gateway.outbox import FACT_FIELDS, OutboxRow
 from fastloans_gateway.schemas import CENT, render_application
@@ -322,15 +323,19 @@ class Applications:
 
     async def withdraw(self, *, tenant_id: uuid.UUID, application_id: uuid.UUID) -> None:
         """Withdraw the application; `NotFound` if it does not exist or is already withdrawn."""
-        async with self.db.connection() as conn:
-            result = await conn.execute(
+        async with self.db.connection() as conn, conn.transaction():
+            row = await conn.fetchrow(
                 "UPDATE loan_applications SET status = 'withdrawn', withdrawn_at = clock_timestamp(), "
-                "updated_at = clock_timestamp() WHERE id = $1 AND tenant_id = $2 AND status <> 'withdrawn'",
+                "updated_at = clock_timestamp() WHERE id = $1 AND tenant_id = $2 AND status <> 'withdrawn' "
+                "RETURNING revision, withdrawn_at",
                 application_id,
                 tenant_id,
             )
-        if not result.endswith(" 1"):
-            raise NotFound
+            if row is None:
+                raise NotFound
+            # The tenant's endpoints hear of it in the same transaction (nothing is queued without endpoints).
+            event = webhooks.withdrawn_event(application_id, row["revision"], row["withdrawn_at"])
+            await webhook_endpoints.enqueue(conn, tenant_id=tenant_id, **event)
 
     async def page(
         self, *, tenant_id: uuid.UUID, status: str | None, limit: int, after: tuple[datetime, uuid.UUID] | None

@@ -32,6 +32,11 @@ class GatewaySettings(Settings):
     # How long the first of a batch of submissions waits for others to share its insert.
     submit_linger_ms: float = Field(0.0, ge=0, le=100, validation_alias="SUBMIT_LINGER_MS")
 
+    # How long a rotated webhook secret keeps signing beside the new one.
+    webhook_rotation_overlap_hours: float = Field(
+        24.0, ge=0, le=24 * 30, validation_alias="WEBHOOK_ROTATION_OVERLAP_HOURS"
+    )
+
     # The API docs page (/docs) and the OpenAPI document (/openapi.json). Unset: served in development and
     # test only, so a staging or production deployment shows neither unless it asks for them.
     api_docs_enabled: bool | None = Field(None, validation_alias="API_DOCS_ENABLED")

@@ -145,3 +145,66 @@ rate_limit_counts = Table(
     PrimaryKeyConstraint("tenant_id", "window_start", "process"),
     prefixes=["UNLOGGED"],
 )
+
+# Webhook endpoints per tenant; signing secrets are stored sealed (fastloans.webhooks.SecretBox), and during a
+# rotation the previous one keeps signing until previous_secret_expires_at.
+WEBHOOK_DELIVERY_STATUSES = ("pending", "delivered", "failed")
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=text("''")),
+    Column("event_types", ARRAY(Text), nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("disabled_reason", Text),
+    Column("secret", LargeBinary, nullable=False),
+    Column("previous_secret", LargeBinary),
+    Column("previous_secret_expires_at", DateTime(timezone=True)),
+    # The first failed attempt since the last success; five days of failures disable the endpoint.
+    Column("failing_since", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("webhook_endpoints_tenant", "tenant_id", "created_at"),
+)
+
+# One row per (endpoint, event): the unique key makes a redelivered event harmless. Workers claim due rows with
+# FOR UPDATE SKIP LOCKED and hold them for a lease; retries are rescheduled here, never on a Kafka topic.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("endpoint_id", UUID(as_uuid=True), ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False),
+    Column("event_key", Text, nullable=False),
+    Column("message_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("application_id", UUID(as_uuid=True)),
+    Column("revision", Integer, nullable=False, server_default=text("0")),
+    Column("body", LargeBinary, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
+    Column("delivered_at", DateTime(timezone=True)),
+    UniqueConstraint("endpoint_id", "event_key", name="webhook_deliveries_once_per_event"),
+    CheckConstraint(f"status IN {WEBHOOK_DELIVERY_STATUSES!r}", name="webhook_deliveries_status"),
+    Index("webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    Index("webhook_deliveries_endpoint_application", "endpoint_id", "application_id", "revision"),
+    Index("webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("delivery_id", BigInteger, ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), nullable=False),
+    Column("attempted_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
+    Column("status_code", Integer),
+    Column("latency_ms", Float, nullable=False),
+    Column("error", Text),
+    Index("webhook_attempts_delivery", "delivery_id", "attempted_at"),
+)

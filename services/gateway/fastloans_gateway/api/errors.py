@@ -16,6 +16,7 @@ from starlette.routing import Match
 
 from fastloans.contracts import IDEMPOTENCY_KEY_HEADER
 from fastloans.kafka import is_transient
+from fastloans.webhooks import WebhookKeyMissing
 from fastloans_gateway.applications import ApplicationError, IdempotencyConflict, NotFound
 from fastloans_gateway.problems import Problem, field_errors, problem_response
 
@@ -42,6 +43,9 @@ def domain_problem(error: ApplicationError) -> Problem:
 
 def error_response(error: Exception, path: str) -> Response:
     """The answer to an unexpected exception, logged once: 503 + Retry-After for an outage, else 500."""
+    if isinstance(error, WebhookKeyMissing):
+        log.error("webhook secrets cannot be sealed: WEBHOOK_SECRET_KEY is not set")
+        return problem_response(Problem(503, "webhook endpoints are not configured on this server"), path)
     if is_transient(error) or isinstance(error, asyncpg.PostgresConnectionError):
         log.warning("dependency unavailable", extra={"error.type": type(error).__name__})
         return problem_response(

@@ -17,11 +17,12 @@ from fastloans.contracts import API_PREFIX, IDEMPOTENCY_KEY_HEADER
 from fastloans_gateway.api.deps import MAX_IDEMPOTENCY_KEY, MAX_WAIT_SECONDS
 from fastloans_gateway.problems import PROBLEM_JSON
 from fastloans_gateway.schemas import LoanApplicationCreate, LoanApplicationUpdate
+from fastloans_gateway.webhook_schemas import RecoverRequest, WebhookEndpointCreate, WebhookEndpointUpdate
 
 TITLE = "Fast Loans API"
 VERSION = "1.0.0"
 DESCRIPTION = (
-    "Submit loan applications and read their decisions. Every error is RFC 9457 "
+    "Submit loan applications and read their decisions; receive them as signed webhooks. Every error is RFC 9457 "
     "`application/problem+json`. Money is decimal with at most two places."
 )
 SECURITY_SCHEME = "apiKey"
@@ -103,6 +104,9 @@ COMPONENTS: dict[str, type[BaseModel]] = {
     "LoanApplicationCreate": LoanApplicationCreate,
     "LoanApplicationUpdate": LoanApplicationUpdate,
     "Problem": ProblemBody,
+    "WebhookEndpointCreate": WebhookEndpointCreate,
+    "WebhookEndpointUpdate": WebhookEndpointUpdate,
+    "RecoverRequest": RecoverRequest,
 }
 
 

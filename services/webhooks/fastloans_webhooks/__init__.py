@@ -1,0 +1,1 @@
+"""Fast Loans webhooks dispatcher."""

@@ -1,0 +1,316 @@
+"""The sending side of the dispatcher: claim due deliveries, sign, send, and record the outcome.
+
+Deliveries are claimed with FOR UPDATE SKIP LOCKED and held by a lease, so any number of dispatcher processes
+share the queue and a delivery whose process died is taken again once its lease ends. A delivery waits while an
+earlier one for the same application and endpoint is pending (revision order), and an endpoint never has more
+than WEBHOOK_ENDPOINT_CONCURRENCY attempts in flight, so a slow endpoint holds up only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import random
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+
+from fastloans import webhooks
+from fastloans.background import cancel_all
+from fastloans.db import Database
+from fastloans_webhooks.metrics import ATTEMPT_SECONDS, ATTEMPTS, DISABLED_ENDPOINTS, OLDEST_PENDING, PENDING
+from fastloans_webhooks.settings import WebhooksSettings
+
+log = logging.getLogger("fastloans.webhooks")
+
+CLAIM = """
+WITH ready AS (
+    SELECT e.id,
+           $2 - (SELECT count(*) FROM webhook_deliveries f
+                  WHERE f.endpoint_id = e.id AND f.status = 'pending' AND f.lease_until > now()) AS room
+      FROM webhook_endpoints e
+     WHERE e.enabled
+       AND EXISTS (SELECT x.id FROM webhook_deliveries x
+                    WHERE x.endpoint_id = e.id AND x.status = 'pending' AND x.next_attempt_at <= now())
+), claimed AS (
+    SELECT c.id
+      FROM ready r, LATERAL (
+        SELECT d.id FROM webhook_deliveries d
+         WHERE d.endpoint_id = r.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+           AND (d.lease_until IS NULL OR d.lease_until < now())
+           AND NOT EXISTS (
+               SELECT p.id FROM webhook_deliveries p
+                WHERE p.endpoint_id = d.endpoint_id AND p.application_id = d.application_id
+                  AND p.status = 'pending' AND (p.revision, p.id) < (d.revision, d.id))
+         ORDER BY d.next_attempt_at, d.id
+         LIMIT greatest(r.room, 0)
+         FOR UPDATE OF d SKIP LOCKED
+      ) c
+     LIMIT $1
+)
+UPDATE webhook_deliveries d
+   SET lease_until = now() + make_interval(secs => $3), attempts = d.attempts + 1
+  FROM claimed, webhook_endpoints e
+ WHERE d.id = claimed.id AND e.id = d.endpoint_id
+RETURNING d.id, d.endpoint_id, d.message_id, d.body, d.attempts, e.url, e.secret, e.previous_secret,
+          (e.previous_secret_expires_at > now()) AS previous_in_use
+"""
+RECORD_ATTEMPT = "INSERT INTO webhook_attempts (delivery_id, status_code, latency_ms, error) VALUES ($1, $2, $3, $4)"
+DELIVERED = """
+UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(), lease_until = NULL,
+       last_status_code = $2, last_error = NULL
+ WHERE id = $1
+"""
+RESCHEDULE = """
+UPDATE webhook_deliveries SET status = $2, next_attempt_at = now() + make_interval(secs => $3), lease_until = NULL,
+       last_status_code = $4, last_error = $5
+ WHERE id = $1
+"""
+ENDPOINT_OK = "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL"
+# The failure clock starts at the first failure since the last success; once it has run WEBHOOK_DISABLE_AFTER_HOURS
+# the endpoint is disabled, saying why.
+ENDPOINT_FAILED = """
+UPDATE webhook_endpoints
+   SET failing_since = coalesce(failing_since, now()),
+       enabled = enabled AND coalesce(failing_since, now()) > now() - make_interval(secs => $2),
+       disabled_reason = CASE WHEN enabled AND coalesce(failing_since, now()) <= now() - make_interval(secs => $2)
+                              THEN 'every delivery failed since ' || to_char(failing_since AT TIME ZONE 'UTC',
+                                   'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                              ELSE disabled_reason END,
+       updated_at = now()
+ WHERE id = $1
+"""
+ENDPOINT_GONE = """
+UPDATE webhook_endpoints SET enabled = false, disabled_reason = 'the endpoint answered 410 Gone', updated_at = now()
+ WHERE id = $1
+"""
+QUEUE_STATS = """
+SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pending,
+       (SELECT coalesce(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
+          FROM webhook_deliveries WHERE status = 'pending') AS oldest,
+       (SELECT count(*) FROM webhook_endpoints WHERE NOT enabled) AS disabled
+"""
+ERROR_MAX = 300
+
+
+class Refused(Exception):
+    """The endpoint's URL resolves to an address that may not be called."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt got: a status code (None without an answer), a Retry-After, an error."""
+
+    status: int | None
+    retry_after: float | None = None
+    error: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        """2xx; a redirect is a failure (its Location is not followed)."""
+        return self.status is not None and 200 <= self.status < 300
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, moment.timestamp() - now)
+
+
+def next_delay(
+    attempts: int, schedule: tuple[float, ...], *, jitter: float, asked: float | None, cap: float
+) -> float | None:
+    """Seconds until the next attempt after `attempts` failed ones, or None when the schedule is spent."""
+    if attempts >= len(schedule):
+        return None
+    delay = schedule[attempts] * random.uniform(1 - jitter, 1 + jitter)  # noqa: S311  (jitter, not secrecy)
+    if asked is not None:
+        delay = max(delay, min(asked, cap))
+    return delay
+
+
+class Dispatcher:
+    """Claims due deliveries and sends each in its own task, at most WEBHOOK_CONCURRENCY at a time."""
+
+    def __init__(self, db: Database, settings: WebhooksSettings) -> None:
+        self.db = db
+        self.settings = settings
+        key = settings.webhook_secret_key.get_secret_value() if settings.webhook_secret_key else None
+        self.box = webhooks.secret_box(key, settings.environment)
+        self.client = httpx.AsyncClient(
+            follow_redirects=False,
+            trust_env=False,
+            timeout=httpx.Timeout(settings.webhook_timeout_seconds),
+            limits=httpx.Limits(max_connections=settings.webhook_concurrency, max_keepalive_connections=32),
+            headers={"User-Agent": "fastloans-webhooks/1", "Content-Type": "application/json"},
+        )
+        self.slots = asyncio.Semaphore(settings.webhook_concurrency)
+        self._stopping = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Start the claim loop and the queue sampler."""
+        self._tasks = [asyncio.create_task(self._claim_loop()), asyncio.create_task(self._sample())]
+
+    async def stop(self) -> None:
+        """Stop claiming, let the attempts in flight finish (bounded by their timeout), close the client."""
+        self._stopping.set()
+        await cancel_all(self._tasks)
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=self.settings.webhook_timeout_seconds + 1)
+        await cancel_all(list(self._in_flight))
+        await self.client.aclose()
+
+    async def _claim_loop(self) -> None:
+        interval = self.settings.webhook_poll_ms / 1000
+        while not self._stopping.is_set():
+            claimed = 0
+            try:
+                claimed = await self.claim_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("could not claim deliveries", extra={"error.type": type(error).__name__})
+            if not claimed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=interval)
+
+    async def claim_once(self) -> int:
+        """Claim as many due deliveries as there are free slots and start sending them; how many."""
+        free = self.settings.webhook_concurrency - len(self._in_flight)
+        if free <= 0:
+            await asyncio.sleep(0.01)
+            return 0
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(
+                CLAIM, free, self.settings.webhook_endpoint_concurrency, self.settings.lease_seconds
+            )
+        for row in rows:
+            task = asyncio.create_task(self._deliver(row))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+        return len(rows)
+
+    async def _deliver(self, row: asyncpg.Record) -> None:
+        async with self.slots:
+            secrets = [self.box.open(row["secret"])]
+            if row["previous_in_use"] and row["previous_secret"] is not None:
+                secrets.append(self.box.open(row["previous_secret"]))
+            started = time.perf_counter()
+            try:
+                outcome = await self.send(row["url"], row["message_id"], bytes(row["body"]), secrets)
+            except Refused as error:
+                outcome = Outcome(None, error=str(error))
+            elapsed = time.perf_counter() - started
+            ATTEMPT_SECONDS.observe(elapsed)
+            try:
+                await self._record(row, outcome, elapsed)
+            except Exception as error:  # the lease runs out and the delivery is attempted again
+                log.warning("could not record an attempt", extra={"error.type": type(error).__name__})
+
+    async def send(self, url: str, message_id: str, body: bytes, secrets: list[str]) -> Outcome:
+        """One signed POST to the address `url` resolves to, checked first; never follows a redirect."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        address = await self.resolve(host, port)
+        netloc = f"[{address}]" if ":" in address else address
+        if parts.port:
+            netloc += f":{parts.port}"
+        pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+        timestamp = int(time.time())
+        headers = {
+            "Host": parts.netloc.rsplit("@", 1)[-1],
+            "webhook-id": message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": webhooks.signature_header(secrets, message_id, timestamp, body),
+        }
+        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+        try:
+            async with asyncio.timeout(self.settings.webhook_timeout_seconds):
+                request = self.client.build_request("POST", pinned, content=body, headers=headers)
+                request.extensions.update(extensions)
+                response = await self.client.send(request, stream=True)
+                await response.aclose()
+        except TimeoutError:
+            return Outcome(None, error=f"no answer within {self.settings.webhook_timeout_seconds:g} s")
+        except httpx.HTTPError as error:
+            return Outcome(None, error=f"{type(error).__name__}: {str(error)[:ERROR_MAX]}")
+        status = response.status_code
+        if 300 <= status < 400:
+            return Outcome(status, error="redirects are not followed")
+        if 200 <= status < 300:
+            return Outcome(status)
+        return Outcome(status, retry_after=retry_after(response.headers.get("retry-after"), time.time()))
+
+    async def resolve(self, host: str, port: int) -> str:
+        """The address to call for `host`: every address it resolves to must be allowed (no DNS rebinding)."""
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as error:
+            raise Refused(f"cannot resolve {host}: {error}") from None
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        environment = self.settings.environment
+        refused = [a for a in addresses if not webhooks.address_allowed(a, environment=environment)]
+        if not addresses or refused:
+            raise Refused(f"{host} resolves to an address that may not be called ({', '.join(refused)})")
+        return addresses[0]
+
+    async def _record(self, row: asyncpg.Record, outcome: Outcome, elapsed: float) -> None:
+        settings = self.settings
+        async with self.db.connection() as conn, conn.transaction():
+            await conn.execute(RECORD_ATTEMPT, row["id"], outcome.status, elapsed * 1000, outcome.error)
+            if outcome.delivered:
+                await conn.execute(DELIVERED, row["id"], outcome.status)
+                await conn.execute(ENDPOINT_OK, row["endpoint_id"])
+                ATTEMPTS.labels("delivered").inc()
+                return
+            error = outcome.error or f"answered {outcome.status}"
+            if outcome.status == 410:
+                await conn.execute(RESCHEDULE, row["id"], "failed", 0.0, outcome.status, error)
+                await conn.execute(ENDPOINT_GONE, row["endpoint_id"])
+                ATTEMPTS.labels("gone").inc()
+                return
+            delay = next_delay(
+                row["attempts"],
+                settings.webhook_retry_schedule,
+                jitter=settings.webhook_retry_jitter,
+                asked=outcome.retry_after,
+                cap=settings.webhook_max_retry_after_seconds,
+            )
+            status = "failed" if delay is None else "pending"
+            await conn.execute(RESCHEDULE, row["id"], status, delay or 0.0, outcome.status, error)
+            await conn.execute(ENDPOINT_FAILED, row["endpoint_id"], settings.webhook_disable_after_hours * 3600)
+            ATTEMPTS.labels(status if status == "failed" else "retrying").inc()
+
+    async def _sample(self) -> None:
+        while True:
+            try:
+                async with self.db.connection() as conn:
+                    stats = await conn.fetchrow(QUEUE_STATS)
+                PENDING.set(stats["pending"])
+                OLDEST_PENDING.set(stats["oldest"])
+                DISABLED_ENDPOINTS.set(stats["disabled"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.debug("could not sample the webhook queue", exc_info=True)
+            await asyncio.sleep(5)

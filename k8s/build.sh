@@ -44,10 +44,12 @@ update_gomod() {
 }
 
 check_gomod() {
-  grep -q "^\s*k8s.io/kubernetes $KUBERNETES_VERSION\$" "$GOMOD_DIR/go.mod" 2>/dev/null \
-    && grep -q "^\s*go.etcd.io/etcd/server/v3 $ETCD_VERSION\$" "$GOMOD_DIR/go.mod" \
-    && grep -q "^\s*github.com/coredns/coredns $COREDNS_VERSION\$" "$GOMOD_DIR/go.mod" \
-    || die "k8s/gomod/go.mod does not match k8s/versions.sh: run k8s/build.sh update-gomod"
+  local pin
+  for pin in "k8s.io/kubernetes $KUBERNETES_VERSION" "go.etcd.io/etcd/server/v3 $ETCD_VERSION" \
+    "github.com/coredns/coredns $COREDNS_VERSION"; do
+    grep -q "^\s*$pin\$" "$GOMOD_DIR/go.mod" 2>/dev/null \
+      || die "k8s/gomod/go.mod does not require $pin (k8s/versions.sh): run k8s/build.sh update-gomod"
+  done
 }
 
 # "<name> <what built it>" is kept beside the binary; a change of pin rebuilds.

@@ -73,7 +73,7 @@ setup_network() {
 # ---------------------------------------------------------------- certificates
 # issue NAME CN [O] [SAN]: an EC key and a certificate signed by the cluster CA.
 issue() {
-  local name="$1" cn="$2" org="${3-}" san="${4-}" subj="/CN=$2"
+  local name="$1" org="${3-}" san="${4-}" subj="/CN=$2"
   [[ -n "$org" ]] && subj="/O=$org$subj"
   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/$name.key" 2>/dev/null
   openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
@@ -444,7 +444,7 @@ drain_pods() {
 unmount_state() {
   local m
   # Deepest first; lazily if something still holds it.
-  for m in $(awk -v s="$STATE/" 'index($5, s) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
+  awk -v s="$STATE/" 'index($5, s) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
   done
 }
@@ -457,8 +457,35 @@ remove_cgroups() {
   true
 }
 
+# IDs of the containers and sandboxes this cluster's containerd knew.
+container_ids() {
+  local d
+  for d in "$STATE/containerd/state/io.containerd.runtime.v2.task/k8s.io" \
+    "$STATE/containerd/root/io.containerd.grpc.v1.cri/sandboxes" \
+    "$STATE/containerd/root/io.containerd.grpc.v1.cri/containers"; do
+    [[ -d "$d" ]] && ls "$d"
+  done
+  true
+}
+
+# What containerd 1.6, libcni and the kubelet keep at fixed host paths: shim
+# sockets (/run/containerd/s/sha256(address/namespace/id)), CNI result caches
+# (/var/lib/cni/results/<network>-<id>-<if>), the device-plugin directory. Normally
+# gone after a clean stop; a crashed run leaves them. Only our IDs are touched.
+remove_host_files() {
+  local id
+  while read -r id; do
+    [[ -n "$id" ]] || continue
+    rm -f "/run/containerd/s/$(printf '%s' "$CONTAINERD_SOCK/k8s.io/$id" | sha256sum | cut -d' ' -f1)"
+    rm -f /var/lib/cni/results/*-"$id"-*
+  done < <(container_ids | sort -u)
+  rm -f /var/lib/cni/results/fastloans-* /var/lib/kubelet/device-plugins/kubelet.sock
+  rmdir /run/containerd/s /run/containerd /var/lib/cni/results /var/lib/cni \
+    /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null || true
+}
+
 cmd_down() {
-  local start_s=$SECONDS i
+  local start_s=$SECONDS
   if [[ -d "$RUN" ]]; then
     drain_pods
     stop provisioner 5
@@ -472,7 +499,7 @@ cmd_down() {
     stop etcd 10
     stop containerd 10
   fi
-  for i in 1 2 3; do
+  for _ in 1 2 3; do
     kill_ours
     [[ -z "$(our_pids)" ]] && break
   done
@@ -480,8 +507,7 @@ cmd_down() {
   remove_cgroups
   ip netns del "$NETNS" 2>/dev/null || true
   ip link del "$VETH_HOST" 2>/dev/null || true
-  # libcni's result cache cannot be moved in containerd 1.6; its files carry our network's name.
-  rm -f /var/lib/cni/results/fastloans-*
+  remove_host_files
   rm -rf "$STATE"
   cmd_leftovers >/dev/null || cmd_leftovers
   log "cluster down in $((SECONDS - start_s)) s"
@@ -500,6 +526,8 @@ cmd_leftovers() {
   [[ -n "$out" ]] && { echo "host iptables: $out"; found=1; }
   out="$(ls /var/lib/cni/results/fastloans-* 2>/dev/null || true)"
   [[ -n "$out" ]] && { echo "CNI results: $out"; found=1; }
+  out="$(ls -d /var/lib/kubelet /run/containerd/s 2>/dev/null || true)"
+  [[ -n "$out" ]] && { echo "host directories of a kubelet or containerd: $out"; found=1; }
   out="$(ls -d /sys/fs/cgroup/*/"$CGROUP_ROOT" 2>/dev/null || true)"
   [[ -n "$out" ]] && { echo "cgroups: $out"; found=1; }
   ((found == 0)) && echo "no leftovers"
@@ -514,6 +542,7 @@ cmd_env() {
   printf 'export FASTLOANS_K8S_STORAGE_CLASS=%q\n' "$STORAGE_CLASS"
   printf 'export FASTLOANS_K8S_CLUSTER_DOMAIN=%q\n' "$CLUSTER_DOMAIN"
   printf 'export FASTLOANS_K8S_NODEPORT_RANGE=%q\n' "$NODEPORT_RANGE"
+  # shellcheck disable=SC2016 # $PATH is for the shell that evaluates this
   printf 'export PATH=%q:%q:"$PATH"\n' "$K8S_BIN_DIR" "$TOOLS_BIN_DIR"
 }
 

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034
 # Every pin and name of the local Kubernetes cluster, in one place. Sourced by
 # k8s/build.sh and k8s/cluster.sh (and read by the tests through `cluster.sh env`).
 
@@ -23,7 +23,7 @@ METRICS_SERVER_VERSION="v0.8.0"
 KUBE_ROUTER_VERSION="v2.1.0"
 
 # Debian packages the node needs (apt-get installs the missing ones).
-NODE_PACKAGES=(containerd runc containernetworking-plugins iptables nftables conntrack ipset iproute2 openssl kmod procps)
+NODE_PACKAGES=(containerd runc containernetworking-plugins iptables nftables conntrack ipset iproute2 openssl procps curl util-linux)
 
 # Local images (imported into containerd; never pulled). The tag records what built them.
 PAUSE_IMAGE="localhost/fastloans/pause:3.10-local"

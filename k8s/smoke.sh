@@ -5,7 +5,7 @@
 # the host; a deny-all NetworkPolicy blocks the connection and removing it lets
 # it through again; a privileged pod is refused; names outside the cluster do
 # not resolve; a PersistentVolumeClaim of the default class is bound and
-# writable; kubectl top nodes answers. Exits non-zero on the first failure.
+# writable; kubectl top nodes answers and an HPA reads the pods' CPU. Exits non-zero on the first failure.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -143,6 +143,9 @@ main() {
 
   eventually 90 "kubectl top nodes" kc top nodes
   kc top nodes >&2
+  kc -n "$NS" autoscale deploy/server --cpu-percent 80 --min 2 --max 3 >/dev/null
+  eventually 90 "the HorizontalPodAutoscaler reads the pods' CPU from metrics-server" \
+    bash -c "[[ -n \"\$(kubectl -n $NS get hpa server -o jsonpath='{.status.currentMetrics[0].resource.current.averageUtilization}')\" ]]"
 
   kc delete namespace "$NS" --wait --timeout 120s >/dev/null
   eventually 30 "the released volume is deleted by the provisioner" \

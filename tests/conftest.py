@@ -88,7 +88,7 @@ TEST_SERVICE_ENV = {
     "AUTH_FAILURE_RATE_PER_SECOND": "0",
     "LOG_LEVEL": "INFO",
     # Webhook retries in seconds rather than days, and a short attempt timeout (tests/e2e/test_webhooks.py).
-    "WEBHOOK_RETRY_SCHEDULE": "0,0.5,0.5,1,1,1",
+    "WEBHOOK_RETRY_SCHEDULE": "0,0.5,0.5,1,1,1,2,2,2,2,2,2",
     "WEBHOOK_TIMEOUT_SECONDS": "3",
 }
 

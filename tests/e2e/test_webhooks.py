@@ -52,6 +52,9 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
+    # The request `answer` is deciding about (requests are answered one at a time).
+    pending: Received = field(default_factory=lambda: Received({}, b"", 0.0, 0))
+    answering: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def url(self) -> str:
@@ -70,17 +73,18 @@ class Receiver:
             return list(self.requests)
 
 
-def _serve(receiver: Receiver) -> ThreadingHTTPServer:
+def _serve(receiver: Receiver, port: int = 0) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
-            status, delay = receiver.answer(receiver)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            with receiver.answering:
+                receiver.pending = Received(headers, body, time.monotonic(), 0)
+                status, delay = receiver.answer(receiver)
             if delay:
                 time.sleep(delay)
             with receiver.lock:
-                receiver.requests.append(
-                    Received({k.lower(): v for k, v in self.headers.items()}, body, time.monotonic(), status)
-                )
+                receiver.requests.append(Received(headers, body, time.monotonic(), status))
             try:
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -91,7 +95,7 @@ def _serve(receiver: Receiver) -> ThreadingHTTPServer:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -145,7 +149,18 @@ def verify(secret: str, request: Received) -> dict[str, Any]:
     return payload
 
 
-async def test_every_decision_reaches_the_endpoint_signed(admin: httpx.AsyncClient, receiver: Receiver) -> None:
+def _delivered_count(infra: Any) -> float:
+    text = httpx.get(f"http://127.0.0.1:{infra.ports.services['webhooks']}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith('fastloans_webhook_attempts_total{outcome="delivered"}'):
+            return float(line.rsplit(" ", 1)[-1])
+    pytest.fail("fastloans_webhook_attempts_total is not exported")
+
+
+async def test_every_decision_reaches_the_endpoint_signed(
+    admin: httpx.AsyncClient, receiver: Receiver, infra: Any
+) -> None:
+    delivered_before = _delivered_count(infra)
     endpoint = await subscribe(admin, receiver.url, description="origination")
     applications = [await submit(admin, APPROVED if i % 2 else REJECTED) for i in range(6)]
     outcomes = {a["id"]: (await decided(admin, a["id"]))["status"] for a in applications}
@@ -168,6 +183,7 @@ async def test_every_decision_reaches_the_endpoint_signed(admin: httpx.AsyncClie
     assert len(listed) == len(applications)
     assert {d["status"] for d in listed} == {"delivered"}
     assert all(d["attempts"][-1]["status_code"] == 204 for d in listed)
+    assert _delivered_count(infra) - delivered_before >= len(applications)
 
 
 async def test_a_failing_receiver_gets_every_event_under_one_webhook_id(
@@ -354,3 +370,87 @@ async def test_withdrawal_is_delivered_after_the_decision(admin: httpx.AsyncClie
     await wait_for(lambda: len(receiver.accepted("application.withdrawn")) == 1, "the withdrawal")
     withdrawn = receiver.accepted("application.withdrawn")[0].event["data"]
     assert withdrawn["application_id"] == application["id"] and withdrawn["revision"] == 1
+
+
+async def test_a_receiver_down_while_the_dispatcher_is_killed_still_gets_everything(
+    admin: httpx.AsyncClient, services: Any
+) -> None:
+    """Receiver down; SIGKILL the dispatcher mid-retries and start it again; the receiver comes up: all arrive."""
+    from fastloans_dev.devstack.system import free_port
+
+    port = free_port()
+    receiver = Receiver()
+    url = f"http://127.0.0.1:{port}/hooks/fastloans"
+    endpoint = await subscribe(admin, url)
+    item = f"{WEBHOOK_ENDPOINTS_PATH}/{endpoint['id']}"
+    applications = [await submit(admin, APPROVED) for _ in range(5)]
+    for application in applications:
+        await decided(admin, application["id"])
+
+    async def all_refused() -> bool:
+        items = (await admin.get(f"{item}/deliveries")).json()["items"]
+        return len(items) == len(applications) and all(d["attempts"] for d in items)
+
+    await wait_for(all_refused, "an attempt at each delivery")
+    dispatcher = services.children["webhooks"]
+    dispatcher.kill()
+    services.start("webhooks")
+    services.wait_ready(services.children["webhooks"])
+    receiver.server = _serve(receiver, port)
+    try:
+        ids = {a["id"] for a in applications}
+        await wait_for(lambda: {r.event["data"]["application_id"] for r in receiver.accepted()} >= ids, "all")
+        by_application: dict[str, set[str]] = {}
+        for request in receiver.all():
+            verify(endpoint["secret"], request)
+            by_application.setdefault(request.event["data"]["application_id"], set()).add(request.headers["webhook-id"])
+        assert {k: len(v) for k, v in by_application.items()} == dict.fromkeys(ids, 1)
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+
+
+async def test_verify_passes_a_careful_receiver_and_fails_a_naive_one(admin: httpx.AsyncClient) -> None:
+    """A receiver that verifies with standardwebhooks and drops repeats passes; one that accepts anything fails."""
+    endpoint = await subscribe(admin, "http://127.0.0.1:9/later")
+    secret, seen, acted = endpoint["secret"], set(), []
+
+    def careful(receiver: Receiver) -> tuple[int, float]:
+        request = receiver.pending
+        try:
+            Webhook(secret).verify(request.body, request.headers)
+        except WebhookVerificationError:
+            return 400, 0.0
+        if request.headers["webhook-id"] not in seen:
+            seen.add(request.headers["webhook-id"])
+            acted.append(request.headers["webhook-id"])
+        return 200, 0.0
+
+    careful_receiver, naive = Receiver(answer=careful), Receiver(answer=lambda _: (200, 0.0))
+    for receiver in (careful_receiver, naive):
+        receiver.server = _serve(receiver)
+    try:
+        results = {}
+        for name, receiver in (("careful", careful_receiver), ("naive", naive)):
+            item = f"{WEBHOOK_ENDPOINTS_PATH}/{endpoint['id']}"
+            assert (await admin.patch(item, json={"url": receiver.url})).status_code == 200
+            started = await admin.post(f"{item}/verify")
+            assert started.status_code == 202 and started.json()["verification_pending"] is True
+
+            async def reported(item: str = item) -> bool:
+                shown = (await admin.get(item)).json()
+                return not shown["verification_pending"] and shown["verification"] is not None
+
+            await wait_for(reported, f"the check of the {name} receiver")
+            results[name] = (await admin.get(item)).json()
+            assert len(receiver.all()) == 4
+        assert results["careful"]["verified"] is True and results["careful"]["verification"]["passed"] is True
+        assert len(acted) == 1
+        naive_checks = {c["name"]: c["passed"] for c in results["naive"]["verification"]["checks"]}
+        assert naive_checks == {"signed": True, "bad_signature": False, "old_timestamp": False, "repeat": True}
+        assert results["naive"]["verified"] is False
+    finally:
+        for receiver in (careful_receiver, naive):
+            assert receiver.server is not None
+            receiver.server.shutdown()
+            receiver.server.server_close()

@@ -32,6 +32,7 @@ OPERATIONS = {
     (HOOK, "delete"): ("deleteWebhookEndpoint", "204", READ),
     (f"{HOOK}/rotate-secret", "post"): ("rotateWebhookSecret", "200", READ),
     (f"{HOOK}/test", "post"): ("pingWebhookEndpoint", "202", READ),
+    (f"{HOOK}/verify", "post"): ("verifyWebhookEndpoint", "202", READ),
     (f"{HOOK}/deliveries", "get"): ("listWebhookDeliveries", "200", READ | {422}),
     (f"{HOOK}/deliveries/{{delivery_id}}/retry", "post"): ("retryWebhookDelivery", "202", READ),
     (f"{HOOK}/recover", "post"): ("recoverWebhookEndpoint", "200", {400, 401, 403, 404, 413, 415, 422, 429, 503}),

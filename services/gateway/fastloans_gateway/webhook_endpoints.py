@@ -14,11 +14,11 @@ from typing import Any
 import asyncpg
 
 from fastloans import webhooks
-from fastloans.db import Database
+from fastloans.db import Database, json_value
 
 ENDPOINT_COLUMNS = (
     "id, url, description, event_types, enabled, disabled_reason, failing_since, previous_secret_expires_at, "
-    "created_at, updated_at"
+    "created_at, updated_at, verification_requested_at, verification, verified_at"
 )
 DELIVERY_COLUMNS = (
     "id, message_id, event_type, application_id, revision, status, attempts, next_attempt_at, last_status_code, "
@@ -57,6 +57,10 @@ def render_endpoint(row: asyncpg.Record) -> dict[str, Any]:
         "previous_secret_expires_at": rotation if rotation and rotation > datetime.now(UTC) else None,
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
+        "verified": row["verified_at"] is not None,
+        "verified_at": row["verified_at"],
+        "verification_pending": row["verification_requested_at"] is not None,
+        "verification": json_value(row["verification"]),
     }
 
 
@@ -209,6 +213,18 @@ class WebhookEndpoints:
                 body,
             )
         return render_delivery(row, []) if row else None
+
+    async def verify(self, *, tenant_id: uuid.UUID, endpoint_id: uuid.UUID) -> dict[str, Any] | None:
+        """Ask a dispatcher to check the receiver (its report replaces the last one); None without the endpoint."""
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(
+                f"UPDATE webhook_endpoints SET verification_requested_at = now(), verification = NULL "
+                f"WHERE id = $1 AND tenant_id = $2 "
+                f"RETURNING {ENDPOINT_COLUMNS}",
+                endpoint_id,
+                tenant_id,
+            )
+        return render_endpoint(row) if row else None
 
     async def deliveries(
         self, *, tenant_id: uuid.UUID, endpoint_id: uuid.UUID, status: str | None

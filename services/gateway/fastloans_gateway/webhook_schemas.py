@@ -71,6 +71,24 @@ class RecoverRequest(BaseModel):
     since: datetime
 
 
+class VerificationCheck(BaseModel):
+    """One request of the receiver check: what was sent, what the receiver should answer, what it did."""
+
+    name: Literal["signed", "bad_signature", "old_timestamp", "repeat"]
+    expected: Literal["2xx", "refusal"]
+    status_code: int | None
+    error: str | None
+    passed: bool
+
+
+class Verification(BaseModel):
+    """The last receiver check: a signed ping, a badly signed one, one with an old timestamp, a repeat."""
+
+    checked_at: datetime
+    passed: bool
+    checks: list[VerificationCheck]
+
+
 class WebhookEndpoint(BaseModel):
     """An endpoint as the API shows it (its secret only once, when made)."""
 
@@ -84,6 +102,10 @@ class WebhookEndpoint(BaseModel):
     previous_secret_expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    verified: bool
+    verified_at: datetime | None
+    verification_pending: bool
+    verification: Verification | None
 
 
 class WebhookEndpointWithSecret(WebhookEndpoint):

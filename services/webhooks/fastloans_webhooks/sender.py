@@ -15,17 +15,20 @@ import logging
 import random
 import socket
 import time
+import uuid
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+import orjson
 
 from fastloans import webhooks
 from fastloans.background import cancel_all
 from fastloans.db import Database
-from fastloans_webhooks.metrics import ATTEMPT_SECONDS, ATTEMPTS, DISABLED_ENDPOINTS, OLDEST_PENDING, PENDING
+from fastloans_webhooks.metrics import ATTEMPT_SECONDS, ATTEMPTS, DISABLED_ENDPOINTS, DUE, OLDEST_PENDING, PENDING
 from fastloans_webhooks.settings import WebhooksSettings
 
 log = logging.getLogger("fastloans.webhooks")
@@ -95,9 +98,22 @@ QUEUE_STATS = """
 SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pending,
        (SELECT coalesce(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
           FROM webhook_deliveries WHERE status = 'pending') AS oldest,
+       (SELECT count(*) FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+         WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND e.enabled) AS due,
        (SELECT count(*) FROM webhook_endpoints WHERE NOT enabled) AS disabled
 """
+TAKE_VERIFICATION = """
+UPDATE webhook_endpoints SET verification_requested_at = NULL
+ WHERE id = (SELECT id FROM webhook_endpoints WHERE verification_requested_at IS NOT NULL
+              ORDER BY verification_requested_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING id, url, secret
+"""
+STORE_VERIFICATION = """
+UPDATE webhook_endpoints SET verification = $2::jsonb, verified_at = CASE WHEN $3 THEN now() END WHERE id = $1
+"""
 ERROR_MAX = 300
+# The receiver check's old timestamp: well past the five minutes the Standard Webhooks libraries tolerate.
+STALE_SECONDS = 3600
 
 
 class Refused(Exception):
@@ -184,7 +200,7 @@ class Dispatcher:
         while not self._stopping.is_set():
             claimed = 0
             try:
-                claimed = await self.claim_once()
+                claimed = await self.claim_once() + await self.verify_once()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -192,6 +208,61 @@ class Dispatcher:
             if not claimed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=interval)
+
+    async def verify_once(self) -> int:
+        """Start one requested receiver check, if any (in a task of its own); how many were started."""
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(TAKE_VERIFICATION)
+        if row is None:
+            return 0
+        task = asyncio.create_task(self._verify(row))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return 1
+
+    async def _verify(self, row: asyncpg.Record) -> None:
+        async with self.slots:
+            report = await self.check_receiver(row["url"], self.box.open(row["secret"]))
+            try:
+                async with self.db.connection() as conn:
+                    await conn.execute(STORE_VERIFICATION, row["id"], orjson.dumps(report).decode(), report["passed"])
+            except Exception as error:
+                log.warning("could not store a receiver check", extra={"error.type": type(error).__name__})
+
+    async def check_receiver(self, url: str, secret: str) -> dict[str, Any]:
+        """A signed ping (accept), a badly signed one and one too old (refuse), the first again (acknowledge)."""
+        now = int(time.time())
+        message_id = webhooks.message_id(f"verify:{uuid.uuid4()}")
+        body = webhooks.body(webhooks.PING, datetime.now(UTC), {"verification": True})
+        forged = webhooks.new_secret()
+        sends = (
+            ("signed", "2xx", message_id, now, [secret]),
+            ("bad_signature", "refusal", webhooks.message_id(f"verify:{uuid.uuid4()}"), now, [forged]),
+            ("old_timestamp", "refusal", webhooks.message_id(f"verify:{uuid.uuid4()}"), now - STALE_SECONDS, [secret]),
+            ("repeat", "2xx", message_id, now, [secret]),
+        )
+        checks = []
+        for name, expected, ident, timestamp, secrets in sends:
+            try:
+                outcome = await self.send(url, ident, body, secrets, timestamp=timestamp)
+            except Refused as error:
+                outcome = Outcome(None, error=str(error))
+            answered = outcome.status is not None
+            passed = outcome.delivered if expected == "2xx" else answered and 400 <= (outcome.status or 0) < 500
+            checks.append(
+                {
+                    "name": name,
+                    "expected": expected,
+                    "status_code": outcome.status,
+                    "error": outcome.error,
+                    "passed": passed,
+                }
+            )
+        return {
+            "checked_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "passed": all(c["passed"] for c in checks),
+            "checks": checks,
+        }
 
     async def claim_once(self) -> int:
         """Claim as many due deliveries as there are free slots and start sending them; how many."""
@@ -226,7 +297,9 @@ class Dispatcher:
             except Exception as error:  # the lease runs out and the delivery is attempted again
                 log.warning("could not record an attempt", extra={"error.type": type(error).__name__})
 
-    async def send(self, url: str, message_id: str, body: bytes, secrets: list[str]) -> Outcome:
+    async def send(
+        self, url: str, message_id: str, body: bytes, secrets: list[str], *, timestamp: int | None = None
+    ) -> Outcome:
         """One signed POST to the address `url` resolves to, checked first; never follows a redirect."""
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -236,7 +309,7 @@ class Dispatcher:
         if parts.port:
             netloc += f":{parts.port}"
         pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-        timestamp = int(time.time())
+        timestamp = int(time.time()) if timestamp is None else timestamp
         headers = {
             "Host": parts.netloc.rsplit("@", 1)[-1],
             "webhook-id": message_id,
@@ -307,6 +380,7 @@ class Dispatcher:
                 async with self.db.connection() as conn:
                     stats = await conn.fetchrow(QUEUE_STATS)
                 PENDING.set(stats["pending"])
+                DUE.set(stats["due"])
                 OLDEST_PENDING.set(stats["oldest"])
                 DISABLED_ENDPOINTS.set(stats["disabled"])
             except asyncio.CancelledError:

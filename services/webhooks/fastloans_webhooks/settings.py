@@ -60,4 +60,4 @@ class WebhooksSettings(Settings):
     @property
     def lease_seconds(self) -> float:
         """How long a claimed delivery is held before another process may take it (an attempt and a margin)."""
-        return self.webhook_timeout_seconds + 30.0
+        return self.webhook_timeout_seconds + 10.0

@@ -166,6 +166,10 @@ webhook_endpoints = Table(
     Column("failing_since", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # POST …/verify asks a dispatcher to check the receiver; its report, and when the receiver last passed.
+    Column("verification_requested_at", DateTime(timezone=True)),
+    Column("verification", JSONB),
+    Column("verified_at", DateTime(timezone=True)),
     Index("webhook_endpoints_tenant", "tenant_id", "created_at"),
 )
 

@@ -181,6 +181,23 @@ async def ping_endpoint(request: Request, who: CallerDep, endpoint_id: str) -> R
     return json_response(delivery, status_code=202)
 
 
+@router.post(
+    f"{ITEM}/verify",
+    status_code=202,
+    response_model=WebhookEndpoint,
+    responses=problems(401, 403, 404, 429, 503, status_404=NO_ENDPOINT),
+    summary="Check the receiver: it must accept a signed ping and refuse forgeries and replays (admin scope)",
+    operation_id="verifyWebhookEndpoint",
+)
+async def verify_endpoint(request: Request, who: CallerDep, endpoint_id: str) -> Response:
+    """A dispatcher sends a signed ping, a badly signed one, an old one and a repeat; the report shows on GET."""
+    who.require("admin")
+    ident = _endpoint_id(endpoint_id)
+    return json_response(
+        _found(await _service(request).verify(tenant_id=who.tenant_id, endpoint_id=ident)), status_code=202
+    )
+
+
 @router.get(
     f"{ITEM}/deliveries",
     response_model=WebhookDeliveryList,

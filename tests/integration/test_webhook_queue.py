@@ -15,7 +15,7 @@ from aiokafka.structs import ConsumerRecord
 
 from fastloans import webhooks
 from fastloans.events import ApplicationDecided, PolicyRef, Topic
-from fastloans_webhooks.sender import CLAIM
+from fastloans_webhooks.sender import CLAIM, ENDPOINT_FAILED, ENDPOINT_OK, PRUNE
 from fastloans_webhooks.service import QUEUE_DECISIONS, queue_arguments
 
 BOX = webhooks.SecretBox(bytes(32))
@@ -108,6 +108,52 @@ async def test_redelivered_decisions_queue_once_and_go_out_in_revision_order(mig
             (done["endpoint_id"], webhooks.message_id(webhooks.decided_key(revision_2)))
         ]
         assert BOX.open(after[0]["secret"]).startswith("whsec_")
+    finally:
+        await transaction.rollback()
+        await conn.close()
+
+
+async def test_five_days_of_failures_disable_an_endpoint_and_a_success_resets_the_clock(migrated_db) -> None:
+    conn = await asyncpg.connect(migrated_db.primary_url)
+    transaction = conn.transaction()
+    await transaction.start()
+    five_days = 120 * 3600.0
+    try:
+        tenant = uuid.uuid4()
+        await conn.execute("INSERT INTO tenants (id, name) VALUES ($1, $2)", tenant, f"fail-{tenant.hex[:8]}")
+        fresh, recovering, old = [await _endpoint(conn, tenant) for _ in range(3)]
+
+        async def state(endpoint: uuid.UUID) -> asyncpg.Record:
+            row = await conn.fetchrow(
+                "SELECT enabled, disabled_reason, failing_since FROM webhook_endpoints WHERE id = $1", endpoint
+            )
+            assert row is not None
+            return row
+
+        await conn.execute(ENDPOINT_FAILED, fresh, five_days)
+        assert (await state(fresh))["enabled"] and (await state(fresh))["failing_since"] is not None
+        await conn.execute(
+            "UPDATE webhook_endpoints SET failing_since = now() - interval '6 days' WHERE id = ANY($1::uuid[])",
+            [recovering, old],
+        )
+        await conn.execute(ENDPOINT_OK, recovering)
+        await conn.execute(ENDPOINT_FAILED, recovering, five_days)
+        assert (await state(recovering))["enabled"], "a success in between restarts the five days"
+        await conn.execute(ENDPOINT_FAILED, old, five_days)
+        disabled = await state(old)
+        assert not disabled["enabled"] and disabled["disabled_reason"].startswith("every delivery failed since ")
+        # Old finished deliveries are pruned; pending ones stay however old.
+        for status in ("delivered", "pending"):
+            await conn.execute(
+                "INSERT INTO webhook_deliveries (endpoint_id, event_key, message_id, event_type, body, status, "
+                "created_at) VALUES ($1, $2, 'msg_x', 'ping', '\\x7b7d', $3, now() - interval '40 days')",
+                fresh,
+                f"ping:{status}",
+                status,
+            )
+        await conn.execute(PRUNE, 30 * 86_400.0)
+        left = await conn.fetch("SELECT status FROM webhook_deliveries WHERE endpoint_id = $1", fresh)
+        assert [r["status"] for r in left] == ["pending"]
     finally:
         await transaction.rollback()
         await conn.close()

@@ -14,7 +14,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from fastloans import webhooks
 from fastloans.events import ApplicationDecided, PolicyRef
 from fastloans.settings import ConfigurationError, load_settings
-from fastloans_webhooks.sender import next_delay, retry_after
+from fastloans_webhooks.sender import Refused, next_delay, resolve, retry_after
 from fastloans_webhooks.settings import DEFAULT_SCHEDULE, WebhooksSettings
 
 BASE = {"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "DATABASE_URL": "postgresql://app@db/loans"}
@@ -176,3 +176,16 @@ def test_dispatcher_settings(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
     monkeypatch.setenv("ENVIRONMENT", "test")
     with pytest.raises(ConfigurationError):
         load_settings(WebhooksSettings, _env_file=None)
+
+
+@pytest.mark.parametrize("address", ["10.0.0.7", "169.254.169.254", "fd00:ec2::254", "127.0.0.1", "::1"])
+async def test_send_time_resolution_refuses_what_production_may_not_call(address: str) -> None:
+    """Literal addresses resolve without any lookup; in production each is refused before a connection."""
+    with pytest.raises(Refused, match="may not be called"):
+        await resolve(address, 443, environment="production")
+
+
+async def test_send_time_resolution_allows_loopback_in_test_only() -> None:
+    assert await resolve("127.0.0.1", 8080, environment="test") == "127.0.0.1"
+    with pytest.raises(Refused):
+        await resolve("192.168.0.10", 8080, environment="test")

@@ -111,6 +111,12 @@ RETURNING id, url, secret
 STORE_VERIFICATION = """
 UPDATE webhook_endpoints SET verification = $2::jsonb, verified_at = CASE WHEN $3 THEN now() END WHERE id = $1
 """
+# Delivered and given-up deliveries (and their attempts) are kept this long for GET …/deliveries and recovery.
+PRUNE = """
+DELETE FROM webhook_deliveries
+ WHERE id IN (SELECT id FROM webhook_deliveries
+               WHERE status <> 'pending' AND created_at < now() - make_interval(secs => $1) LIMIT 10000)
+"""
 ERROR_MAX = 300
 # The receiver check's old timestamp: well past the five minutes the Standard Webhooks libraries tolerate.
 STALE_SECONDS = 3600
@@ -160,6 +166,19 @@ def next_delay(
     if asked is not None:
         delay = max(delay, min(asked, cap))
     return delay
+
+
+async def resolve(host: str, port: int, *, environment: str) -> str:
+    """The address to call for `host`: every address it resolves to must be allowed (no DNS rebinding)."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise Refused(f"cannot resolve {host}: {error}") from None
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    refused = [a for a in addresses if not webhooks.address_allowed(a, environment=environment)]
+    if not addresses or refused:
+        raise Refused(f"{host} resolves to an address that may not be called ({', '.join(refused)})")
+    return addresses[0]
 
 
 class Dispatcher:
@@ -335,17 +354,8 @@ class Dispatcher:
         return Outcome(status, retry_after=retry_after(response.headers.get("retry-after"), time.time()))
 
     async def resolve(self, host: str, port: int) -> str:
-        """The address to call for `host`: every address it resolves to must be allowed (no DNS rebinding)."""
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as error:
-            raise Refused(f"cannot resolve {host}: {error}") from None
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        environment = self.settings.environment
-        refused = [a for a in addresses if not webhooks.address_allowed(a, environment=environment)]
-        if not addresses or refused:
-            raise Refused(f"{host} resolves to an address that may not be called ({', '.join(refused)})")
-        return addresses[0]
+        """The address to call for `host` (see `resolve`)."""
+        return await resolve(host, port, environment=self.settings.environment)
 
     async def _record(self, row: asyncpg.Record, outcome: Outcome, elapsed: float) -> None:
         settings = self.settings
@@ -379,6 +389,7 @@ class Dispatcher:
             try:
                 async with self.db.connection() as conn:
                     stats = await conn.fetchrow(QUEUE_STATS)
+                    await conn.execute(PRUNE, self.settings.webhook_retention_days * 86_400)
                 PENDING.set(stats["pending"])
                 DUE.set(stats["due"])
                 OLDEST_PENDING.set(stats["oldest"])

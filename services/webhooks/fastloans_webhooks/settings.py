@@ -36,6 +36,8 @@ class WebhooksSettings(Settings):
     webhook_poll_ms: int = Field(200, ge=10, le=60_000, validation_alias="WEBHOOK_POLL_MS")
     # An endpoint that has failed without a success for this long is disabled.
     webhook_disable_after_hours: float = Field(120.0, gt=0, validation_alias="WEBHOOK_DISABLE_AFTER_HOURS")
+    # Delivered and given-up deliveries are deleted after this many days (pending ones never are).
+    webhook_retention_days: float = Field(30.0, gt=0, validation_alias="WEBHOOK_RETENTION_DAYS")
 
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fastloans import services as registry
 from fastloans_dev.devstack.system import free_port, port_in_use
 
 READY_TIMEOUT = 240
@@ -55,11 +56,7 @@ def test_up_is_ready_then_stops_cleanly_and_restarts_warm(tmp_path: Path) -> Non
             "REPLICA",
             "KAFKA",
             "KAFKA_CONTROLLER",
-            "GATEWAY",
-            "RISK",
-            "APPROVAL",
-            "RECORDER",
-            "RELAY",
+            *(service.short.upper() for service in registry.SERVICES),
             "GATEWAY_OPS",
         )
     }
@@ -73,7 +70,7 @@ def test_up_is_ready_then_stops_cleanly_and_restarts_warm(tmp_path: Path) -> Non
         assert values["DATABASE_URL"].endswith(f":{ports['PG']}/fastloans")
         assert values["DATABASE_READ_URL"].endswith(f":{ports['REPLICA']}/fastloans")
         assert values["KAFKA_BOOTSTRAP_SERVERS"] == f"127.0.0.1:{ports['KAFKA']}"
-        assert len(values["FASTLOANS_METRICS_URLS"].split()) == 5
+        assert len(values["FASTLOANS_METRICS_URLS"].split()) == len(registry.SERVICES)
         assert f"http://127.0.0.1:{ports['GATEWAY_OPS']}/metrics" in values["FASTLOANS_METRICS_URLS"].split()
         streaming = subprocess.run(
             [

@@ -67,6 +67,10 @@ test-images: images ## Run each built image with podman (no cluster): uid, read-
 clean-state: ## Delete the local stack's data (.fastloans/)
 	rm -rf .fastloans
 
+.PHONY: test-k8s
+test-k8s: venv images cluster ## Install the chart on the local cluster (images loaded, install --wait, helm test); leaves the cluster up
+	$(BIN)/pytest -m k8s tests/k8s -v $(PYTEST_ARGS)
+
 .PHONY: cluster cluster-down k8s-binaries
 k8s-binaries: ## Build the local cluster's pinned binaries and images into $(FASTLOANS_CACHE)/k8s (k8s/build.sh)
 	k8s/build.sh

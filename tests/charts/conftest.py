@@ -55,8 +55,11 @@ class Renderer:
         kube_version: str | None = None,
         api_versions: tuple[str, ...] = (),
         chart: Path = CHART,
+        is_upgrade: bool = False,
     ) -> list[str]:
         cmd = [self.helm, "template", RELEASE, str(chart), "--namespace", "loans"]
+        if is_upgrade:
+            cmd.append("--is-upgrade")
         for path in values:
             cmd += ["--values", str(path)]
         for item in set_values:

@@ -217,7 +217,7 @@ def test_kafka_sizes(render) -> None:
     script = named(production, "ConfigMap", f"{FULL}-kafka")["data"]["start.sh"]
     assert "default.replication.factor=3" in script and "min.insync.replicas=2" in script
     assert script.count(f"{FULL}-kafka-headless") >= 4  # three voters and the advertised listener
-    topics_job = named(production, "Job", f"{FULL}-topics")
+    topics_job = named(production, "Job", f"{FULL}-topics-install")
     args = topics_job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args == ["kafka", "create-topics", "--partitions", "12", "--replication-factor", "3"]
     # The topics Job is not admitted to PostgreSQL, so it gets no database settings either.
@@ -227,13 +227,22 @@ def test_kafka_sizes(render) -> None:
 
 
 def test_hooks(render) -> None:
-    """Migrations run pre-upgrade, pre-install with an external DB and post-install with the in-cluster one."""
-    in_cluster = named(render(), "Job", f"{FULL}-migrations")
-    assert in_cluster["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"
+    """Migrations and topics run pre-upgrade, pre-install with an external store, beside a first in-cluster install.
+
+    A post-install hook runs only after `helm install --wait` has seen every Deployment ready, and the
+    services are ready only once the schema and the topics exist: the first real install hung there.
+    """
+    for name in ("migrations", "topics"):
+        first = named(render(), "Job", f"{FULL}-{name}-install")
+        assert "helm.sh/hook" not in first["metadata"].get("annotations", {}), name
+        upgrade = named(render(is_upgrade=True), "Job", f"{FULL}-{name}")
+        assert upgrade["metadata"]["annotations"]["helm.sh/hook"] == "pre-upgrade", name
+        assert not [o for o in render(is_upgrade=True) if o["metadata"]["name"] == f"{FULL}-{name}-install"]
     external = named(render(values=values_args("external")), "Job", f"{FULL}-migrations")
     assert external["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     assert external["spec"]["template"]["spec"]["containers"][0]["args"] == ["db", "upgrade"]
     topics = named(render(values=values_args("external")), "Job", f"{FULL}-topics")
+    assert topics["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     assert topics["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == ["--min-insync-replicas", "2"]
 
 
@@ -304,6 +313,28 @@ def test_network_policies(render) -> None:
     sources = [rule["from"][0]["namespaceSelector"] for rule in gateway["spec"]["ingress"]]
     assert {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}} in sources
     assert {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}} in sources
+
+
+def test_egress_admits_the_cluster_dns_on_its_own_port(render) -> None:
+    """An egress policy admits the DNS pods on 53 and on their named ports (CoreDNS listening on 1053 or 5353).
+
+    A policy's port is the destination pod's, after the Service's translation: on a cluster whose CoreDNS
+    listens unprivileged on 1053, the webhooks dispatcher could resolve nothing and never became ready.
+    """
+    checked = 0
+    for policy in by_kind(render(), "NetworkPolicy"):
+        if "Egress" not in policy["spec"]["policyTypes"]:
+            continue
+        dns = [
+            rule
+            for rule in policy["spec"]["egress"]
+            if any(peer.get("podSelector", {}).get("matchLabels") == {"k8s-app": "kube-dns"} for peer in rule["to"])
+        ]
+        assert len(dns) == 1, policy["metadata"]["name"]
+        ports = {(p["port"], p["protocol"]) for p in dns[0]["ports"]}
+        assert ports == {(53, "UDP"), (53, "TCP"), ("dns", "UDP"), ("dns-tcp", "TCP")}, policy["metadata"]["name"]
+        checked += 1
+    assert checked
 
 
 @pytest.mark.parametrize(

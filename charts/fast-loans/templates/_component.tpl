@@ -323,7 +323,9 @@ spec:
     {{- if and .c.egress .c.egress.internet }}
     - Egress
   {{- /* Public addresses on any port (a tenant's endpoint may use any), DNS, and the release's own pods (the
-  database, Kafka); never the private, loopback, link-local (cloud metadata) or shared ranges. */}}
+  database, Kafka); never the private, loopback, link-local (cloud metadata) or shared ranges. A policy's port is
+  the DNS pod's own port, after the Service's translation: 53, or the port CoreDNS's manifests name dns/dns-tcp
+  when it listens elsewhere unprivileged (1053, 5353). */}}
   egress:
     - to:
         - namespaceSelector: {}
@@ -334,6 +336,10 @@ spec:
         - port: 53
           protocol: UDP
         - port: 53
+          protocol: TCP
+        - port: dns
+          protocol: UDP
+        - port: dns-tcp
           protocol: TCP
     - to:
         - podSelector:

@@ -1,6 +1,10 @@
 {{/*
 A hook Job running one `fastloans` command from the gateway image.
 Call with (dict "root" $ "name" "migrations" "args" (list ...) "hook" "..." "weight" "0" "backoffLimit" n "deadline" n "uses" (dict ...)).
+An empty "hook" makes it an ordinary object of the release, named <name>-install (a hook of the same name
+may run while it still exists): what a first install uses when the Job needs the release's own PostgreSQL or
+Kafka, because post-install hooks run only after `helm install --wait` has seen every Deployment ready, and
+the services are ready only once the schema and the topics exist.
 */}}
 {{- define "fastloans.hookJob" -}}
 {{- $root := .root -}}
@@ -10,13 +14,15 @@ Call with (dict "root" $ "name" "migrations" "args" (list ...) "hook" "..." "wei
 apiVersion: batch/v1
 kind: Job
 metadata:
-  name: {{ include "fastloans.fullname" $root }}-{{ .name }}
+  name: {{ include "fastloans.fullname" $root }}-{{ .name }}{{ if not .hook }}-install{{ end }}
   labels:
     {{- include "fastloans.labels" $labelCtx | nindent 4 }}
+  {{- with .hook }}
   annotations:
-    helm.sh/hook: {{ .hook }}
-    helm.sh/hook-weight: {{ .weight | quote }}
+    helm.sh/hook: {{ . }}
+    helm.sh/hook-weight: {{ $.weight | quote }}
     helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+  {{- end }}
 spec:
   backoffLimit: {{ .backoffLimit }}
   activeDeadlineSeconds: {{ .deadline }}

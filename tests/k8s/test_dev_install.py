@@ -1,0 +1,52 @@
+"""The dev values (+ the local images) on the local cluster: install --wait, readiness, replication, helm test."""
+
+from __future__ import annotations
+
+import pytest
+
+from . import install
+from .conftest import CHART, say
+
+pytestmark = pytest.mark.k8s
+
+VALUES = [CHART / "ci" / "dev-values.yaml", CHART / "ci" / "local-images-values.yaml"]
+
+
+@pytest.fixture(scope="module")
+def ns(namespace_for):
+    """The dev install's namespace (Pod Security restricted enforced)."""
+    return namespace_for("fastloans-dev")
+
+
+def test_images_loaded_into_the_node() -> None:
+    """Every image archive `make images` wrote is in the node's image store."""
+    refs = install.load_images()
+    say(f"node holds {', '.join(sorted(refs.values()))}")
+
+
+@pytest.mark.timeout(1200)
+def test_install_waits_until_ready(ns) -> None:
+    """helm install --wait --timeout 10m of the dev values succeeds in a restricted namespace."""
+    install.install(ns, VALUES)
+
+
+def test_every_workload_is_ready(ns) -> None:
+    """Every Deployment Available, every StatefulSet ready."""
+    install.check_workloads_ready(ns)
+
+
+def test_migration_and_topic_jobs_completed(ns) -> None:
+    """The install's Jobs (migrations, topics) completed."""
+    install.check_jobs_completed(ns)
+
+
+def test_replica_streams_from_the_primary(ns) -> None:
+    """pg_stat_replication on the primary lists the standby, streaming."""
+    install.check_replication(ns, standbys=1, synchronous=False)
+
+
+@pytest.mark.timeout(1200)
+def test_helm_test_walks_the_business_path(ns) -> None:
+    """helm test: key, submit through the gateway Service, decision read from the replica, topics, /metrics."""
+    output = install.helm_test(ns)
+    assert "business-path: passed" in output and "platform: passed" in output, output[-3000:]

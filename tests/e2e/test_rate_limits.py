@@ -52,7 +52,7 @@ def limited_gateways(infra: object, services: object) -> Iterator[list[LimitedGa
         "RATE_LIMIT_PER_SECOND": str(RATE),
         "RATE_LIMIT_BURST": str(BURST),
         "RATE_LIMIT_SYNC_MS": str(SYNC_MS),
-        "AUTH_FAILURE_RATE_PER_SECOND": "0.1",
+        "AUTH_FAILURE_RATE_PER_SECOND": "0.001",  # no refill within a test, however slow the machine
         "AUTH_FAILURE_BURST": str(FAILURE_BURST),
     }
     with extra_instances(infra, "gateway", [f"gateway-limited-{i}" for i in range(2)], **limits) as children:

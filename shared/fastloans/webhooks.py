@@ -2,7 +2,8 @@
 
 The gateway (the endpoints API) and the dispatcher (`fastloans-webhooks`) both use this module: secrets are
 made and encrypted here, signed here, and a delivery's body is built here once, when it is queued, so every
-retry sends the same bytes under the same `webhook-id`.
+retry sends the same bytes under the same `webhook-id`. Only those two import it, so `cryptography` is a
+dependency of their packages, not of the shared library (tests/integration/test_runtime_imports.py checks it).
 """
 
 from __future__ import annotations

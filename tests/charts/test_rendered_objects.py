@@ -226,6 +226,23 @@ def test_kafka_sizes(render) -> None:
     assert named(production, "Service", f"{FULL}-kafka-headless")["spec"]["clusterIP"] == "None"
 
 
+def test_kafka_brokers_spread_as_asked(render) -> None:
+    """Several brokers require distinct nodes by default; kafka.podAntiAffinity=soft lets them share fewer nodes.
+
+    The hard rule alone left two of three brokers Pending on a one-node cluster, with no value to change it.
+    """
+    production = named(render(values=values_args("production")), "StatefulSet", f"{FULL}-kafka")
+    assert (
+        "requiredDuringSchedulingIgnoredDuringExecution"
+        in production["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    )
+    small = named(render(values=values_args("cluster-production")), "StatefulSet", f"{FULL}-kafka")
+    assert small["spec"]["replicas"] == 3
+    assert list(small["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]) == [
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+
+
 def test_hooks(render) -> None:
     """Migrations and topics run pre-upgrade, pre-install with an external store, beside a first in-cluster install.
 

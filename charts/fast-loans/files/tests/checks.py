@@ -8,6 +8,7 @@ service's /metrics. Everything it needs comes from the environment the chart ren
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -157,6 +158,7 @@ async def check_topics() -> None:
     """Every pipeline topic exists with the partitions, replication factor and ISR setting from values."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+    from aiokafka.errors import KafkaError
 
     from fastloans.events import Topic
     from fastloans.kafka import connection_options
@@ -167,13 +169,22 @@ async def check_topics() -> None:
     replication = int(os.environ["EXPECT_REPLICATION_FACTOR"])
     min_isr = os.environ.get("EXPECT_MIN_INSYNC_REPLICAS", "")
     names = [settings.topic(t.value) for t in Topic]
-    admin = AIOKafkaAdminClient(**connection_options(settings))
-    await admin.start()
-    try:
-        described = await admin.describe_topics(names)
-        configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
-    finally:
-        await admin.close()
+    end = time.monotonic() + DEADLINE
+    while True:
+        admin = AIOKafkaAdminClient(**connection_options(settings))
+        try:
+            await admin.start()
+            described = await admin.describe_topics(names)
+            configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+            break
+        except KafkaError as error:
+            if time.monotonic() > end:
+                fail(f"Kafka did not answer within {DEADLINE:.0f} s: {error!r}")
+            say(f"Kafka not answering yet ({error!r}); retrying")
+            await asyncio.sleep(2)
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
     found = {d["topic"]: d for d in described if not d["error_code"]}
     missing = sorted(set(names) - set(found))
     if missing:

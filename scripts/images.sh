@@ -195,13 +195,15 @@ inputs_hash() {
 
 # build NAME REF BASE DOCKERFILE INPUT… -- PODMAN-BUILD-OPTIONS… CONTEXT
 build() {
-  local name="$1" ref="$2" base="$3" dockerfile="$4" inputs=() sum stamp archive started
+  local name="$1" ref="$2" base="$3" dockerfile="$4" inputs=() options sum stamp archive started
   shift 4
   while [ "$1" != -- ]; do inputs+=("$1"); shift; done
   shift
   archive="$IMAGES_DIR/$name.tar"
   stamp="$STATE_DIR/$name.inputs"
-  sum="$(cd "$ROOT" && inputs_hash "$base" "$dockerfile" "$*" "${inputs[@]}")"
+  # The options with the checkout's own path left out: another clone of the same inputs reuses the image.
+  options="$*"
+  sum="$(cd "$ROOT" && inputs_hash "$base" "$dockerfile" "${options//"$ROOT"/.}" "${inputs[@]}")"
   if [ -s "$archive" ] && [ -n "$(image_id "$ref")" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$sum" ]; then
     log "$ref: inputs unchanged, kept ($archive)"
     return 0

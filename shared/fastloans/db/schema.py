@@ -76,6 +76,9 @@ loan_applications = Table(
     Column("is_approved", Boolean),
     Column("reasons", JSONB),
     Column("policy_version", Text),
+    # The current decision's counteroffer and smallest actionable changes (fastloans.policy.engine), or NULL.
+    Column("counteroffer", JSONB),
+    Column("what_would_change", JSONB),
     Column("submitted_at", DateTime(timezone=True), nullable=False),
     Column("decided_at", DateTime(timezone=True)),
     Column("withdrawn_at", DateTime(timezone=True)),
@@ -101,6 +104,9 @@ loan_decisions = Table(
     Column("policy_version", Text, nullable=False),
     Column("policy_hash", Text, nullable=False),
     Column("challenger", JSONB),
+    # {loan_amount, risk_score, outcome, binding_rule} or NULL; [{fact, current, suggested, ...}] or NULL.
+    Column("counteroffer", JSONB),
+    Column("what_would_change", JSONB),
     Column("submitted_at", DateTime(timezone=True), nullable=False),
     Column("decided_at", DateTime(timezone=True), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,8 +19,13 @@ from fastloans_dev.devstack.system import free_port, port_in_use
 READY_TIMEOUT = 240
 
 
-def _start(state: Path, ports: dict[str, int]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "FASTLOANS_STATE_DIR": str(state), "FASTLOANS_DEMO_API_KEY": "fl_test_demo_key_0123456789"}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _start(
+    state: Path, ports: dict[str, int], demo_key: str = "fl_test_demo_key_0123456789"
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "FASTLOANS_STATE_DIR": str(state), "FASTLOANS_DEMO_API_KEY": demo_key}
     env.update({f"FASTLOANS_{name}_PORT": str(port) for name, port in ports.items()})
     fastloans = Path(sys.executable).with_name("fastloans")
     return subprocess.Popen([str(fastloans), "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -47,19 +53,23 @@ def _stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
     return code, output
 
 
+def _free_ports() -> dict[str, int]:
+    names = ("PG", "REPLICA", "KAFKA", "KAFKA_CONTROLLER", *(s.short.upper() for s in registry.SERVICES), "GATEWAY_OPS")
+    return {name: free_port() for name in names}
+
+
+def _running_under(state: Path) -> list[int]:
+    """Processes whose command line names the state directory (PostgreSQL, Kafka, services' logs)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(str(state) in part for part in process.info["cmdline"] or ()):
+            found.append(process.pid)
+    return found
+
+
 def test_up_is_ready_then_stops_cleanly_and_restarts_warm(tmp_path: Path) -> None:
-    state = Path(__file__).resolve().parents[2] / ".fastloans" / f"up-test-{os.getpid()}"
-    ports = {
-        name: free_port()
-        for name in (
-            "PG",
-            "REPLICA",
-            "KAFKA",
-            "KAFKA_CONTROLLER",
-            *(service.short.upper() for service in registry.SERVICES),
-            "GATEWAY_OPS",
-        )
-    }
+    state = ROOT / ".fastloans" / f"up-test-{os.getpid()}"
+    ports = _free_ports()
     stack_env = state / "stack.env"
     try:
         process = _start(state, ports)
@@ -125,3 +135,22 @@ def test_a_port_in_use_gets_a_clear_message(tmp_path: Path) -> None:
         output = process.stdout.read().decode()  # type: ignore[union-attr]
     assert code == 1
     assert f"gateway service port {taken}" in output and "already in use" in output
+
+
+def test_a_start_that_fails_midway_stops_what_it_started() -> None:
+    """PostgreSQL and Kafka are up when the demo key is checked: a bad key must not leave them running."""
+    state = ROOT / ".fastloans" / f"up-fail-test-{os.getpid()}"
+    ports = _free_ports()
+    try:
+        process = _start(state, ports, demo_key="too-short")
+        code = process.wait(timeout=READY_TIMEOUT)
+        output = process.stdout.read().decode()  # type: ignore[union-attr]
+        assert code == 1, output
+        assert "FASTLOANS_DEMO_API_KEY cannot be used" in output and "at least 16 characters" in output
+        assert "Traceback" not in output
+        assert _running_under(state) == []
+        assert not any(port_in_use(ports[name]) for name in ("PG", "REPLICA", "KAFKA", "GATEWAY"))
+    finally:
+        for pid in _running_under(state):
+            psutil.Process(pid).kill()
+        shutil.rmtree(state, ignore_errors=True)

@@ -295,6 +295,8 @@ def prepare_demo_key(state: Path, primary_url: str) -> str | None:
             raise StackError(f"FASTLOANS_DEMO_API_KEY cannot be used: {error}") from None
         log(f"the demo key kept in {path} cannot be used ({error}); a new one replaces it")
         key = asyncio.run(register_demo_key(primary_url, None))
+    except ValueError as error:  # a malformed key (KeyConflictError, a ValueError too, is handled above)
+        raise StackError(f"FASTLOANS_DEMO_API_KEY cannot be used: {error}") from None
     if not given:
         path.write_text(key + "\n")
         os.chmod(path, 0o600)
@@ -327,6 +329,7 @@ def up(state: Path) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    code = 0
     infra = Infra(state, ports)
     services = ServiceSet(infra, extra_env={"FASTLOANS_STATE_DIR": str(state)})
     try:
@@ -366,11 +369,12 @@ def up(state: Path) -> int:
         log("stopping")
     except StackError as error:
         log(f"error: {error}")
+        code = 1
+    finally:
+        # Whatever stops the start (an unexpected error too), nothing it started is left running.
         _shutdown(services, infra, stack_env)
-        return 1
-    _shutdown(services, infra, stack_env)
     log("stopped")
-    return 0
+    return code
 
 
 def _shutdown(services: ServiceSet, infra: Infra, stack_env: Path) -> None:

@@ -24,6 +24,7 @@ from aiokafka.errors import BrokerResponseError, KafkaError, TopicAlreadyExistsE
 from aiokafka.helpers import create_ssl_context
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from fastloans.db.outages import is_database_outage
 from fastloans.events import EventDecodeError, Topic
 from fastloans.metrics import DEAD_LETTERS
 from fastloans.observability import error_scope
@@ -291,7 +292,7 @@ def is_transient(error: BaseException) -> bool:
     """Whether an error is an outage (retry forever) rather than a bad message (dead-letter it)."""
     if isinstance(error, KafkaError):
         return _kafka_transient(error)
-    if isinstance(error, (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError)):
+    if isinstance(error, (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError)) or is_database_outage(error):
         return True
     name = type(error).__name__
     module = type(error).__module__

@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import orjson
 
+from fastloans.db.outages import is_database_outage
 from fastloans.db.pool import Checkout, ConnectionPool
 from fastloans.settings import Settings
 
@@ -24,8 +26,17 @@ def json_value(value: Any) -> Any:
 
 
 def sqlalchemy_url(dsn: str) -> str:
-    """A plain `postgresql://` DSN in the form SQLAlchemy's asyncpg dialect takes."""
-    return "postgresql+asyncpg://" + dsn.split("://", 1)[1]
+    """A plain `postgresql://` DSN in the form SQLAlchemy's asyncpg dialect takes.
+
+    Several hosts (`h1:5432,h2:5433`, as libpq and asyncpg write them) become `host=` query
+    parameters, the only multi-host form SQLAlchemy parses.
+    """
+    parts = urlsplit(dsn)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts:
+        return "postgresql+asyncpg://" + dsn.split("://", 1)[1]
+    query = parse_qsl(parts.query) + [("host", host) for host in hosts.split(",") if host]
+    return urlunsplit(("postgresql+asyncpg", userinfo + at, parts.path, urlencode(query), parts.fragment))
 
 
 def _pool(dsn: str, settings: Settings, *, name: str, server_settings: dict[str, str]) -> ConnectionPool:
@@ -37,16 +48,6 @@ def _pool(dsn: str, settings: Settings, *, name: str, server_settings: dict[str,
         server_settings={"application_name": f"{settings.service_name}-{name}", **server_settings},
         timeout=10,
     )
-
-
-# What a failed checkout from the replica raises when the replica is down or still starting.
-_UNREACHABLE = (
-    TimeoutError,
-    OSError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-)
 
 
 @dataclass
@@ -94,14 +95,20 @@ class Database:
             try:
                 held = await self.replica.checkout()
                 pool = self.replica
-            except _UNREACHABLE as error:
+            except Exception as error:
+                if not is_database_outage(error):
+                    raise
                 # A replica outage degrades reads to the primary instead of failing them.
                 log.warning("replica unavailable; reading from the primary", extra={"error.type": type(error).__name__})
         if held is None:
             held = await pool.checkout()
         try:
             yield held.conn
-        except BaseException:
+        except BaseException as error:
+            if is_database_outage(error):
+                # The server went away or is no longer what this pool wants (a standby after a failover):
+                # the next checkout opens a new connection, which finds the current primary.
+                held.conn.terminate()
             pool.checkin(held, clean=False)
             raise
         pool.checkin(held, clean=True)

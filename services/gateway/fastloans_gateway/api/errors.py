@@ -7,7 +7,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -15,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from fastloans.contracts import IDEMPOTENCY_KEY_HEADER
+from fastloans.db.outages import is_database_outage
 from fastloans.kafka import is_transient
 from fastloans.webhooks import WebhookKeyMissing
 from fastloans_gateway.applications import ApplicationError, IdempotencyConflict, NotFound
@@ -46,7 +46,7 @@ def error_response(error: Exception, path: str) -> Response:
     if isinstance(error, WebhookKeyMissing):
         log.error("webhook secrets cannot be sealed: WEBHOOK_SECRET_KEY is not set")
         return problem_response(Problem(503, "webhook endpoints are not configured on this server"), path)
-    if is_transient(error) or isinstance(error, asyncpg.PostgresConnectionError):
+    if is_transient(error) or is_database_outage(error):
         log.warning("dependency unavailable", extra={"error.type": type(error).__name__})
         return problem_response(
             Problem(503, "a dependency is unavailable; retry shortly", headers={"Retry-After": "1"}), path

@@ -15,7 +15,7 @@ import pytest
 import fastloans_gateway
 from fastloans.events import ApplicationSubmitted
 from fastloans.settings import Settings
-from fastloans_gateway import applications, outbox
+from fastloans_gateway import admission, applications, outbox
 from fastloans_gateway.api.errors import DOMAIN_PROBLEMS, domain_problem
 from fastloans_gateway.applications import ApplicationError, IdempotencyConflict, NotFound
 
@@ -35,7 +35,7 @@ def imported(module: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("name", ["applications.py", "outbox.py", "waiting.py", "relay.py"])
+@pytest.mark.parametrize("name", ["applications.py", "admission.py", "outbox.py", "waiting.py", "relay.py"])
 def test_the_service_layer_and_the_outbox_do_not_speak_http(name: str) -> None:
     speaking = {module for module in imported(PACKAGE / name) if module.startswith(HTTP_MODULES)}
     assert not speaking, speaking
@@ -44,15 +44,18 @@ def test_the_service_layer_and_the_outbox_do_not_speak_http(name: str) -> None:
 def test_every_domain_error_has_exactly_one_answer() -> None:
     errors = {
         cls
-        for cls in vars(applications).values()
+        for module in (applications, admission)
+        for cls in vars(module).values()
         if isinstance(cls, type) and issubclass(cls, ApplicationError) and cls is not ApplicationError
     }
-    assert set(DOMAIN_PROBLEMS) == errors == {NotFound, IdempotencyConflict}
+    assert set(DOMAIN_PROBLEMS) == errors == {NotFound, IdempotencyConflict, admission.Overloaded}
     assert domain_problem(NotFound()).status == 404
     conflict = domain_problem(IdempotencyConflict())
     assert conflict.status == 422 and conflict.errors == [
         {"field": "Idempotency-Key", "message": "reused with a different body"}
     ]
+    refused = domain_problem(admission.Overloaded(admission.Refusal.IN_FLIGHT, retry_after=3))
+    assert refused.status == 503 and refused.headers == {"Retry-After": "3"} and "nothing was stored" in refused.detail
 
 
 def test_the_row_written_on_submit_is_the_one_the_relay_reads() -> None:

@@ -15,14 +15,18 @@ from fastloans.contracts import IDEMPOTENCY_KEY_HEADER
 from fastloans.db import Database
 from fastloans.metrics import sample_database
 from fastloans.settings import load_settings
+from fastloans_gateway.admission import AdmissionControl
 from fastloans_gateway.api import openapi
 from fastloans_gateway.api.errors import add_error_handlers
 from fastloans_gateway.api.routes import applications as application_routes
 from fastloans_gateway.api.routes import ops, reports
+from fastloans_gateway.api.routes import notices as notice_routes
 from fastloans_gateway.api.routes import webhooks as webhook_routes
 from fastloans_gateway.applications import Applications, SubmitBatcher
 from fastloans_gateway.auth import Authenticator
+from fastloans_gateway.metrics import declare_routes
 from fastloans_gateway.middleware import EdgeMiddleware
+from fastloans_gateway.notices.service import Notices
 from fastloans_gateway.outbox import OutboxNotifier
 from fastloans_gateway.server import OpsPortMiddleware
 from fastloans_gateway.settings import GatewaySettings
@@ -47,25 +51,43 @@ def lifespan(settings: GatewaySettings) -> Callable[[FastAPI], AbstractAsyncCont
         waiters = DecisionWaiters(settings)
         notifier = OutboxNotifier(db, interval=settings.outbox_linger_ms / 1000)
         batcher = SubmitBatcher(db, linger=settings.submit_linger_ms / 1000)
+        admission = admission_control(db, settings)
         app.state.db = db
         app.state.auth = auth
-        app.state.applications = Applications(db, settings, batcher=batcher, waiters=waiters, notify=notifier.poke)
+        app.state.applications = Applications(
+            db, settings, batcher=batcher, waiters=waiters, notify=notifier.poke, admission=admission
+        )
+        app.state.notices = Notices(db)
         app.state.webhook_endpoints = WebhookEndpoints(
             db, box=webhook_box(settings), rotation_overlap=timedelta(hours=settings.webhook_rotation_overlap_hours)
         )
+        declare_routes(app.openapi())
         waiters.start()
         notifier.start()
+        admission.start()
         sampler = asyncio.create_task(sample_database(db))
         try:
             yield
         finally:
             sampler.cancel()
+            await admission.stop()
             await notifier.stop()
             await waiters.stop()
             await auth.stop()
             await db.dispose()
 
     return run
+
+
+def admission_control(db: Database | None, settings: GatewaySettings) -> AdmissionControl:
+    """The process's admission bounds, from the settings."""
+    return AdmissionControl(
+        db,
+        max_in_flight=settings.admission_max_in_flight,
+        max_outbox_backlog=settings.admission_max_outbox_backlog,
+        retry_after=settings.admission_retry_after_seconds,
+        sample_interval=settings.admission_sample_ms / 1000,
+    )
 
 
 def webhook_box(settings: GatewaySettings) -> webhooks.SecretBox | None:
@@ -81,6 +103,7 @@ def add_routers(app: FastAPI, settings: GatewaySettings) -> None:
     """The API, the policy report, the webhook endpoints, the web page (and /docs when enabled), health and metrics."""
     app.include_router(application_routes.router)
     app.include_router(reports.router)
+    app.include_router(notice_routes.router)
     app.include_router(webhook_routes.router)
     app.include_router(web_router(docs_openapi_url=OPENAPI_URL if settings.docs_enabled else None))
     app.include_router(ops.router)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
@@ -30,6 +30,9 @@ from fastloans_gateway.metrics import LONG_POLL_READS
 from fastloans_gateway.outbox import FACT_FIELDS, OutboxRow
 from fastloans_gateway.schemas import CENT, render_application
 from fastloans_gateway.waiting import RECHECK_SECONDS, DecisionWaiters
+
+if TYPE_CHECKING:
+    from fastloans_gateway.admission import AdmissionControl
 
 COLUMNS = (
     "id, tenant_id, revision, status, applicant_name, credit_score, loan_amount, loan_purpose, monthly_income, "
@@ -219,24 +222,33 @@ class Applications:
         batcher: SubmitBatcher,
         waiters: DecisionWaiters,
         notify: Callable[[], None],
+        admission: AdmissionControl,
     ) -> None:
         self.db = db
         self.settings = settings
         self.batcher = batcher
         self.waiters = waiters
+        # Past its bounds a submission or revision raises `Overloaded` before anything is stored.
+        self.admission = admission
         # Wakes the relay after a commit (`outbox.OutboxNotifier.poke`).
         self.notify = notify
 
     async def submit(
         self, *, tenant_id: uuid.UUID, body: dict[str, Any], idempotency_key: str | None, trace: dict[str, str]
     ) -> Submitted:
-        """Store a new application and its outbox row atomically, then wake the relay.
+        """Store a new application and its outbox row atomically, then wake the relay (`Overloaded` past the bounds).
 
         Without an Idempotency-Key the rows go through the batcher (shared statements); with one, in a
         transaction of their own with the key, and a retry with the same body gets the first outcome back
         while a different body raises `IdempotencyConflict`. `submitted_at` is the gateway's clock at
         acceptance, so the outbox event can be encoded before the one statement that stores both rows.
         """
+        with self.admission.admitted():
+            return await self._submit(tenant_id, body, idempotency_key, trace)
+
+    async def _submit(
+        self, tenant_id: uuid.UUID, body: dict[str, Any], idempotency_key: str | None, trace: dict[str, str]
+    ) -> Submitted:
         application = new_application(tenant_id, body)
         submission = (application, outbox.submitted_row(self.settings, application, trace))
         shown = render_application(application)
@@ -303,6 +315,12 @@ class Applications:
         self, *, tenant_id: uuid.UUID, application_id: uuid.UUID, changes: dict[str, Any], trace: dict[str, str]
     ) -> asyncpg.Record:
         """Apply `changes` as a new revision, pending again, queue it for a decision and wake the relay."""
+        with self.admission.admitted():
+            return await self._revise(tenant_id, application_id, changes, trace)
+
+    async def _revise(
+        self, tenant_id: uuid.UUID, application_id: uuid.UUID, changes: dict[str, Any], trace: dict[str, str]
+    ) -> asyncpg.Record:
         assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=3))
         async with self.db.connection() as conn, conn.transaction():
             row = await conn.fetchrow(

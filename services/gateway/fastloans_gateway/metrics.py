@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from fastloans.metrics import LATENCY_BUCKETS
@@ -36,5 +39,28 @@ LONG_POLL_READS = Counter(
     "fastloans_long_poll_reads_total",
     "Reads of a pending application on the primary by waiting GET requests (?wait=): one, then one per announcement.",
 )
+ADMISSION_REFUSED = Counter(
+    "fastloans_admission_refused_total",
+    "Submissions and revisions answered 503 by admission control, by bound (in_flight, outbox_backlog).",
+    ["reason"],
+)
+SUBMISSIONS_IN_FLIGHT = Gauge(
+    "fastloans_submissions_in_flight",
+    "Submissions and revisions being stored by the gateway right now.",
+    multiprocess_mode="livesum",
+)
 for _result in ("valid", "unknown"):
     AUTH_LOOKUPS.labels(_result)  # present from the start: zero is not "no data"
+
+
+def declare_routes(schema: Mapping[str, Any]) -> None:
+    """Create the HTTP series of every operation in the OpenAPI schema at zero: each method, each documented status."""
+    for route, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            HTTP_LATENCY.labels(route, method.upper())
+            for status in operation.get("responses", {}):
+                if not str(status).isdigit():  # "default", "4XX"
+                    continue
+                HTTP_REQUESTS.labels(route, method.upper(), str(status))
+                if int(status) >= 400:
+                    HTTP_ERRORS.labels(route, str(status))

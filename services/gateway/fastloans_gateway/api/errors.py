@@ -17,6 +17,7 @@ from fastloans.contracts import IDEMPOTENCY_KEY_HEADER
 from fastloans.db.outages import is_database_outage
 from fastloans.kafka import is_transient
 from fastloans.webhooks import WebhookKeyMissing
+from fastloans_gateway.admission import Overloaded
 from fastloans_gateway.applications import ApplicationError, IdempotencyConflict, NotFound
 from fastloans_gateway.problems import Problem, field_errors, problem_response
 
@@ -26,19 +27,20 @@ log = logging.getLogger("fastloans.gateway")
 SERVED_METHODS = frozenset({"GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"})
 
 # The service layer's errors as the API answers them. The README promises 422 for a reused Idempotency-Key.
-DOMAIN_PROBLEMS: dict[type[ApplicationError], Callable[[], Problem]] = {
-    NotFound: lambda: Problem(404, "no such loan application"),
-    IdempotencyConflict: lambda: Problem(
+DOMAIN_PROBLEMS: dict[type[ApplicationError], Callable[[Any], Problem]] = {
+    NotFound: lambda _: Problem(404, "no such loan application"),
+    IdempotencyConflict: lambda _: Problem(
         422,
         f"this {IDEMPOTENCY_KEY_HEADER} was already used with a different request body",
         errors=[{"field": IDEMPOTENCY_KEY_HEADER, "message": "reused with a different body"}],
     ),
+    Overloaded: lambda error: Problem(503, str(error), headers={"Retry-After": str(error.retry_after)}),
 }
 
 
 def domain_problem(error: ApplicationError) -> Problem:
     """The problem answering a service-layer error."""
-    return DOMAIN_PROBLEMS[type(error)]()
+    return DOMAIN_PROBLEMS[type(error)](error)
 
 
 def error_response(error: Exception, path: str) -> Response:

@@ -44,6 +44,16 @@ class LoadStats:
     unexpected_404: int = 0
     replayed: int = 0
     skipped: int = 0
+    # Every attempt: (sent at, seconds to the answer, method, status; 0 when no answer came).
+    answers: list[tuple[float, float, str, int]] = field(default_factory=list)
+    unavailable_without_retry_after: int = 0
+
+    @property
+    def server_errors(self) -> int:
+        """5xx answers other than 503 + Retry-After: an outage must answer 503, never 500."""
+        statuses = ((key.split(" ", 1)[1], n) for key, n in self.attempts.items())
+        other = sum(n for status, n in statuses if status.isdigit() and status[0] == "5" and status != "503")
+        return other + self.unavailable_without_retry_after
 
 
 class LoadGenerator:
@@ -124,13 +134,18 @@ class LoadGenerator:
         while True:
             attempts += 1
             self.stats.retries += attempts > 1
+            sent = time.monotonic()
             try:
                 response = await self._http.request(method, self._next_url() + path, **kwargs)  # type: ignore[arg-type]
+                self.stats.answers.append((sent, time.monotonic() - sent, method, response.status_code))
                 self.stats.attempts[f"{method} {response.status_code}"] += 1
                 if response.status_code < 500 and response.status_code != 429:
                     return response, attempts
+                if response.status_code == 503 and "retry-after" not in response.headers:
+                    self.stats.unavailable_without_retry_after += 1
                 wait = float(response.headers.get("retry-after", backoff))
             except httpx.TransportError as error:
+                self.stats.answers.append((sent, time.monotonic() - sent, method, 0))
                 self.stats.attempts[f"{method} {type(error).__name__}"] += 1
                 wait = backoff
             if time.monotonic() + wait > deadline:

@@ -4,9 +4,13 @@ Starts a stack of its own (PostgreSQL pair, Kafka, several instances of every
 service) under `.fastloans/chaos-<pid>/`, submits applications at a steady
 rate, injects faults at random moments, waits for the pipeline to drain and
 checks every acknowledged application. Ends with one summary line and exits
-non-zero on any loss, duplicate or resurrection.
+non-zero on any loss, duplicate or resurrection, or on any 5xx other than
+503 + Retry-After (an outage answers 503, never 500).
 
-    python -m tests.chaos.run --duration 180 --rate 15 --instances 2
+    python -m tests.chaos.run --duration 180 --rate 100 --instances 2
+
+`--failover` runs `tests/chaos/failover.py` instead: the PostgreSQL primary lost
+for good under load, the replica promoted, a new replica cloned.
 
 Meanwhile a poison source (`tests/chaos/poison.py`, one message every
 `--poison-interval` seconds, 0 turns it off) sends oversized and malformed
@@ -44,7 +48,7 @@ class ChaosConfig:
     """How long, how hard, and which faults."""
 
     duration: float = 180.0
-    rate: float = 15.0
+    rate: float = 100.0  # offered; enough to keep the pipeline busy while the faults hit
     instances: int = 2
     kafka_nodes: int = 1
     faults: tuple[str, ...] = DEFAULT_FAULTS
@@ -69,7 +73,13 @@ class ChaosReport:
     @property
     def ok(self) -> bool:
         """Nothing lost, duplicated or resurrected, every planned fault injected, every poison dead-lettered."""
-        return self.verdict.ok and sum(self.faults.values()) > 0 and self.load.rejected == 0 and self.poison.ok
+        return (
+            self.verdict.ok
+            and sum(self.faults.values()) > 0
+            and self.load.rejected == 0
+            and self.load.server_errors == 0
+            and self.poison.ok
+        )
 
     def line(self) -> str:
         """The one-line summary."""
@@ -193,9 +203,14 @@ def run(config: ChaosConfig, log: Callable[[str], None] = _say) -> ChaosReport:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run, print the summary line, exit 1 on any loss."""
+    argv = sys.argv[1:] if argv is None else argv
+    if "--failover" in argv:
+        from tests.chaos import failover  # imported here: it imports this module
+
+        return failover.main([arg for arg in argv if arg != "--failover"])
     parser = argparse.ArgumentParser(prog="make chaos", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=180.0, help="seconds of load (default 180)")
-    parser.add_argument("--rate", type=float, default=15.0, help="submissions per second (default 15)")
+    parser.add_argument("--rate", type=float, default=100.0, help="submissions per second offered (default 100)")
     parser.add_argument("--instances", type=int, default=2, help="instances of every service (default 2)")
     parser.add_argument("--kafka-nodes", type=int, default=1, help="Kafka brokers (1 or 3)")
     parser.add_argument(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
@@ -15,6 +16,10 @@ from fastloans_dev.devstack.system import Child, RunAs, StackError, log, service
 
 DATABASE = "fastloans"
 SUPERUSER = "postgres"
+# The replica's name in `primary_conninfo`, which `synchronous_standby_names` refers to.
+STANDBY_NAME = "fastloans_replica"
+# `synchronous_commit` values that make a commit wait for the replica (None: asynchronous replication).
+SYNCHRONOUS_MODES = ("on", "remote_apply")
 
 
 def find_bindir() -> Path | None:
@@ -147,7 +152,7 @@ class PostgresServer:
             "--checkpoint=fast",
             "-C",
             "-S",
-            "fastloans_replica",
+            STANDBY_NAME,
         )
         if not (self.data_dir / "standby.signal").exists():
             raise StackError(f"pg_basebackup did not write standby.signal for {self.name}")
@@ -229,14 +234,29 @@ class PostgresServer:
 
 
 class PostgresPair:
-    """A primary and a streaming replica (`standby.signal`, physical slot)."""
+    """A primary and a streaming replica (`standby.signal`, physical slot).
+
+    With `synchronous` ("on" or "remote_apply") a commit is acknowledged only once the replica
+    has flushed (or applied) its WAL. `fail_over` and `rebuild_replica` lose the primary for good
+    and make the replica the primary, then clone a new replica from it.
+    """
 
     def __init__(
-        self, root: Path, *, primary_port: int, replica_port: int, log_dir: Path, durable: bool = True
+        self,
+        root: Path,
+        *,
+        primary_port: int,
+        replica_port: int,
+        log_dir: Path,
+        durable: bool = True,
+        synchronous: str | None = None,
     ) -> None:
+        if synchronous is not None and synchronous not in SYNCHRONOUS_MODES:
+            raise StackError(f"synchronous replication must be one of {', '.join(SYNCHRONOUS_MODES)}")
         self.bindir = ensure_installed()
         self.user = service_user()
         self.durable = durable
+        self.synchronous = synchronous
         data_root = _usable_root(root, self.user)
         self.primary = PostgresServer(
             "postgres-primary", data_root / "primary", primary_port, self.bindir, self.user, log_dir
@@ -256,14 +276,65 @@ class PostgresPair:
             self.primary.psql(f"CREATE DATABASE {DATABASE}")
         if fresh or not self.replica.initialised:
             log("cloning the streaming replica (pg_basebackup)")
-            self.primary.psql(
-                "SELECT pg_drop_replication_slot('fastloans_replica') "
-                "FROM pg_replication_slots WHERE slot_name = 'fastloans_replica'"
-            )
+            self._drop_slot()
             self.replica.init_standby(self.primary)
         self._set_standby_port()
         self.replica.start()
         self.wait_streaming()
+        self._set_synchronous(self.synchronous is not None)
+
+    def _set_synchronous(self, on: bool) -> None:
+        # ALTER SYSTEM so that an existing data directory follows the option too.
+        names = STANDBY_NAME if on else ""
+        commit = self.synchronous if on and self.synchronous else "on"
+        self.primary.psql(f"ALTER SYSTEM SET synchronous_standby_names = '{names}'")
+        self.primary.psql(f"ALTER SYSTEM SET synchronous_commit = '{commit}'")
+        self.primary.psql("SELECT pg_reload_conf()")
+
+    def fail_over(self) -> None:
+        """SIGKILL the primary with every backend (its machine is gone), then promote the replica.
+
+        The promoted server acknowledges commits alone (synchronous_standby_names emptied) until
+        `rebuild_replica` attaches a new standby; otherwise every write would wait for one.
+        """
+        self.kill_primary()
+        self.promote_replica()
+
+    def kill_primary(self) -> None:
+        """SIGKILL the primary's postmaster and backends at once; it is never started again."""
+        child = self.primary.child
+        if child is not None and child.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGKILL)  # its own session: the backends die with it
+            child.process.wait()
+
+    def promote_replica(self) -> None:
+        """`pg_ctl promote` the replica and wait until it takes writes; the two servers swap roles."""
+        self.replica._run(str(self.bindir / "pg_ctl"), "promote", "-w", "-t", "60", "-D", str(self.replica.data_dir))
+        wait_for(
+            lambda: self.replica.psql("SELECT pg_is_in_recovery()") == "f",
+            timeout=60,
+            what=f"{self.replica.name} to leave recovery",
+        )
+        self.primary, self.replica = self.replica, self.primary
+        if self.synchronous:
+            self.primary.psql("ALTER SYSTEM SET synchronous_standby_names = ''")
+            self.primary.psql("SELECT pg_reload_conf()")
+
+    def rebuild_replica(self) -> None:
+        """Clone a new replica from the (new) primary where the lost server was, start it, wait until it streams."""
+        self._drop_slot()
+        self.replica.init_standby(self.primary)
+        self._set_standby_port()
+        self.replica.start()
+        self.wait_streaming()
+        self._set_synchronous(self.synchronous is not None)
+
+    def _drop_slot(self) -> None:
+        self.primary.psql(
+            f"SELECT pg_drop_replication_slot('{STANDBY_NAME}') FROM pg_replication_slots "
+            f"WHERE slot_name = '{STANDBY_NAME}'"
+        )
 
     def _set_standby_port(self) -> None:
         # The replica's primary_conninfo names the primary's port at clone time; keep it current.
@@ -271,9 +342,9 @@ class PostgresPair:
         lines = [line for line in auto.read_text().splitlines() if not line.startswith("primary_conninfo")]
         lines.append(
             f"primary_conninfo = 'host=127.0.0.1 port={self.primary.port} user={SUPERUSER} "
-            "application_name=fastloans_replica'"
+            f"application_name={STANDBY_NAME}'"
         )
-        lines.append("primary_slot_name = 'fastloans_replica'")
+        lines.append(f"primary_slot_name = '{STANDBY_NAME}'")
         lines = list(dict.fromkeys(lines))
         auto.write_text("\n".join(lines) + "\n")
 
@@ -310,6 +381,15 @@ class PostgresPair:
     def replica_url(self) -> str:
         """The replica's URL."""
         return self.replica.url()
+
+    def multi_host_url(self, *, read: bool = False) -> str:
+        """Both servers in one URL: asyncpg connects to whichever is the primary (or, for `read`, a standby first)."""
+        first, second = (self.replica, self.primary) if read else (self.primary, self.replica)
+        attrs = "prefer-standby" if read else "read-write"
+        return (
+            f"postgresql://{SUPERUSER}@127.0.0.1:{first.port},127.0.0.1:{second.port}/{DATABASE}"
+            f"?target_session_attrs={attrs}"
+        )
 
 
 def _usable_root(root: Path, user: RunAs) -> Path:

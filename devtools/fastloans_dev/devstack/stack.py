@@ -101,6 +101,8 @@ class Infra:
         partitions: int = 6,
         kafka_nodes: int | None = None,
         kafka_heap: str = "512m",
+        synchronous: str | None = None,
+        multi_host: bool = False,
     ) -> None:
         if kafka_nodes is not None and kafka_nodes != len(ports.kafka):
             # More (or fewer) brokers than ports given: the extra ones get free ports.
@@ -116,7 +118,10 @@ class Infra:
             replica_port=ports.pg_replica,
             log_dir=self.log_dir,
             durable=durable,
+            synchronous=synchronous,
         )
+        # The services get both servers in each URL and follow a failover by themselves.
+        self.multi_host = multi_host
         self.kafka = KafkaCluster(
             state / "kafka",
             ports=ports.kafka,
@@ -125,16 +130,24 @@ class Infra:
             heap=kafka_heap,
         )
 
+    def database_urls(self) -> tuple[str, str]:
+        """The URLs of the primary (writes) and the replica (reads), as the services get them."""
+        if self.multi_host:
+            return self.postgres.multi_host_url(), self.postgres.multi_host_url(read=True)
+        return self.postgres.primary_url, self.postgres.replica_url
+
     def env(self, *, database: bool = True) -> dict[str, str]:
         """The settings a service needs to reach this infrastructure (without the database's if it uses none)."""
-        urls = {"DATABASE_URL": self.postgres.primary_url, "DATABASE_READ_URL": self.postgres.replica_url}
+        write, read = self.database_urls()
+        urls = {"DATABASE_URL": write, "DATABASE_READ_URL": read}
         return {**(urls if database else {}), "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers}
 
     def settings(self) -> Settings:
         """Base settings pointing at this infrastructure."""
+        write, read = self.database_urls()
         return Settings(
-            database_url=self.postgres.primary_url,
-            database_read_url=self.postgres.replica_url,
+            database_url=write,
+            database_read_url=read,
             kafka_bootstrap_servers=self.kafka.bootstrap_servers,
             service_name="fastloans-devstack",
         )
@@ -330,7 +343,14 @@ def up(state: Path) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     code = 0
-    infra = Infra(state, ports)
+    # FASTLOANS_PG_SYNCHRONOUS=on (or remote_apply): commits wait for the replica; FASTLOANS_PG_MULTIHOST=1: the
+    # services get both servers in each URL (what a failover needs).
+    infra = Infra(
+        state,
+        ports,
+        synchronous=os.environ.get("FASTLOANS_PG_SYNCHRONOUS") or None,
+        multi_host=os.environ.get("FASTLOANS_PG_MULTIHOST", "") not in {"", "0"},
+    )
     services = ServiceSet(infra, extra_env={"FASTLOANS_STATE_DIR": str(state)})
     try:
         infra.start()

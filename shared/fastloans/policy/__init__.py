@@ -1,5 +1,6 @@
 """The credit policy as versioned data: scorecard, decision rules, reasons, hot reload."""
 
+from .counteroffer import Change, Counteroffer, alternatives, counteroffer, what_would_change
 from .engine import Assessment, Contribution, Decision, Score, decide, evaluate, principal_reasons, score
 from .facts import EMPLOYMENT_STATUSES, FACTORS, LOAN_PURPOSES, ApplicationFacts
 from .loader import (
@@ -22,7 +23,9 @@ __all__ = [
     "OUTCOMES",
     "ApplicationFacts",
     "Assessment",
+    "Change",
     "Contribution",
+    "Counteroffer",
     "Decision",
     "Outcome",
     "Policy",
@@ -30,7 +33,9 @@ __all__ = [
     "PolicyStore",
     "PolicyValidationError",
     "Score",
+    "alternatives",
     "check_policy_text",
+    "counteroffer",
     "decide",
     "evaluate",
     "load_default_policy",
@@ -41,4 +46,5 @@ __all__ = [
     "reason_text",
     "score",
     "seed_policy_text",
+    "what_would_change",
 ]

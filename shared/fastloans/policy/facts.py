@@ -27,6 +27,11 @@ CATEGORICAL_FACTORS: Final[Mapping[str, tuple[str, ...]]] = {
     "loan_purpose": LOAN_PURPOSES,
 }
 FACTORS: Final = NUMERIC_FACTORS + tuple(CATEGORICAL_FACTORS)
+#: The ratio factors, each the fact it divides by monthly income.
+RATIO_NUMERATORS: Final[Mapping[str, str]] = {"debt_to_income": "monthly_debt", "loan_to_income": "loan_amount"}
+#: The facts an applicant can act on and a lender may use, for "what would change the answer": the amount
+#: asked for and the monthly debt (paid down). Credit score, employment and purpose are never suggested.
+ACTIONABLE_FACTS: Final = ("loan_amount", "monthly_debt")
 
 _RATIO_PLACES: Final = Decimal("0.0001")
 # Wide enough that comparing any money amount with any policy bound is exact; Inexact would be a bug.
@@ -138,10 +143,9 @@ def measure(factor: str, facts: ApplicationFacts) -> Measure:
     """Return the value of numeric ``factor`` for ``facts``."""
     if factor == "credit_score":
         return Measure(Decimal(facts.credit_score))
-    if factor == "debt_to_income":
-        return Measure(facts.monthly_debt, facts.monthly_income, is_ratio=True)
-    if factor == "loan_to_income":
-        return Measure(facts.loan_amount, facts.monthly_income, is_ratio=True)
+    numerator = RATIO_NUMERATORS.get(factor)
+    if numerator is not None:
+        return Measure(getattr(facts, numerator), facts.monthly_income, is_ratio=True)
     raise KeyError(f"unknown numeric factor {factor!r}")
 
 

@@ -17,6 +17,8 @@ import yaml
 
 from .facts import CATEGORICAL_FACTORS, EMPLOYMENT_STATUSES, FACTORS, LOAN_PURPOSES, NUMERIC_FACTORS
 from .model import (
+    CENT,
+    DEFAULT_ROUNDING_STEP,
     Band,
     BandRule,
     CategoryRule,
@@ -403,6 +405,7 @@ def _build(data: Mapping[str, Any], checker: _Checker) -> Policy | None:
     ]
     if complete and not checker.errors:
         _check_decisions(decision, scorecard, checker)
+    rounding_step = _rounding_step(data, checker)
     if checker.errors:
         return None
     return Policy(
@@ -411,8 +414,21 @@ def _build(data: Mapping[str, Any], checker: _Checker) -> Policy | None:
         scorecard=tuple(scorecard),
         decision=tuple(decision),
         description=data.get("description"),
+        rounding_step=rounding_step,
         source=checker.filename,
     )
+
+
+def _rounding_step(data: Mapping[str, Any], checker: _Checker) -> Decimal:
+    """The counteroffer step: a whole number of cents (the schema has checked it is positive)."""
+    value = data.get("rounding_step")
+    if value is None:
+        return DEFAULT_ROUNDING_STEP
+    step = Decimal(value)
+    if step != step.quantize(CENT):
+        checker.error(("rounding_step",), f"rounding_step {value} has more than two decimal places")
+        return DEFAULT_ROUNDING_STEP
+    return step.quantize(CENT)
 
 
 def _analyse(text: str, filename: str) -> tuple[Policy | None, list[PolicyError]]:

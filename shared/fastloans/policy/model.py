@@ -21,6 +21,11 @@ PAST_TENSE: Final[Mapping[str, Outcome]] = {
     "refer": "referred",
 }
 
+#: The default step counteroffer amounts are rounded down to (policy setting `rounding_step`).
+DEFAULT_ROUNDING_STEP: Final = Decimal("100.00")
+#: Money is exact to the cent.
+CENT: Final = Decimal("0.01")
+
 _BOUND = r"([+-]?inf|[+-]?\d+(?:\.\d+)?)"
 _INTERVAL = re.compile(rf"^\s*([\[(])\s*{_BOUND}\s*,\s*{_BOUND}\s*([\])])\s*$")
 
@@ -279,6 +284,7 @@ class Policy:
     scorecard: tuple[ScoreRule, ...]
     decision: tuple[DecisionRule, ...]
     description: str | None = None
+    rounding_step: Decimal = DEFAULT_ROUNDING_STEP
     source: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -291,6 +297,9 @@ class Policy:
         }
         if self.description is not None:
             result["description"] = self.description
+        # Only when set to something else, so that policies written before the setting keep their hash.
+        if self.rounding_step != DEFAULT_ROUNDING_STEP:
+            result["rounding_step"] = canonical_decimal(self.rounding_step)
         return result
 
     @property

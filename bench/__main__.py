@@ -14,7 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench.checks import audit
+from bench.overload import overload, overload_rate
 from bench.ratelimit import measure as rate_limit_cost
 from bench.report import verdicts, write
 from bench.runner import PYTHON_SERVICES, Plan, Runner, phase_dicts, ratio
@@ -44,6 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--search-step", type=int, default=250, help="rate step of the search")
     parser.add_argument("--search-max", type=int, default=4000, help="highest rate the search tries")
     parser.add_argument("--get-rate", type=int, default=3000, help="open-loop rate of the GET-by-id phase")
+    parser.add_argument(
+        "--overload-rate", type=int, default=None, help="rate of the overload phase (default: twice the sustained rate)"
+    )
+    parser.add_argument("--overload-seconds", type=float, help="length of the overload phase (default 120)")
     parser.add_argument("--generators", type=int, default=2, help="load generator processes for high rates")
     parser.add_argument("--connections", type=int, default=128, help="most connections open in open-loop phases")
     parser.add_argument(
@@ -73,7 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="RATE",
         help="record py-spy profiles of every service during the fixed-rate phase at RATE (500)",
     )
-    parser.add_argument("--skip", default="", help="phases to leave out: ceilings,fixed,reads,sustained,ratelimit")
+    parser.add_argument(
+        "--skip", default="", help="phases to leave out: ceilings,fixed,reads,sustained,overload,ratelimit"
+    )
     parser.add_argument("--output", type=Path, default=None, help="results folder (default bench/results)")
     return parser.parse_args(argv)
 
@@ -98,6 +107,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         connections=args.connections,
         ceiling_connections=args.ceiling_connections,
         drain_timeout=60 if quick else 180,
+        overload_seconds=args.overload_seconds or (20 if quick else 120),
         profile_rate=args.profile,
     )
 
@@ -120,19 +130,31 @@ def commit() -> str:
     return head + ("-dirty" if dirty else "")
 
 
-def _fresh_state(path: Path) -> Path:
-    """An empty state folder for the benchmark's own stack (data of an earlier run is removed)."""
+def _remove_state(path: Path) -> None:
     pg = path / "pg"
     if pg.is_symlink():
         shutil.rmtree(pg.resolve(), ignore_errors=True)
         pg.unlink()
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _fresh_state(root: Path) -> Path:
+    """An empty state folder for this run's own stack, `bench-<pid>`: two runs at once never share one.
+
+    The folders of finished runs are removed (a run keeps its own afterwards, for its logs).
+    """
+    for old in root.glob("bench-*"):
+        pid = old.name.removeprefix("bench-")
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            _remove_state(old)
+    path = root / f"bench-{os.getpid()}"
+    _remove_state(path)
     path.mkdir(parents=True)
     return path
 
 
 def choose_target(args: argparse.Namespace) -> Target:
-    """The running `make up` stack, or a new one in `.fastloans/bench/`."""
+    """The running `make up` stack, or a new one in `.fastloans/bench-<pid>/`."""
     root = state_root()
     if not args.new_stack:
         reused = running_stack(root)
@@ -143,7 +165,7 @@ def choose_target(args: argparse.Namespace) -> Target:
     if args.web_concurrency:
         extra["WEB_CONCURRENCY"] = str(args.web_concurrency)
     log("starting a stack for the benchmark (PostgreSQL pair, Kafka, services)")
-    return start_stack(_fresh_state(root / "bench"), durable=not args.no_fsync, extra_env=extra)
+    return start_stack(_fresh_state(root), durable=not args.no_fsync, extra_env=extra)
 
 
 async def run(args: argparse.Namespace, target: Target, plan: Plan, folder: Path) -> dict[str, Any]:
@@ -182,6 +204,10 @@ async def run(args: argparse.Namespace, target: Target, plan: Plan, folder: Path
             held = sustained["held"]
             headline["sustained_decisions_per_s"] = held["decided_per_s"] if held.get("flat") else 0.0
             headline["sustained_rate"] = held["rate"] if held.get("flat") else 0
+        if "overload" not in skip:
+            rate = args.overload_rate or overload_rate(sustained, plan.rates)
+            headline["overload"] = await overload(runner, rate, plan.overload_seconds)
+            headline["overload_failed"] = headline["overload"]["failed"]
         runner.monitor.sample(time.time())
         log(f"auditing {len(runner.accepted):,} accepted applications")
         checked = await audit(target.primary_url, runner.accepted, wait_seconds=plan.drain_timeout)

@@ -18,6 +18,7 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "get_p99_ms": ("GET by id p99 at the target rate (ms)", 20, "max"),
     "post_to_noop_ratio": ("POST / no-op throughput", 0.40, "min"),
     "max_rss_mb": ("Largest service process RSS (MB)", 250, "max"),
+    "overload_failed": ("Overload: answers neither 202 nor 503", 0, "max"),
     "lost": ("Lost applications", 0, "max"),
     "duplicates": ("Duplicate decisions", 0, "max"),
 }

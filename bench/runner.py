@@ -47,6 +47,7 @@ class Plan:
     ceiling_connections: int
     drain_timeout: float
     profile_rate: int | None = None
+    overload_seconds: float = 120.0
 
 
 @dataclass

@@ -70,6 +70,8 @@ class Timeline:
     promoted: float = float("nan")
     rebuilt: float = float("nan")
     first_write: float = float("nan")  # the first 2xx of a write sent after the kill
+    standby_before: str = "?"  # the standby's sync_state in pg_stat_replication right before the kill
+    standby_after: str = "?"  # the new standby's, once rebuilt
 
     @property
     def write_downtime(self) -> float:
@@ -111,8 +113,10 @@ class FailoverReport:
     @property
     def ok(self) -> bool:
         """The failover happened; no 5xx but 503; no decision twice; with synchronous replication nothing lost."""
+        expected = "sync" if self.synchronous else "async"
         base = (
-            not np.isnan(self.timeline.rebuilt)
+            self.timeline.standby_before == self.timeline.standby_after == expected
+            and not np.isnan(self.timeline.rebuilt)
             and not np.isnan(self.timeline.first_write)
             and self.load.server_errors == 0
             and self.verdict.duplicates == 0
@@ -129,7 +133,8 @@ class FailoverReport:
         )
         answers = " ".join(f"{k.replace(' ', ':')}={n}" for k, n in sorted(self.load.attempts.items()))
         return (
-            f"replication={self.config.replication} {self.verdict.summary()} lost_acknowledged={self.lost.total} "
+            f"replication={self.config.replication} standby[{t.standby_before}->{t.standby_after}] "
+            f"{self.verdict.summary()} lost_acknowledged={self.lost.total} "
             f"(submissions={self.lost.submissions} changes={self.lost.changes} withdrawals={self.lost.withdrawals}) "
             f"write_downtime={t.write_downtime:.2f}s promote={t.promoted - t.killed:.2f}s "
             f"rebuild={t.rebuilt - t.promoted - self.config.rebuild_after:.1f}s p99[{latency}] "
@@ -143,6 +148,7 @@ async def fail_over(
 ) -> None:
     """Kill the primary at its time, promote the replica, then rebuild a replica from the new primary."""
     await asyncio.sleep(max(0.0, started + config.duration * config.kill_at - time.monotonic()))
+    timeline.standby_before = await asyncio.to_thread(_standby_state, infra)
     log(f"fault: SIGKILL the PostgreSQL primary :{infra.postgres.primary.port} and its backends (for good)")
     await asyncio.to_thread(infra.postgres.kill_primary)
     timeline.killed = time.monotonic() - started
@@ -154,10 +160,15 @@ async def fail_over(
     log(f"rebuilding a replica on :{infra.postgres.replica.port} from the new primary (pg_basebackup)")
     await asyncio.to_thread(infra.postgres.rebuild_replica)
     timeline.rebuilt = time.monotonic() - started
+    timeline.standby_after = await asyncio.to_thread(_standby_state, infra)
     log(
         f"new replica streaming "
         f"({timeline.rebuilt - timeline.promoted - config.rebuild_after:.1f}s to clone and attach)"
     )
+
+
+def _standby_state(infra: Infra) -> str:
+    return infra.postgres.primary.psql("SELECT string_agg(sync_state, ',') FROM pg_stat_replication") or "none"
 
 
 def first_write_after(stats: LoadStats, moment: float) -> float:

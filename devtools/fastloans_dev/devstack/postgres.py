@@ -290,6 +290,13 @@ class PostgresPair:
         self.primary.psql(f"ALTER SYSTEM SET synchronous_standby_names = '{names}'")
         self.primary.psql(f"ALTER SYSTEM SET synchronous_commit = '{commit}'")
         self.primary.psql("SELECT pg_reload_conf()")
+        state = "sync" if on else "async"
+        wait_for(
+            lambda: self.primary.psql("SELECT string_agg(sync_state, ',') FROM pg_stat_replication") == state,
+            timeout=30,
+            what=f"the replica to be {state}hronous",
+            interval=0.1,
+        )
 
     def fail_over(self) -> None:
         """SIGKILL the primary with every backend (its machine is gone), then promote the replica.

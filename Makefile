@@ -14,7 +14,7 @@ PACKAGES := -e ./shared -e ./devtools -e ./services/gateway -e ./services/risk -
 STAMP := $(VENV)/.installed
 LINT_PATHS := shared services devtools bench tests
 
-.PHONY: help venv up test test-unit test-integration lint images test-images k8s-tools browser-deps bench chaos clean-state
+.PHONY: help venv up test test-unit test-integration lint images test-images k8s-tools browser-deps prometheus bench chaos clean-state
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -35,7 +35,10 @@ k8s-tools: ## Install the pinned helm and chart-test tools into $(FASTLOANS_CACH
 browser-deps: ## Install Debian's Chromium for the browser tests (when missing)
 	@if [ -x scripts/install-browser.sh ]; then scripts/install-browser.sh; fi
 
-test: lint k8s-tools browser-deps ## Static checks, then the whole suite (unit, integration, e2e, charts) with its coverage floor
+prometheus: ## Install Debian's Prometheus and promtool into $(FASTLOANS_CACHE) for the alert and dashboard tests (when missing)
+	@if [ -x scripts/install-prometheus.sh ]; then scripts/install-prometheus.sh; fi
+
+test: lint k8s-tools browser-deps prometheus ## Static checks, then the whole suite (unit, integration, e2e, charts) with its coverage floor
 	$(BIN)/pytest --cov --cov-report=term:skip-covered --cov-report=html:test-output/coverage $(PYTEST_ARGS)
 
 test-unit: venv ## Unit tests only (no I/O)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -74,6 +75,21 @@ REPLICA_LAG = Gauge(
     "How far the read replica is behind the primary, as seen by this service.",
     multiprocess_mode="max",
 )
+
+
+def declare_consumer(consumer: str, topic: str, failure_kinds: Iterable[str] = ()) -> None:
+    """Create a consumer's series at zero (zero is not "no data"): processed, latency, dead letters, failures."""
+    MESSAGES_PROCESSED.labels(consumer, topic)
+    MESSAGE_LATENCY.labels(consumer)
+    declare_dead_letters(consumer, (topic,))
+    for kind in failure_kinds:
+        MESSAGE_FAILURES.labels(consumer, kind)
+
+
+def declare_dead_letters(consumer: str, topics: Iterable[str]) -> None:
+    """Create the dead-letter counters of the topics a service may dead-letter from, at zero."""
+    for topic in topics:
+        DEAD_LETTERS.labels(consumer, topic)
 
 
 def render_metrics() -> bytes:

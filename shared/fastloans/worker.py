@@ -10,13 +10,14 @@ from typing import ClassVar
 from aiokafka import ConsumerRecord
 
 from fastloans.db import Database
-from fastloans.events import Topic
+from fastloans.events import EventDecodeError, Topic
 from fastloans.kafka import BatchConsumer, make_producer
 from fastloans.metrics import (
     CONSUMER_LAG,
     MESSAGE_FAILURES,
     MESSAGE_LATENCY,
     MESSAGES_PROCESSED,
+    declare_consumer,
     sample_database,
 )
 from fastloans.settings import Settings
@@ -51,6 +52,8 @@ class PipelineWorker:
             handler=self._timed_handle,
             producer=self.producer,
         )
+        # An undecodable message is the one failure every consumer expects.
+        declare_consumer(self.name, self.consumer.topic, (EventDecodeError.__name__,))
         self._tasks: list[asyncio.Task[None]] = []
 
     @property

@@ -24,8 +24,9 @@ from fastloans import services
 from fastloans.background import cancel_all
 from fastloans.contracts import IDEMPOTENCY_TTL
 from fastloans.db import Database, listen_forever
+from fastloans.events import Topic
 from fastloans.kafka import Message, dead_letter, deliver, is_transient, make_producer
-from fastloans.metrics import DEAD_LETTERS, sample_database
+from fastloans.metrics import DEAD_LETTERS, declare_dead_letters, sample_database
 from fastloans.runtime import run_worker
 from fastloans.settings import Settings, load_settings
 from fastloans.tracecontext import TRACE_HEADERS
@@ -58,6 +59,9 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._kafka_ok = False
         self._tasks: list[asyncio.Task[None]] = []
+        # Every topic the outbox feeds (what the registry says the relay produces, bar the dead-letter topic).
+        sources = [settings.topic(t.value) for t in services.RELAY.produces if t is not Topic.DLQ]
+        declare_dead_letters(settings.service_name, sources)
 
     async def start(self) -> None:
         """Start the producer and the LISTEN connection."""

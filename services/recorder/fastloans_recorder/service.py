@@ -13,10 +13,11 @@ from aiokafka import ConsumerRecord
 from fastloans import services
 from fastloans.contracts import DECIDED_CHANNEL
 from fastloans.events import ApplicationDecided, EventDecodeError, Topic
+from fastloans.policy import load_default_policy, load_policy
 from fastloans.runtime import run_worker
 from fastloans.settings import Settings, load_settings
 from fastloans.worker import PipelineWorker
-from fastloans_recorder.metrics import DECISION_REASONS, DECISIONS, SUBMISSION_TO_DECISION
+from fastloans_recorder.metrics import DECISION_REASONS, DECISIONS, SUBMISSION_TO_DECISION, declare_decisions
 
 RECORD_BATCH = """
 WITH incoming AS (
@@ -67,6 +68,12 @@ class RecorderWorker(PipelineWorker):
     # foreign-key checks of the decision inserts are cached plans too. Planning costs little next
     # to a batch.
     database_settings = {"plan_cache_mode": "force_custom_plan"}
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        # The policy the deciders run unless told otherwise (POLICY_FILE, else the built-in one).
+        policy = load_policy(settings.policy_file) if settings.policy_file else load_default_policy()
+        declare_decisions(policy.version)
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
         """Record a batch; returns once it is committed."""

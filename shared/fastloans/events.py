@@ -141,6 +141,10 @@ class ApplicationDecided(Event):
     policy: PolicyRef
     decided_at: datetime
     challenger: dict[str, Any] | None = None
+    # Adverse decisions only (fastloans.policy.counteroffer): {loan_amount, risk_score, outcome, binding_rule}
+    # or None when no amount is approved; the smallest actionable changes that approve ([] when none).
+    counteroffer: dict[str, Any] | None = None
+    what_would_change: list[dict[str, Any]] | None = None
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

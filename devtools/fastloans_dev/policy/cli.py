@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from fastloans.policy.agreement import ChallengerAgreement, challenger_agreement
-from fastloans.policy.loader import PolicyValidationError, load_default_policy, load_policy, parse_policy
+from fastloans.policy.loader import check_notice_reasons, load_default_policy, load_policy, parse_policy
 from fastloans.policy.model import OUTCOMES, BandRule, Policy
 from fastloans_dev.policy.replay import ReplayReport, replay
 
@@ -48,17 +48,17 @@ def policy() -> None:
 @policy.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 def check(file: str) -> None:
-    """Validate FILE (- for stdin); print every error with its line, or OK with the policy's identity."""
+    """Validate FILE (- for stdin) and its notice reasons; print every error with its line, or OK and its identity."""
     with click.open_file(file, encoding="utf-8") as handle:
         text = handle.read()
     file = "<stdin>" if file == "-" else file
-    try:
-        loaded = parse_policy(text, file)
-    except PolicyValidationError as invalid:
-        for error in invalid.errors:
+    errors = check_notice_reasons(text, file)
+    if errors:
+        for error in errors:
             click.echo(str(error), err=True)
-        click.echo(f"{len(invalid.errors)} error(s) in {file}", err=True)
+        click.echo(f"{len(errors)} error(s) in {file}", err=True)
         sys.exit(1)
+    loaded = parse_policy(text, file)
     click.echo(f"OK {loaded.name} {loaded.version} {loaded.content_hash}")
 
 

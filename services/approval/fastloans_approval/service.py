@@ -9,7 +9,7 @@ from aiokafka import ConsumerRecord
 from fastloans import services
 from fastloans.events import ApplicationDecided, ApplicationScored, EventDecodeError, Topic
 from fastloans.kafka import send_all, trace_headers
-from fastloans.policy import Contribution, decide, score
+from fastloans.policy import Contribution, Score, alternatives, decide, score
 from fastloans.policy_runtime import PolicyWorker, facts_of, policy_ref
 from fastloans.runtime import run_worker
 from fastloans.settings import Settings, load_settings
@@ -53,6 +53,8 @@ class ApprovalWorker(PolicyWorker):
                 rescored = score(policy, facts)
                 risk_score, contributions = rescored.risk_score, rescored.contributions
             decision = decide(policy, facts, risk_score, contributions=contributions)
+            # Computed here, with the policy version that made the decision: a few evaluations, adverse only.
+            offer, changes = alternatives(policy, facts, decision, Score(risk_score, contributions))
             decided = ApplicationDecided(
                 application_id=event.application_id,
                 tenant_id=event.tenant_id,
@@ -65,6 +67,8 @@ class ApprovalWorker(PolicyWorker):
                 policy=policy_ref(policy),
                 decided_at=now,
                 challenger=event.challenger,
+                counteroffer=offer,
+                what_would_change=changes,
             )
             messages.append((self.output, record.key, decided.encode(), trace_headers(record) + decided.headers()))
         await send_all(self.producer, messages)

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 
 COLUMNS = (
     "id, tenant_id, revision, status, applicant_name, credit_score, loan_amount, loan_purpose, monthly_income, "
-    "monthly_debt, employment_status, risk_score, is_approved, reasons, policy_version, submitted_at, decided_at, "
-    "created_at"
+    "monthly_debt, employment_status, risk_score, is_approved, reasons, counteroffer, what_would_change, "
+    "policy_version, submitted_at, decided_at, created_at"
 )
 # What an Idempotency-Key's record holds once its submission is stored: the status and body a retry gets back.
 ACCEPTED = 202
@@ -131,6 +131,8 @@ def new_application(tenant_id: uuid.UUID, body: dict[str, Any]) -> dict[str, Any
         "risk_score": None,
         "is_approved": None,
         "reasons": None,
+        "counteroffer": None,
+        "what_would_change": None,
         "policy_version": None,
         "submitted_at": now,
         "decided_at": None,
@@ -325,7 +327,8 @@ class Applications:
         async with self.db.connection() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"UPDATE loan_applications SET {assignments}, revision = revision + 1, status = 'pending', "
-                "risk_score = NULL, is_approved = NULL, reasons = NULL, policy_version = NULL, decided_at = NULL, "
+                "risk_score = NULL, is_approved = NULL, reasons = NULL, counteroffer = NULL, what_would_change = NULL, "
+                "policy_version = NULL, decided_at = NULL, "
                 "submitted_at = clock_timestamp(), updated_at = clock_timestamp() "
                 f"WHERE id = $1 AND tenant_id = $2 AND status <> 'withdrawn' RETURNING {COLUMNS}",
                 application_id,

@@ -210,6 +210,25 @@ class Reason(BaseModel):
 Status = Literal["pending", "approved", "rejected", "referred"]
 
 
+class Counteroffer(BaseModel):
+    """The largest amount, on the lender's rounding step and at most the one asked for, the policy approves."""
+
+    loan_amount: str = Field(description="Decimal string, two places.")
+    risk_score: int = Field(description="The risk score at that amount, every other fact unchanged.")
+    outcome: Literal["approved"]
+    binding_rule: str = Field(description="The scorecard rule that refuses the next step up.")
+
+
+class SuggestedChange(BaseModel):
+    """The smallest change of one fact the applicant can act on, all others unchanged, that would approve."""
+
+    fact: Literal["loan_amount", "monthly_debt"]
+    current: str = Field(description="Decimal string, two places.")
+    suggested: str = Field(description="Decimal string, two places: the largest value that is approved.")
+    change: str = Field(description="suggested - current, a negative decimal string.")
+    risk_score: int
+
+
 class LoanApplication(BaseModel):
     """An application and, once decided, its decision."""
 
@@ -228,6 +247,14 @@ class LoanApplication(BaseModel):
     reasons: list[Reason] = Field(default_factory=list, description="Every rule that added points.")
     principal_reasons: list[Reason] = Field(
         default_factory=list, description="For adverse decisions: at most four principal reasons, ranked."
+    )
+    counteroffer: Counteroffer | None = Field(
+        None, description="For adverse decisions: the amount the policy would approve instead; null if none is."
+    )
+    what_would_change: list[SuggestedChange] | None = Field(
+        None,
+        description="For adverse decisions: per actionable fact (loan amount, monthly debt), the smallest single "
+        "change that would approve; empty when none would. Null until decided and for approvals.",
     )
     policy_version: str | None = None
     submitted_at: datetime = Field(description="When the current revision was submitted.")
@@ -265,6 +292,8 @@ def render_application(row: Mapping[str, Any]) -> dict[str, Any]:
         "is_approved": row["is_approved"],
         "reasons": [_reason(r) for r in reasons.get("contributions", ())],
         "principal_reasons": [_reason(r) for r in reasons.get("principal_reasons", ())],
+        "counteroffer": json_value(row["counteroffer"]),
+        "what_would_change": json_value(row["what_would_change"]),
         "policy_version": row["policy_version"],
         "submitted_at": _timestamp(row["submitted_at"]),
         "decided_at": None if decided_at is None else _timestamp(decided_at),

@@ -29,7 +29,7 @@ from .model import (
     Policy,
     ScoreRule,
 )
-from .reasons import reason_catalogue
+from .reasons import reason_catalogue, vagueness
 
 SEED_FILE: Final = "seed.yaml"
 SCHEMA_FILE: Final = "policy.schema.json"
@@ -432,20 +432,60 @@ def _rounding_step(data: Mapping[str, Any], checker: _Checker) -> Decimal:
 
 
 def _analyse(text: str, filename: str) -> tuple[Policy | None, list[PolicyError]]:
+    policy, checker, _ = _analysed(text, filename)
+    return policy, checker.sorted_errors()
+
+
+def _analysed(text: str, filename: str) -> tuple[Policy | None, _Checker, Any]:
+    """The policy (None if invalid), the checker with its errors and lines, and the parsed YAML."""
     checker = _Checker(filename)
     data = _load_yaml(text, checker)
     if checker.errors or data is None:
-        return None, checker.sorted_errors()
+        return None, checker, data
     if not isinstance(data, dict):
         checker.error((), "a policy file must be a YAML mapping (name, version, scorecard, decision)")
-        return None, checker.sorted_errors()
+        return None, checker, data
     validator = jsonschema.Draft202012Validator(policy_schema())
     for error in validator.iter_errors(data):
         checker.error(error.absolute_path, _schema_message(error))
     if checker.errors:
-        return None, checker.sorted_errors()
-    policy = _build(data, checker)
-    return policy, checker.sorted_errors()
+        return None, checker, data
+    return _build(data, checker), checker, data
+
+
+def check_notice_reasons(
+    text: str, filename: str = "policy.yaml", catalogue: Mapping[str, str] | None = None
+) -> list[PolicyError]:
+    """Return every problem `check_policy_text` finds, then every notice reason that is unknown or vague.
+
+    A notice reason is the catalogue text (default: the shipped catalogue) of a reason code the policy gives;
+    it is vague when `reasons.vagueness` says so for the factor its rule scores.
+    """
+    policy, checker, data = _analysed(text, filename)
+    if policy is None:
+        return checker.sorted_errors()
+    catalogue = reason_catalogue() if catalogue is None else catalogue
+    for position, rule in enumerate(data["scorecard"]):
+        path: Path = ("scorecard", position)
+        awards = [((*path, "bands", index), band) for index, band in enumerate(rule.get("bands", ()))]
+        awards += [((*path, "categories", value), award) for value, award in rule.get("categories", {}).items()]
+        if "otherwise" in rule:
+            awards.append(((*path, "otherwise"), rule["otherwise"]))
+        for award_path, award in awards:
+            code = award.get("reason_code")
+            if code is None:
+                continue
+            reason = catalogue.get(code)
+            if reason is None:
+                checker.error(award_path, f"rule {rule['id']!r}: reason code {code!r} is not in the reason catalogue")
+                continue
+            problem = vagueness(rule["factor"], reason)
+            if problem is not None:
+                checker.error(
+                    award_path,
+                    f"rule {rule['id']!r}: reason {code!r} ({reason!r}) is too vague for a notice: {problem}",
+                )
+    return checker.sorted_errors()
 
 
 def check_policy_text(text: str, filename: str = "policy.yaml") -> list[PolicyError]:

@@ -74,3 +74,18 @@ export const updateApplication = (id, changes) => call("PATCH", `${BASE}/${encod
 
 /** Withdraw an application. */
 export const withdrawApplication = (id) => call("DELETE", `${BASE}/${encodeURIComponent(id)}`);
+
+/** Where an application's adverse-action notice is. */
+export const noticePath = (id) => `${BASE}/${encodeURIComponent(id)}/notice`;
+
+/** The adverse-action notice of an application's current decision, as a PDF Blob. */
+export async function getNotice(id) {
+  const key = session.key();
+  const headers = { Accept: "application/pdf" };
+  if (key) headers.Authorization = `Bearer ${key}`;
+  const response = await fetch(noticePath(id), { cache: "no-store", credentials: "omit", headers }).catch(() => {
+    throw new ApiError(0);
+  });
+  if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => ({})));
+  return response.blob();
+}

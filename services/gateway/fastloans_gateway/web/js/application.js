@@ -1,7 +1,7 @@
 // One application: its status, updated live (long poll) until decided; then the outcome,
 // the risk score and the reasons with their points; edit (a new revision) and withdraw.
 
-import { getApplication, updateApplication, withdrawApplication } from "./api.js";
+import { getApplication, getNotice, noticePath, updateApplication, withdrawApplication } from "./api.js";
 import { EMPLOYMENT, PURPOSES, choiceLabel } from "./fields.js";
 import { applicationForm } from "./form.js";
 import { announce, focus, h, money, replace, time } from "./dom.js";
@@ -57,6 +57,46 @@ function reasonsTable(application) {
       h("td", { class: "num", "data-label": "Risk score" }, String(application.risk_score)))));
 }
 
+const CHANGES = {
+  loan_amount: (change) => `Ask for ${money(change.suggested)} instead of ${money(change.current)}.`,
+  monthly_debt: (change) => `Bring monthly debt payments down to ${money(change.suggested)} (from ${money(change.current)}).`,
+};
+
+/** The counteroffer and the single changes that would approve, for an adverse decision. */
+function alternatives(application) {
+  if (application.status !== "rejected" && application.status !== "referred") return null;
+  const offer = application.counteroffer;
+  const changes = (application.what_would_change ?? []).filter((change) => CHANGES[change.fact]);
+  return h("section", { class: "counteroffer", "aria-labelledby": "counteroffer-title" },
+    h("h3", { id: "counteroffer-title" }, "What the policy would approve"),
+    offer
+      ? h("p", { class: "offer" }, "Counteroffer: ", h("strong", { class: "offer-amount" }, money(offer.loan_amount)),
+        ` would be approved (risk score ${offer.risk_score}), every other detail unchanged.`)
+      : h("p", { class: "offer" }, "No smaller loan amount would be approved with these details."),
+    changes.length
+      ? h("ul", { class: "changes" }, changes.map((change) => h("li", {}, CHANGES[change.fact](change))))
+      : null);
+}
+
+/** A link to the adverse-action notice; opened with the signed-in key (the API needs it). */
+function noticeLink(application) {
+  if (application.status !== "rejected" && application.status !== "referred") return null;
+  const error = h("span", { class: "notice-error-text", role: "alert" });
+  const link = h("a", { href: noticePath(application.id), class: "notice-link" }, "Adverse-action notice");
+  link.addEventListener("click", async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    try {
+      const url = URL.createObjectURL(await getNotice(application.id));
+      window.open(url, "_blank", "noopener");
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+    } catch (problem) {
+      error.textContent = ` ${problem.message}`;
+    }
+  });
+  return h("p", {}, link, error);
+}
+
 function decision(application) {
   if (application.status === "pending") {
     return h("p", { class: "pending-note" }, h("span", { class: "spinner", "aria-hidden": "true" }),
@@ -72,6 +112,8 @@ function decision(application) {
     h("p", { class: "risk" }, "Risk score ", h("strong", { class: "risk-score" }, String(application.risk_score)),
       " — the sum of the points each rule below added; lower is better."),
     principal,
+    alternatives(application),
+    noticeLink(application),
     reasonsTable(application),
   ];
 }

@@ -22,19 +22,22 @@ from fastloans_recorder.metrics import DECISION_REASONS, DECISIONS, SUBMISSION_T
 RECORD_BATCH = """
 WITH incoming AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::int[], $6::jsonb[], $7::text[],
-                         $8::text[], $9::text[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[])
+                         $8::text[], $9::text[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[],
+                         $13::jsonb[], $14::jsonb[])
         AS t(application_id, tenant_id, revision, outcome, risk_score, reasons, policy_name, policy_version,
-             policy_hash, challenger, submitted_at, decided_at)
+             policy_hash, challenger, submitted_at, decided_at, counteroffer, what_would_change)
 ), inserted AS (
     INSERT INTO loan_decisions (application_id, tenant_id, revision, outcome, risk_score, reasons, policy_name,
-                                policy_version, policy_hash, challenger, submitted_at, decided_at)
+                                policy_version, policy_hash, challenger, submitted_at, decided_at, counteroffer,
+                                what_would_change)
     SELECT * FROM incoming
     ON CONFLICT (application_id, revision) DO NOTHING
-    RETURNING application_id, revision, outcome, risk_score, reasons, policy_version
+    RETURNING application_id, revision, outcome, risk_score, reasons, policy_version, counteroffer, what_would_change
 ), applied AS (
     UPDATE loan_applications a
        SET status = i.outcome, risk_score = i.risk_score, is_approved = (i.outcome = 'approved'),
            reasons = i.reasons, policy_version = i.policy_version,
+           counteroffer = i.counteroffer, what_would_change = i.what_would_change,
            decided_at = clock_timestamp(), updated_at = clock_timestamp()
       FROM inserted i
      WHERE a.id = i.application_id AND a.revision = i.revision AND a.status = 'pending'
@@ -50,6 +53,10 @@ SELECT id, status, policy_version,
 # payload must stay under 8,000 bytes), delivered when the transaction commits.
 NOTIFY_IDS = "SELECT pg_notify('" + DECIDED_CHANNEL + "', ids) FROM unnest($1::text[]) AS ids"
 IDS_PER_NOTIFICATION = 200
+
+
+def _json_or_null(value: object) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
 
 
 class RecorderSettings(Settings):
@@ -109,6 +116,8 @@ class RecorderWorker(PipelineWorker):
                 [orjson.dumps(e.challenger).decode() if e.challenger is not None else None for e in events],
                 [e.submitted_at for e in events],
                 [e.decided_at for e in events],
+                [_json_or_null(e.counteroffer) for e in events],
+                [_json_or_null(e.what_would_change) for e in events],
             )
             if rows:
                 ids = [str(row["id"]) for row in rows]

@@ -12,7 +12,9 @@ from typing import Protocol
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from fastloans.background import cancel_all
 from fastloans.logs import configure_logging
+from fastloans.looplag import measure_lag
 from fastloans.metrics import render_metrics
 from fastloans.settings import Settings
 
@@ -133,6 +135,7 @@ async def _serve(settings: Settings, factory: Callable[[Settings], Worker]) -> i
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await health.start()
+    lag = asyncio.create_task(measure_lag())
     log.info("starting", extra={"service.name": settings.service_name, "url.port": settings.http_port})
     while True:
         try:
@@ -145,6 +148,7 @@ async def _serve(settings: Settings, factory: Callable[[Settings], Worker]) -> i
             )
             try:
                 await asyncio.wait_for(stop.wait(), timeout=2)
+                await cancel_all([lag])
                 await health.stop()
                 return 0
             except TimeoutError:
@@ -168,6 +172,7 @@ async def _serve(settings: Settings, factory: Callable[[Settings], Worker]) -> i
     except TimeoutError:
         log.error("shutdown timed out")
         code = code or 1
+    await cancel_all([lag])
     await health.stop()
     log.info("stopped")
     return code

@@ -11,16 +11,18 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from fastloans import webhooks
+from fastloans.background import cancel_all
 from fastloans.contracts import IDEMPOTENCY_KEY_HEADER
 from fastloans.db import Database
+from fastloans.looplag import measure_lag
 from fastloans.metrics import sample_database
 from fastloans.settings import load_settings
 from fastloans_gateway.admission import AdmissionControl
 from fastloans_gateway.api import openapi
 from fastloans_gateway.api.errors import add_error_handlers
 from fastloans_gateway.api.routes import applications as application_routes
-from fastloans_gateway.api.routes import ops, reports
 from fastloans_gateway.api.routes import notices as notice_routes
+from fastloans_gateway.api.routes import ops, reports
 from fastloans_gateway.api.routes import webhooks as webhook_routes
 from fastloans_gateway.applications import Applications, SubmitBatcher
 from fastloans_gateway.auth import Authenticator
@@ -66,10 +68,11 @@ def lifespan(settings: GatewaySettings) -> Callable[[FastAPI], AbstractAsyncCont
         notifier.start()
         admission.start()
         sampler = asyncio.create_task(sample_database(db))
+        lag = asyncio.create_task(measure_lag())
         try:
             yield
         finally:
-            sampler.cancel()
+            await cancel_all([sampler, lag])
             await admission.stop()
             await notifier.stop()
             await waiters.stop()

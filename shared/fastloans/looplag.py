@@ -1,0 +1,71 @@
+"""Event-loop lag: how late a timer fires, which is how long everything else in the process waited.
+
+A process whose loop is blocked (a long synchronous call, a garbage collection, starved of CPU) delays every
+request and message it holds, and nothing else shows it. A task wakes every `INTERVAL` seconds and records
+how much later than asked it woke: the worst of each `WINDOW` in a gauge (what a one-second timeline needs),
+every wake in a histogram (what a dashboard's quantiles need), and each collector generation's pause time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+INTERVAL = 0.05
+WINDOW = 1.0
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+LOOP_LAG = Histogram(
+    "fastloans_event_loop_lag_seconds",
+    "How much later than asked the event loop ran a timer (sampled every 50 ms).",
+    buckets=LAG_BUCKETS,
+)
+LOOP_LAG_MAX = Gauge(
+    "fastloans_event_loop_lag_max_seconds",
+    "The worst event-loop lag of the last one to two seconds.",
+    multiprocess_mode="max",
+)
+GC_PAUSE = Counter(
+    "fastloans_gc_pause_seconds_total",
+    "Time spent in the garbage collector, by generation.",
+    ["generation"],
+)
+for _generation in ("0", "1", "2"):
+    GC_PAUSE.labels(_generation)  # present from the start: zero is not "no data"
+
+_gc_started: list[float] = []
+
+
+def _on_gc(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _gc_started.append(time.perf_counter())
+    elif _gc_started:
+        GC_PAUSE.labels(str(info.get("generation", 0))).inc(time.perf_counter() - _gc_started.pop())
+
+
+def watch_gc() -> None:
+    """Count the collector's pauses (once per process)."""
+    if _on_gc not in gc.callbacks:
+        gc.callbacks.append(_on_gc)
+
+
+async def measure_lag(interval: float = INTERVAL, window: float = WINDOW) -> None:
+    """Run for ever (cancel it to stop): record how late each timer fires."""
+    watch_gc()
+    # The gauge shows the worst of the current and the previous window: a spike stays visible for at least
+    # one whole window, so a scrape every `window` seconds cannot miss it.
+    previous, worst, window_ends = 0.0, 0.0, time.monotonic() + window
+    while True:
+        asked = time.monotonic() + interval
+        await asyncio.sleep(interval)
+        now = time.monotonic()
+        lag = max(0.0, now - asked)
+        LOOP_LAG.observe(lag)
+        worst = max(worst, lag)
+        LOOP_LAG_MAX.set(max(previous, worst))
+        if now >= window_ends:
+            previous, worst, window_ends = worst, 0.0, now + window

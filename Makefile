@@ -14,7 +14,7 @@ PACKAGES := -e ./shared -e ./devtools -e ./services/gateway -e ./services/risk -
 STAMP := $(VENV)/.installed
 LINT_PATHS := shared services devtools bench tests
 
-.PHONY: help venv up test test-unit test-integration lint images test-images k8s-tools browser-deps prometheus bench chaos clean-state
+.PHONY: help venv pdf-deps up test test-unit test-integration lint images test-images k8s-tools browser-deps prometheus bench chaos clean-state
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -24,7 +24,10 @@ $(STAMP): constraints.txt requirements-dev.txt shared/pyproject.toml devtools/py
 	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt $(PACKAGES) -r requirements-dev.txt
 	@touch $@
 
-venv: $(STAMP) ## Create .venv with every package (editable) and the `fastloans` command
+venv: $(STAMP) pdf-deps ## Create .venv with every package (editable) and the `fastloans` command
+
+pdf-deps: ## Install the Debian packages of PDF notices (Pango, a font) and pdftotext for their tests (when missing)
+	@scripts/install-pdf-deps.sh
 
 up: venv ## Run the local stack in the foreground (PostgreSQL primary+replica, Kafka, services)
 	$(BIN)/fastloans up

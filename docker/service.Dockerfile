@@ -40,7 +40,8 @@ COPY shared/ shared/
 COPY services/${SERVICE}/ services/${SERVICE}/
 RUN pip install --no-cache-dir --no-deps ./shared ./services/${SERVICE} \
  && test -x /opt/venv/bin/fastloans-${SERVICE} \
- && ln -s fastloans-${SERVICE} /opt/venv/bin/fastloans-service
+ && ln -s fastloans-${SERVICE} /opt/venv/bin/fastloans-service \
+ && { cat services/${SERVICE}/debian-packages.txt 2>/dev/null || true; } > /opt/debian-packages.txt
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG SERVICE
@@ -53,6 +54,16 @@ RUN test -n "${PORTS}" || { echo "build with --build-arg PORTS=<the service's po
  && groupadd --system --gid 10001 fastloans \
  && useradd --system --uid 10001 --gid fastloans --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin fastloans
+# The Debian libraries a service loads at run time, from services/<name>/debian-packages.txt when it has one
+# (the gateway: Pango and a font, which WeasyPrint needs for PDF notices); none for the others.
+COPY --from=builder /opt/debian-packages.txt /tmp/debian-packages.txt
+# hadolint ignore=DL3008
+RUN if [ -s /tmp/debian-packages.txt ]; then \
+      apt-get update \
+      && xargs -a /tmp/debian-packages.txt apt-get install -y --no-install-recommends \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi \
+ && rm /tmp/debian-packages.txt
 COPY --from=builder /opt/venv /opt/venv
 # No .pyc writes at run time (the root filesystem is read-only in Kubernetes),
 # unbuffered logs, and the venv first on PATH. Servers bind all interfaces in a

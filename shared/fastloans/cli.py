@@ -16,6 +16,7 @@ import asyncpg
 import click
 
 from fastloans.settings import Settings, load_settings
+from fastloans.tenants import NOTICE_SETTING_OPTIONS
 
 
 def _settings() -> Settings:
@@ -199,6 +200,43 @@ def tenants_limit(tenant: str, per_second: float | None, burst: int | None) -> N
         raise click.ClickException(f"no tenant named {tenant}")
     shown = "the default" if per_second is None and burst is None else f"per_second={per_second} burst={burst}"
     click.echo(f"tenant {tenant}: rate limit {shown} (takes effect within AUTH_CACHE_SECONDS)")
+
+
+@tenants.command("notice-settings")
+@click.option("--tenant", required=True, help="Tenant name.")
+@click.option("--creditor-name", default=None, help="The creditor's legal name, as notices print it.")
+@click.option("--address", default=None, help='The creditor\'s address; lines separated by "\\n" or real line breaks.')
+@click.option("--agency", default=None, help="The federal agency supervising the creditor, with its address.")
+@click.option("--contact", default=None, help="How applicants reach the creditor (telephone, e-mail, web).")
+@click.option(
+    "--score-source",
+    default=None,
+    help="The consumer reporting agency the credit scores come from: name, address and telephone, one a line.",
+)
+def tenants_notice_settings(tenant: str, **values: str | None) -> None:
+    """Set TENANT's adverse-action notice settings (given options only); without options, show them."""
+    from fastloans.tenants import notice_settings, set_notice_settings
+
+    columns = {
+        column: values[option.removeprefix("--").replace("-", "_")] for column, option in NOTICE_SETTING_OPTIONS.items()
+    }
+    given = {column: value.replace("\\n", "\n") for column, value in columns.items() if value is not None}
+    try:
+        row = _with_connection(
+            lambda conn: set_notice_settings(conn, tenant, **given) if given else notice_settings(conn, tenant)
+        )
+    except ValueError as error:
+        message = str(error)
+        for column, option in NOTICE_SETTING_OPTIONS.items():
+            message = message.replace(column, option)
+        raise click.ClickException(f"tenant {tenant}: {message}") from None
+    if row is None:
+        raise click.ClickException(
+            f"no tenant named {tenant}" if given else f"tenant {tenant} has no notice settings (or does not exist)"
+        )
+    for column, option in NOTICE_SETTING_OPTIONS.items():
+        shown = (row[column] or "").replace("\n", " / ") or "(not set)"
+        click.echo(f"{option.removeprefix('--'):<14} {shown}")
 
 
 def _mount_plugins() -> None:

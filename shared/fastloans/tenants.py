@@ -132,3 +132,63 @@ async def list_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
         "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id ORDER BY k.created_at"
     )
     return keys
+
+
+#: A tenant's adverse-action notice settings (the columns of tenant_notice_settings) and the options of
+#: `fastloans tenants notice-settings` that set them; every one but score_source is required.
+NOTICE_SETTING_OPTIONS = {
+    "creditor_name": "--creditor-name",
+    "address": "--address",
+    "supervising_agency": "--agency",
+    "contact": "--contact",
+    "score_source": "--score-source",
+}
+NOTICE_SETTINGS = tuple(NOTICE_SETTING_OPTIONS)
+REQUIRED_NOTICE_SETTINGS = NOTICE_SETTINGS[:4]
+NOTICE_SETTING_MAX = 1000
+
+
+async def set_notice_settings(conn: asyncpg.Connection, tenant: str, **values: str | None) -> asyncpg.Record | None:
+    """Set `tenant`'s notice settings (None: keep the stored value; "" clears score_source); None if no such tenant.
+
+    Raises ValueError naming what is missing when the tenant would be left without a required setting.
+    """
+    unknown = set(values) - set(NOTICE_SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown notice setting(s): {', '.join(sorted(unknown))}")
+    for name, value in values.items():
+        if value is not None and len(value) > NOTICE_SETTING_MAX:
+            raise ValueError(f"{name} may be at most {NOTICE_SETTING_MAX} characters")
+        if value is not None and any(ord(char) < 32 and char != "\n" for char in value):
+            raise ValueError(f"{name} may hold line breaks but no other control characters")
+    cleaned = {name: None if (value := values.get(name)) is None else value.strip() for name in NOTICE_SETTINGS}
+    async with conn.transaction():
+        tenant_id = await conn.fetchval("SELECT id FROM tenants WHERE name = $1", tenant)
+        if tenant_id is None:
+            return None
+        current = await conn.fetchrow("SELECT * FROM tenant_notice_settings WHERE tenant_id = $1 FOR UPDATE", tenant_id)
+        merged = {
+            name: cleaned[name] if cleaned[name] is not None else (current[name] if current else None)
+            for name in NOTICE_SETTINGS
+        }
+        missing = [name for name in REQUIRED_NOTICE_SETTINGS if not merged[name]]
+        if missing:
+            raise ValueError(f"missing notice setting(s): {', '.join(missing)}")
+        row: asyncpg.Record = await conn.fetchrow(
+            "INSERT INTO tenant_notice_settings (tenant_id, creditor_name, address, supervising_agency, contact, "
+            "score_source) VALUES ($1, $2, $3, $4, $5, NULLIF($6, '')) ON CONFLICT (tenant_id) DO UPDATE SET "
+            "creditor_name = EXCLUDED.creditor_name, address = EXCLUDED.address, "
+            "supervising_agency = EXCLUDED.supervising_agency, contact = EXCLUDED.contact, "
+            "score_source = EXCLUDED.score_source, updated_at = now() RETURNING *",
+            tenant_id,
+            *(merged[name] for name in NOTICE_SETTINGS),
+        )
+    return row
+
+
+async def notice_settings(conn: asyncpg.Connection, tenant: str) -> asyncpg.Record | None:
+    """`tenant`'s notice settings, or None when it has none (or there is no such tenant)."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT s.* FROM tenant_notice_settings s JOIN tenants t ON t.id = s.tenant_id WHERE t.name = $1", tenant
+    )
+    return row

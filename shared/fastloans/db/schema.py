@@ -218,3 +218,34 @@ webhook_attempts = Table(
     Column("error", Text),
     Index("webhook_attempts_delivery", "delivery_id", "attempted_at"),
 )
+
+# The creditor details a tenant's adverse-action notices print (`fastloans tenants notice-settings`).
+tenant_notice_settings = Table(
+    "tenant_notice_settings",
+    metadata,
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id"), primary_key=True),
+    Column("creditor_name", Text, nullable=False),
+    Column("address", Text, nullable=False),
+    Column("supervising_agency", Text, nullable=False),
+    Column("contact", Text, nullable=False),
+    Column("score_source", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Each adverse-action notice as first rendered, once per decision: the HTML is the record (the PDF is made
+# from it again on request), so the same notice can be produced years later whatever the template becomes.
+adverse_action_notices = Table(
+    "adverse_action_notices",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("decision_id", BigInteger, ForeignKey("loan_decisions.id"), nullable=False),
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("application_id", UUID(as_uuid=True), nullable=False),
+    Column("template_version", Text, nullable=False),
+    Column("content_sha256", Text, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
+    Column("sent_at", DateTime(timezone=True)),
+    UniqueConstraint("decision_id", name="adverse_action_notices_once_per_decision"),
+    Index("adverse_action_notices_application", "application_id"),
+)

@@ -24,6 +24,8 @@ OPERATIONS = {
     (ITEM, "get"): ("getApplication", "200", {401, 403, 404, 422, 429, 503}),
     (ITEM, "patch"): ("updateApplication", "202", {400, 401, 403, 404, 413, 415, 422, 429, 503}),
     (ITEM, "delete"): ("withdrawApplication", "204", {401, 403, 404, 429, 503}),
+    (f"{ITEM}/notice", "get"): ("getNotice", "200", READ | {406, 409}),
+    (f"{ITEM}/notice/sent", "post"): ("recordNoticeSent", "200", READ | {400, 409, 413, 415, 422}),
     (f"{POLICY_PATH}/challenger", "get"): ("getChallengerReport", "200", {401, 403, 422, 429, 503}),
     (HOOKS, "post"): ("createWebhookEndpoint", "201", {400, 401, 403, 413, 415, 422, 429, 503}),
     (HOOKS, "get"): ("listWebhookEndpoints", "200", {401, 403, 429, 503}),

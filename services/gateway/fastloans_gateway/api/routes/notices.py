@@ -61,7 +61,6 @@ def _problem_doc(status: int, description: str) -> dict[int | str, dict[str, Any
 NOTICE_RESPONSES: Final = {
     **problems(401, 403, 429, 503),
     **_problem_doc(404, "No such application for this tenant; or it was approved or withdrawn (no notice is due)"),
-    **_problem_doc(406, "Accept names neither text/html nor application/pdf"),
     **_problem_doc(409, "Not decided yet, or the tenant's notice settings are incomplete (`errors` names them)"),
 }
 
@@ -126,6 +125,7 @@ def notice_headers(notice: StoredNotice) -> dict[str, str]:
             "content": {HTML: {"schema": {"type": "string"}}, PDF: {"schema": {"type": "string", "format": "binary"}}},
         },
         **NOTICE_RESPONSES,
+        **_problem_doc(406, "Accept names neither text/html nor application/pdf"),
     },
     response_class=Response,
     summary="Get the adverse-action notice of a rejected or referred application (HTML, or PDF by Accept)",
@@ -157,7 +157,12 @@ async def get_notice(request: Request, who: CallerDep, application_id: str) -> R
 @router.post(
     "/{application_id}/notice/sent",
     response_model=NoticeRecord,
-    responses={**NOTICE_RESPONSES, **problems(400, 413, 415, 422)},
+    responses={
+        **NOTICE_RESPONSES,
+        **problems(400, 413, 415),
+        **_problem_doc(409, "Already recorded with another time, not decided yet, or the notice settings are missing"),
+        **problems(422, status_422="`sent_at` is not a time with an offset, is in the future, or precedes the notice"),
+    },
     openapi_extra={"requestBody": {**json_body(NoticeSent)["requestBody"], "required": False}},
     summary="Record when the notice was sent to the applicant",
     operation_id="recordNoticeSent",

@@ -1,0 +1,147 @@
+"""Review cases of referred applications: their states, who may move them, the recommendation, the audit chain.
+
+Pure rules, no I/O: the recorder opens cases and the gateway's review API moves them with these, so the
+transitions, the four-eyes rule and the hash chain are declared once.
+
+A case goes `open` → `claimed` → `decided`, or through `awaiting_approval` when the reviewer's decision
+differs from the policy's recommendation (an override: a second person with the `supervise` scope approves
+or returns it, never the one who decided). `waiting_for_information` stops the deadline's clock until the
+applicant answers (a new revision opens a new case); a withdrawn application closes its case.
+
+The history of a case is append-only and hash-chained: each entry stores the SHA-256 of the previous
+entry's hash and its own canonical content, so an entry edited afterwards breaks every link after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+import orjson
+
+from fastloans.policy.model import Policy
+
+#: The hash a case's first history entry chains to.
+GENESIS: Final = "0" * 64
+
+
+class CaseState(StrEnum):
+    """Where a review case stands."""
+
+    OPEN = "open"
+    CLAIMED = "claimed"
+    AWAITING_APPROVAL = "awaiting_approval"
+    WAITING_FOR_INFORMATION = "waiting_for_information"
+    DECIDED = "decided"
+    WITHDRAWN = "withdrawn"
+
+
+class Action(StrEnum):
+    """What can happen to a case (each is one history entry)."""
+
+    OPEN = "open"
+    CLAIM = "claim"
+    RELEASE = "release"
+    DECIDE = "decide"
+    APPROVE = "approve"
+    RETURN = "return"
+    REQUEST_INFORMATION = "request_information"
+    WITHDRAW = "withdraw"
+
+
+#: The states a case can still be worked in (and so counted against its deadline).
+LIVE: Final = frozenset({CaseState.OPEN, CaseState.CLAIMED, CaseState.AWAITING_APPROVAL})
+
+# (state, action) -> the next state. A decision's next state depends on whether it overrides: see `after`.
+_TRANSITIONS: Final[Mapping[tuple[CaseState, Action], CaseState]] = {
+    (CaseState.OPEN, Action.CLAIM): CaseState.CLAIMED,
+    (CaseState.CLAIMED, Action.CLAIM): CaseState.CLAIMED,  # the holder renews its lease, or takes an expired one
+    (CaseState.CLAIMED, Action.RELEASE): CaseState.OPEN,
+    (CaseState.CLAIMED, Action.DECIDE): CaseState.DECIDED,
+    (CaseState.CLAIMED, Action.REQUEST_INFORMATION): CaseState.WAITING_FOR_INFORMATION,
+    (CaseState.AWAITING_APPROVAL, Action.APPROVE): CaseState.DECIDED,
+    (CaseState.AWAITING_APPROVAL, Action.RETURN): CaseState.OPEN,
+    **{(state, Action.WITHDRAW): CaseState.WITHDRAWN for state in (*LIVE, CaseState.WAITING_FOR_INFORMATION)},
+}
+
+
+class TransitionRefused(Exception):
+    """The action does not apply to the case as it stands (the API answers 409)."""
+
+
+class FourEyesViolation(Exception):
+    """A supervisor tried to approve or return their own decision (the API answers 403)."""
+
+
+def after(state: CaseState, action: Action, *, overrides: bool = False) -> CaseState:
+    """The state a case in `state` moves to by `action`; `TransitionRefused` when it cannot.
+
+    A decision that overrides the recommendation waits for a second person instead of being final.
+    """
+    following = _TRANSITIONS.get((state, action))
+    if following is None:
+        raise TransitionRefused(f"a case that is {state.value} cannot be given '{action.value}'")
+    if action is Action.DECIDE and overrides:
+        return CaseState.AWAITING_APPROVAL
+    return following
+
+
+def check_four_eyes(decided_by: str | None, supervisor: str) -> None:
+    """A supervisor approves or returns only a decision someone else made."""
+    if decided_by is None or decided_by == supervisor:
+        raise FourEyesViolation("a decision that overrides the policy needs a second person: not the one who made it")
+
+
+def recommendation(policy: Policy, risk_score: int, loan_purpose: str, employment_status: str) -> str | None:
+    """What the policy would have decided without its refer rule: the first rule after it that holds.
+
+    For a policy that refers a borderline band above its approve rules, that is usually `reject`. None when
+    the application was not referred, or no later rule holds.
+    """
+    holding = (rule for rule in policy.decision if rule.when.matches(risk_score, loan_purpose, employment_status))
+    first = next(holding, None)
+    if first is None or first.outcome != "refer":
+        return None
+    return next((rule.outcome for rule in holding if rule.outcome != "refer"), None)
+
+
+def canonical(entry: Mapping[str, Any]) -> bytes:
+    """An entry's content as the chain hashes it: sorted keys, no whitespace, UTC timestamps as given."""
+    return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z, default=str)
+
+
+def entry_hash(previous: str, entry: Mapping[str, Any]) -> str:
+    """The hash of one history entry, chained to the previous entry's."""
+    return hashlib.sha256(previous.encode() + b"\n" + canonical(entry)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One stored history entry: its content, the hash it says precedes it, and its own hash."""
+
+    content: Mapping[str, Any]
+    previous: str
+    hash: str
+
+
+def chain(entries: Iterable[Mapping[str, Any]], start: str = GENESIS) -> list[Link]:
+    """The links a sequence of entries is stored as."""
+    links, previous = [], start
+    for content in entries:
+        digest = entry_hash(previous, content)
+        links.append(Link(content, previous, digest))
+        previous = digest
+    return links
+
+
+def first_broken(links: Sequence[Link], start: str = GENESIS) -> int | None:
+    """The index of the first link that does not verify (edited, removed or reordered), or None."""
+    previous = start
+    for index, link in enumerate(links):
+        if link.previous != previous or entry_hash(previous, link.content) != link.hash:
+            return index
+        previous = link.hash
+    return None

@@ -1,0 +1,93 @@
+"""Review cases without I/O: the transitions, four eyes, the recommendation, and the hash chain."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from fastloans.policy import load_default_policy
+from fastloans.policy.model import Condition, DecisionRule, Policy
+from fastloans.reviews import (
+    GENESIS,
+    Action,
+    CaseState,
+    FourEyesViolation,
+    TransitionRefused,
+    after,
+    chain,
+    check_four_eyes,
+    first_broken,
+    recommendation,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def referring_policy() -> Policy:
+    """The seed policy with a borderline band referred between its approve rules and its catch-all reject."""
+    seed = load_default_policy()
+    refer = DecisionRule("refer-borderline", "refer", Condition(score_below=70))
+    return replace(seed, decision=(*seed.decision[:-1], refer, seed.decision[-1]))
+
+
+def test_the_happy_path_and_an_override() -> None:
+    state = after(CaseState.OPEN, Action.CLAIM)
+    assert state is CaseState.CLAIMED
+    assert after(state, Action.DECIDE) is CaseState.DECIDED
+    assert after(state, Action.DECIDE, overrides=True) is CaseState.AWAITING_APPROVAL
+    assert after(CaseState.AWAITING_APPROVAL, Action.APPROVE) is CaseState.DECIDED
+    assert after(CaseState.AWAITING_APPROVAL, Action.RETURN) is CaseState.OPEN
+
+
+@pytest.mark.parametrize(
+    ("state", "action"),
+    [
+        (CaseState.OPEN, Action.DECIDE),  # decide only what you hold
+        (CaseState.DECIDED, Action.CLAIM),
+        (CaseState.DECIDED, Action.WITHDRAW),
+        (CaseState.WITHDRAWN, Action.CLAIM),
+        (CaseState.CLAIMED, Action.APPROVE),
+        (CaseState.OPEN, Action.REQUEST_INFORMATION),
+    ],
+)
+def test_actions_that_do_not_apply_are_refused(state: CaseState, action: Action) -> None:
+    with pytest.raises(TransitionRefused, match=state.value):
+        after(state, action)
+
+
+def test_every_unfinished_case_can_be_withdrawn() -> None:
+    for state in (CaseState.OPEN, CaseState.CLAIMED, CaseState.AWAITING_APPROVAL, CaseState.WAITING_FOR_INFORMATION):
+        assert after(state, Action.WITHDRAW) is CaseState.WITHDRAWN
+
+
+def test_four_eyes() -> None:
+    check_four_eyes("reviewer-1", "supervisor-1")
+    with pytest.raises(FourEyesViolation):
+        check_four_eyes("reviewer-1", "reviewer-1")
+    with pytest.raises(FourEyesViolation):
+        check_four_eyes(None, "supervisor-1")
+
+
+def test_the_recommendation_is_the_first_rule_after_the_refer_rule_that_holds() -> None:
+    policy = referring_policy()
+    assert recommendation(policy, 65, "car", "employed") == "reject"  # referred: the catch-all rejects
+    assert recommendation(policy, 50, "debt_consolidation", "employed") == "reject"
+    assert recommendation(policy, 10, "car", "employed") is None  # approved, never referred
+    assert recommendation(policy, 80, "car", "employed") is None  # rejected, never referred
+
+
+def test_a_chain_verifies_and_any_edit_breaks_it_from_that_entry_on() -> None:
+    at = datetime(2026, 12, 2, 9, 30, tzinfo=UTC)
+    entries = [
+        {"action": "open", "actor": None, "at": at},
+        {"action": "claim", "actor": "reviewer-1", "at": at},
+        {"action": "decide", "actor": "reviewer-1", "outcome": "approve", "reason_codes": [], "at": at},
+    ]
+    links = chain(entries)
+    assert links[0].previous == GENESIS and first_broken(links) is None
+    edited = [links[0], replace(links[1], content={**links[1].content, "actor": "someone-else"}), links[2]]
+    assert first_broken(edited) == 1
+    assert first_broken([links[0], links[2]]) == 1  # a removed entry
+    assert first_broken([links[1], links[0], links[2]]) == 0  # reordered

@@ -115,7 +115,8 @@ async def test_a_rejected_applications_notice(
     assert [row["content_sha256"] for row in stored] == [digest]
     assert stored[0]["template_version"] == first.headers["x-notice-template-version"]
 
-    pdf = await client.get(notice_url, headers={"Accept": "application/pdf"})
+    # The gateway's first PDF also loads WeasyPrint and the fonts: slow on a busy machine.
+    pdf = await client.get(notice_url, headers={"Accept": "application/pdf"}, timeout=180)
     assert pdf.status_code == 200, pdf.text
     assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(PDF_MAGIC)
     assert pdf.headers["x-notice-sha256"] == digest

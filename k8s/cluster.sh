@@ -10,6 +10,7 @@
 #   k8s/cluster.sh status              what runs
 #   k8s/cluster.sh env                 the variables the tests use (eval "$(k8s/cluster.sh env)")
 #   k8s/cluster.sh load-image ARCHIVE  import an OCI/docker archive into the node's containerd
+#   k8s/cluster.sh tag-image REF NEW   give a loaded image a second name (e.g. another tag), no copy
 #   k8s/cluster.sh smoke               prove DNS, Services, NetworkPolicy, PSA and metrics
 #   k8s/cluster.sh leftovers           exit 1 if any process, mount, netns, link or rule remains
 set -euo pipefail
@@ -538,6 +539,10 @@ cmd_leftovers() {
 cmd_env() {
   printf 'export KUBECONFIG=%q\n' "$KUBECONFIG_ADMIN"
   printf 'export FASTLOANS_K8S_NODE_IP=%q\n' "$NODE_IP"
+  # The addresses a NodePort connection from the host comes from, seen by a pod: the host's end of the
+  # veth, or the node's bridge address once kube-proxy has masqueraded it (for a NetworkPolicy's ipBlock).
+  printf 'export FASTLOANS_K8S_HOST_IP=%q\n' "$HOST_IP"
+  printf 'export FASTLOANS_K8S_POD_GATEWAY=%q\n' "$POD_GATEWAY"
   printf 'export FASTLOANS_K8S_NETNS=%q\n' "$NETNS"
   printf 'export FASTLOANS_K8S_STORAGE_CLASS=%q\n' "$STORAGE_CLASS"
   printf 'export FASTLOANS_K8S_CLUSTER_DOMAIN=%q\n' "$CLUSTER_DOMAIN"
@@ -567,6 +572,14 @@ cmd_load_image() {
   ctr_import "$archive"
 }
 
+cmd_tag_image() {
+  local source="${1:?usage: cluster.sh tag-image REF NEW_REF}" target="${2:?usage: cluster.sh tag-image REF NEW_REF}"
+  alive containerd || die "the cluster is not running (k8s/cluster.sh up)"
+  ctr --address "$CONTAINERD_SOCK" -n k8s.io images tag --force "$source" "$target" >/dev/null \
+    || die "cannot tag $source as $target (is $source loaded?)"
+  log "tagged $source as $target"
+}
+
 main() {
   local cmd="${1:-}"; shift || true
   case "$cmd" in
@@ -575,6 +588,7 @@ main() {
     status) cmd_status ;;
     env) cmd_env ;;
     load-image) cmd_load_image "$@" ;;
+    tag-image) cmd_tag_image "$@" ;;
     smoke) exec "$HERE/smoke.sh" ;;
     leftovers) cmd_leftovers ;;
     *) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;

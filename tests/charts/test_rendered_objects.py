@@ -447,3 +447,21 @@ def test_gateway_trusts_the_ingress_and_outlives_its_keep_alive(render) -> None:
     assert env_of(docs_on["spec"]["template"]["spec"]["containers"][0])["API_DOCS_ENABLED"]["value"] == "true"
     relay = named(render(), "Deployment", f"{FULL}-relay")["spec"]["template"]["spec"]["containers"][0]
     assert "FORWARDED_ALLOW_IPS" not in env_of(relay) and "HTTP_KEEPALIVE_SECONDS" not in env_of(relay)
+
+
+def test_gateway_keeps_serving_until_its_endpoint_is_gone(render) -> None:
+    """A preStop sleep on the gateway (it stops listening on SIGTERM): the roll under load of tests/k8s refused
+    connections still routed to the old pods without it; sleep plus graceful shutdown fit in the grace period."""
+    from fastloans.runtime import SHUTDOWN_GRACE_SECONDS
+
+    objects = render()
+    spec = named(objects, "Deployment", f"{FULL}-gateway")["spec"]["template"]["spec"]
+    sleep = spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert sleep[0] == "sleep" and int(sleep[1]) >= 5, sleep
+    assert int(sleep[1]) + SHUTDOWN_GRACE_SECONDS <= spec["terminationGracePeriodSeconds"]
+    for name in COMPONENTS:
+        if name != "gateway":
+            container = named(objects, "Deployment", f"{FULL}-{name}")["spec"]["template"]["spec"]["containers"][0]
+            assert "lifecycle" not in container, name
+    off = named(render(set_values=("components.gateway.preStopSleepSeconds=0",)), "Deployment", f"{FULL}-gateway")
+    assert "lifecycle" not in off["spec"]["template"]["spec"]["containers"][0]

@@ -127,6 +127,14 @@ spec:
             {{- with $c.env }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
+          {{- with $c.preStopSleepSeconds }}
+          {{- /* The endpoint's removal reaches kube-proxy and the ingress controllers after the pod's deletion
+          starts: keep serving (and listening) until they stop routing to it, then get SIGTERM. */}}
+          lifecycle:
+            preStop:
+              exec:
+                command: ["sleep", {{ . | quote }}]
+          {{- end }}
           startupProbe:
             httpGet:
               path: /healthz

@@ -9,7 +9,7 @@ from aiokafka import ConsumerRecord
 from fastloans import services
 from fastloans.events import ApplicationDecided, ApplicationScored, EventDecodeError, Topic
 from fastloans.kafka import send_all, trace_headers
-from fastloans.policy import Contribution, Score, alternatives, decide, score
+from fastloans.policy import Contribution, Policy, Score, alternatives, decide, score
 from fastloans.policy_runtime import PolicyWorker, facts_of, policy_ref
 from fastloans.runtime import run_worker
 from fastloans.settings import Settings, load_settings
@@ -32,6 +32,35 @@ def contributions_of(event: ApplicationScored) -> tuple[Contribution, ...]:
         raise EventDecodeError(f"invalid contributions: {error}") from None
 
 
+def decided_event(policy: Policy, event: ApplicationScored, now: datetime) -> ApplicationDecided:
+    """The decision on one scored application, with its counteroffer and what would change."""
+    facts = facts_of(event.facts)
+    risk_score, contributions = event.risk_score, contributions_of(event)
+    if event.policy.hash != policy.content_hash:
+        # Scored under another policy version (a rollout in progress): score again so that
+        # one version makes the whole decision.
+        rescored = score(policy, facts)
+        risk_score, contributions = rescored.risk_score, rescored.contributions
+    decision = decide(policy, facts, risk_score, contributions=contributions)
+    # Computed here, with the policy version that made the decision: a few evaluations, adverse only.
+    offer, changes = alternatives(policy, facts, decision, Score(risk_score, contributions))
+    return ApplicationDecided(
+        application_id=event.application_id,
+        tenant_id=event.tenant_id,
+        revision=event.revision,
+        submitted_at=event.submitted_at,
+        outcome=decision.outcome,
+        risk_score=risk_score,
+        contributions=[c.to_dict() for c in contributions],
+        principal_reasons=[c.to_dict() for c in decision.principal_reasons],
+        policy=policy_ref(policy),
+        decided_at=now,
+        challenger=event.challenger,
+        counteroffer=offer,
+        what_would_change=changes,
+    )
+
+
 class ApprovalWorker(PolicyWorker):
     """Decides every scored application."""
 
@@ -45,31 +74,7 @@ class ApprovalWorker(PolicyWorker):
         now = datetime.now(UTC)
         messages = []
         for event, record in zip(scored, records, strict=True):
-            facts = facts_of(event.facts)
-            risk_score, contributions = event.risk_score, contributions_of(event)
-            if event.policy.hash != policy.content_hash:
-                # Scored under another policy version (a rollout in progress): score again so that
-                # one version makes the whole decision.
-                rescored = score(policy, facts)
-                risk_score, contributions = rescored.risk_score, rescored.contributions
-            decision = decide(policy, facts, risk_score, contributions=contributions)
-            # Computed here, with the policy version that made the decision: a few evaluations, adverse only.
-            offer, changes = alternatives(policy, facts, decision, Score(risk_score, contributions))
-            decided = ApplicationDecided(
-                application_id=event.application_id,
-                tenant_id=event.tenant_id,
-                revision=event.revision,
-                submitted_at=event.submitted_at,
-                outcome=decision.outcome,
-                risk_score=risk_score,
-                contributions=[c.to_dict() for c in contributions],
-                principal_reasons=[c.to_dict() for c in decision.principal_reasons],
-                policy=policy_ref(policy),
-                decided_at=now,
-                challenger=event.challenger,
-                counteroffer=offer,
-                what_would_change=changes,
-            )
+            decided = decided_event(policy, event, now)
             messages.append((self.output, record.key, decided.encode(), trace_headers(record) + decided.headers()))
         await send_all(self.producer, messages)
 

@@ -9,14 +9,14 @@ cap: those few candidates are evaluated, from the largest down, and the first ap
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Context, Decimal, Inexact, InvalidOperation
+from functools import lru_cache
 from typing import Any, Final
 
 from .engine import Decision, Score
 from .facts import ACTIONABLE_FACTS, RATIO_NUMERATORS, ApplicationFacts
-from .model import CENT, BandRule, Policy
+from .model import CENT, Band, BandRule, Policy
 
 # Edges are bound * income: exact in this precision for any money amount and any policy bound.
 _EXACT: Final = Context(prec=200, traps=[InvalidOperation, Inexact])
@@ -61,82 +61,164 @@ class Change:
         }
 
 
-# One band of a ratio rule in the units of its numerator fact: lower, lower closed, upper, upper closed, points.
-_Band = tuple[Decimal | None, bool, Decimal | None, bool, int]
+# One band of a ratio rule: the index of its lower edge (None: -inf), lower closed, upper edge, upper closed,
+# and its points. Edges are indices into the rule set's sorted distinct bounds.
+_Band = tuple[int | None, bool, int | None, bool, int]
 
 
-def _contains(band: _Band, value: Decimal) -> bool:
-    lower, lower_closed, upper, upper_closed, _ = band
-    if lower is not None and (value < lower or (value == lower and not lower_closed)):
-        return False
-    return upper is None or value < upper or (value == upper and upper_closed)
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one fact moves in a policy: the ratio rules on it, by id, and the distinct bounds of their bands."""
+
+    rule_ids: tuple[str, ...]
+    bands: tuple[tuple[_Band, ...], ...]
+    bounds: tuple[Decimal, ...]
+
+
+def _lower_first(band: Band) -> tuple[bool, Decimal, bool]:
+    lower = band.interval.lower
+    return (lower is not None, lower if lower is not None else _ZERO, not band.interval.lower_closed)
+
+
+@lru_cache(maxsize=64)
+def _plan(policy: Policy, fact: str) -> _Plan:
+    rules = [r for r in policy.scorecard if isinstance(r, BandRule) and RATIO_NUMERATORS.get(r.factor) == fact]
+    bounds = sorted(
+        {b for r in rules for band in r.bands for b in (band.interval.lower, band.interval.upper) if b is not None}
+    )
+    index = {bound: position for position, bound in enumerate(bounds)}
+
+    def edge(bound: Decimal | None) -> int | None:
+        return None if bound is None else index[bound]
+
+    # Each rule's bands in order along the line (the loader sorts them; a policy built in code may not).
+    bands = tuple(
+        tuple(
+            (
+                edge(b.interval.lower),
+                b.interval.lower_closed,
+                edge(b.interval.upper),
+                b.interval.upper_closed,
+                b.award.points,
+            )
+            for b in sorted(r.bands, key=_lower_first)
+        )
+        for r in rules
+    )
+    return _Plan(tuple(r.id for r in rules), bands, tuple(bounds))
+
+
+@lru_cache(maxsize=16)
+def _outcomes(policy: Policy) -> dict[tuple[int, str, str], str]:
+    """A policy's decision outcomes by (risk score, loan purpose, employment status), filled as they are met."""
+    return {}
 
 
 class _Axis:
     """The policy as a function of one fact, every other fact held: fixed points plus the moving rules'."""
 
-    __slots__ = ("_employment", "_fixed", "_moving", "_policy", "_purpose")
+    __slots__ = ("_edges", "_employment", "_fixed", "_outcomes", "_plan", "_policy", "_purpose")
 
     def __init__(self, policy: Policy, facts: ApplicationFacts, fact: str, scored: Score | None = None) -> None:
         self._policy = policy
         self._purpose = facts.loan_purpose
         self._employment = facts.employment_status
+        self._outcomes = _outcomes(policy)
+        self._plan = plan = _plan(policy, fact)
+        # The bounds as values of the fact: bound * income, exact.
         income = facts.monthly_income
-        # The ratio rules on `fact`, their bands turned into amounts of it (exact: bound * income).
-        self._moving: list[tuple[str, tuple[_Band, ...]]] = []
-        fixed = 0
-        for rule in policy.scorecard:
-            if isinstance(rule, BandRule) and RATIO_NUMERATORS.get(rule.factor) == fact:
-                bands = tuple(
-                    (
-                        None if band.interval.lower is None else _EXACT.multiply(band.interval.lower, income),
-                        band.interval.lower_closed,
-                        None if band.interval.upper is None else _EXACT.multiply(band.interval.upper, income),
-                        band.interval.upper_closed,
-                        band.award.points,
-                    )
-                    for band in rule.bands
-                )
-                self._moving.append((rule.id, bands))
-            elif scored is None:
-                fixed += rule.match(facts).award.points
-        if scored is not None:
-            moving = {rule_id for rule_id, _ in self._moving}
-            fixed = scored.risk_score - sum(c.points for c in scored.contributions if c.rule_id in moving)
-        self._fixed = fixed
+        self._edges = [_EXACT.multiply(bound, income) for bound in plan.bounds]
+        if scored is None:
+            moving = set(plan.rule_ids)
+            self._fixed = sum(r.match(facts).award.points for r in policy.scorecard if r.id not in moving)
+        else:
+            self._fixed = scored.risk_score - sum(c.points for c in scored.contributions if c.rule_id in plan.rule_ids)
 
-    def edges(self) -> Iterator[Decimal]:
-        """Yield the fact's values at which a moving rule's band changes."""
-        for _, bands in self._moving:
-            for lower, _closed, upper, _upper_closed, _points in bands:
-                if lower is not None:
-                    yield lower
-                if upper is not None:
-                    yield upper
+    def _contains(self, band: _Band, value: Decimal) -> bool:
+        lower, lower_closed, upper, upper_closed, _ = band
+        if lower is not None:
+            edge = self._edges[lower]
+            if value < edge or (value == edge and not lower_closed):
+                return False
+        if upper is None:
+            return True
+        edge = self._edges[upper]
+        return value < edge or (value == edge and upper_closed)
+
+    def _meets(self, band: _Band, least: Decimal, cap: Decimal) -> bool:
+        lower, lower_closed, upper, upper_closed, _ = band
+        if upper is not None:
+            edge = self._edges[upper]
+            if edge < least or (edge == least and not upper_closed):
+                return False
+        if lower is None:
+            return True
+        edge = self._edges[lower]
+        return edge < cap or (edge == cap and lower_closed)
 
     def points(self, value: Decimal) -> list[int]:
         """Return each moving rule's points at ``value``."""
-        return [next(band[4] for band in bands if _contains(band, value)) for _, bands in self._moving]
+        return [next(band[4] for band in bands if self._contains(band, value)) for bands in self._plan.bands]
+
+    def decided(self, risk_score: int) -> str:
+        """Return the decision rule's outcome for ``risk_score`` (the other facts are fixed)."""
+        key = (risk_score, self._purpose, self._employment)
+        outcome = self._outcomes.get(key)
+        if outcome is None:
+            rule = next(r for r in self._policy.decision if r.when.matches(*key))
+            # Bounded: scores are sums of a policy's points, and purposes and statuses are few.
+            outcome = self._outcomes[key] = rule.outcome
+        return outcome
 
     def outcome(self, value: Decimal) -> tuple[str, int]:
         """Return the outcome and the risk score at ``value``."""
         risk_score = self._fixed + sum(self.points(value))
-        for rule in self._policy.decision:
-            if rule.when.matches(risk_score, self._purpose, self._employment):
-                return rule.outcome, risk_score
-        raise LookupError("the policy decides nothing")  # validated away
+        return self.decided(risk_score), risk_score
+
+    def may_approve(self, least: Decimal, cap: Decimal) -> bool:
+        """Return whether any risk score the moving rules can give in [``least``, ``cap``] is approved."""
+        totals = {self._fixed}
+        for bands in self._plan.bands:
+            points = {band[4] for band in bands if self._meets(band, least, cap)}
+            totals = {total + more for total in totals for more in points}
+        return any(self.decided(total) == "approve" for total in totals)
 
     def binding_rule(self, value: Decimal, above: Decimal) -> str:
         """Return the first moving rule whose points differ between ``value`` and ``above``."""
-        for (rule_id, _), low, high in zip(self._moving, self.points(value), self.points(above), strict=True):
+        for rule_id, low, high in zip(self._plan.rule_ids, self.points(value), self.points(above), strict=True):
             if low != high:
                 return rule_id
         raise LookupError("nothing changes between the two values")  # an approval and a refusal differ
 
+    def _largest_in_bands(
+        self, bands: tuple[_Band, ...], cap: Decimal, step: Decimal, least: Decimal
+    ) -> tuple[Decimal, int] | None:
+        """One moving rule: each band is a piece; its largest grid value is the candidate, from the top down."""
+        for lower, lower_closed, upper, upper_closed, points in reversed(bands):
+            if upper is None or self._edges[upper] > cap:
+                top = _grid_at_or_below(cap, step)
+            else:
+                edge = self._edges[upper]
+                top = _grid_at_or_below(edge, step)
+                if top == edge and not upper_closed:
+                    top -= step
+            if top < least:
+                return None  # this band and every lower one lie below the least value
+            if lower is not None and (top < self._edges[lower] or (top == self._edges[lower] and not lower_closed)):
+                continue  # no grid value inside the band
+            risk_score = self._fixed + points
+            if self.decided(risk_score) == "approve":
+                return top, risk_score
+        return None
+
     def largest_approved(self, cap: Decimal, step: Decimal, least: Decimal) -> tuple[Decimal, int] | None:
         """Return the largest multiple of ``step`` in [``least``, ``cap``] that is approved, with its score."""
+        if len(self._plan.bands) == 1:
+            return self._largest_in_bands(self._plan.bands[0], cap, step, least)
+        if not self.may_approve(least, cap):
+            return None
         candidates = {_grid_at_or_below(cap, step)}
-        for edge in self.edges():
+        for edge in self._edges:
             if least <= edge <= cap:
                 below = _grid_at_or_below(edge, step)
                 candidates.add(below)
@@ -157,15 +239,18 @@ def _grid_at_or_below(value: Decimal, step: Decimal) -> Decimal:
     return result - step if result > value else result
 
 
-def counteroffer(policy: Policy, facts: ApplicationFacts, scored: Score | None = None) -> Counteroffer | None:
+def counteroffer(
+    policy: Policy, facts: ApplicationFacts, scored: Score | None = None, *, refused: bool = False
+) -> Counteroffer | None:
     """Return the largest amount on the policy's step, at most the one asked for, that the policy approves.
 
     None when the amount asked for is approved (nothing to offer instead), or when no positive amount on
-    the step is (the other facts alone refuse, or the request is smaller than one step).
+    the step is (the other facts alone refuse, or the request is smaller than one step). ``refused`` says
+    the facts are already known not to be approved.
     """
     requested, step = facts.loan_amount, policy.rounding_step
     axis = _Axis(policy, facts, "loan_amount", scored)
-    if axis.outcome(requested)[0] == "approve":
+    if not refused and axis.outcome(requested)[0] == "approve":
         return None
     best = axis.largest_approved(requested, step, step)
     if best is None:
@@ -187,7 +272,11 @@ def what_would_change(policy: Policy, facts: ApplicationFacts) -> list[Change]:
 
 
 def _changes(
-    policy: Policy, facts: ApplicationFacts, offer: Counteroffer | None, scored: Score | None = None
+    policy: Policy,
+    facts: ApplicationFacts,
+    offer: Counteroffer | None,
+    scored: Score | None = None,
+    refused: bool = False,
 ) -> list[Change]:
     changes: list[Change] = []
     for fact in ACTIONABLE_FACTS:
@@ -197,7 +286,7 @@ def _changes(
                 changes.append(Change(fact, current, offer.loan_amount, offer.risk_score))
             continue
         axis = _Axis(policy, facts, fact, scored)
-        if axis.outcome(current)[0] == "approve":
+        if not refused and axis.outcome(current)[0] == "approve":
             continue
         best = axis.largest_approved(current, CENT, _ZERO)
         if best is not None:
@@ -216,6 +305,6 @@ def alternatives(
     """
     if decision.outcome == "approved":
         return None, None
-    offer = counteroffer(policy, facts, scored)
-    changes = _changes(policy, facts, offer, scored)
+    offer = counteroffer(policy, facts, scored, refused=True)
+    changes = _changes(policy, facts, offer, scored, refused=True)
     return (None if offer is None else offer.to_dict()), [change.to_dict() for change in changes]

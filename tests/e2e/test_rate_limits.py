@@ -111,6 +111,22 @@ async def test_unknown_keys_are_throttled_per_address_without_queries(
         assert await counted(ops, LOOKUPS, 'result="unknown"') - unknown == FAILURE_BURST
 
 
+async def test_a_new_valid_key_on_many_concurrent_requests_spends_one_attempt(
+    limited_gateways: list[LimitedGateway], migrated_db: MigratedDb
+) -> None:
+    # Every request of the burst misses the cache while the first one's lookup is in flight; each used to
+    # spend one of the address's attempts, so a valid key got 429 after FAILURE_BURST of them.
+    fresh = await issue_test_key(migrated_db.primary_url, f"burst-{uuid.uuid4().hex[:8]}", ("read",))
+    async with httpx.AsyncClient(base_url=limited_gateways[1].url, timeout=30) as http:
+        answers = await asyncio.gather(
+            *(
+                http.get(f"{URL}/{uuid.uuid4()}", headers=bearer(fresh, "198.51.100.20"))
+                for _ in range(3 * FAILURE_BURST)
+            )
+        )
+    assert Counter(r.status_code for r in answers) == {404: 3 * FAILURE_BURST}
+
+
 async def test_an_unknown_key_is_remembered_as_unknown(limited_gateways: list[LimitedGateway]) -> None:
     guess = f"fl_{secrets.token_urlsafe(32)}"
     ops = limited_gateways[1].ops_url
@@ -153,7 +169,7 @@ async def test_a_tenant_cannot_multiply_its_limit_with_keys_or_gateways(
     print(f"accepted {accepted} of {accepted + refused} in {elapsed:.1f} s (ceiling {ceiling:.0f})")
     assert accepted <= ceiling, (accepted, ceiling, outcomes)
     assert accepted >= BURST, (accepted, outcomes)
-    assert refused > accepted
+    # (How many were refused depends on how fast the machine sends: every stream was, at least once.)
     assert all(seen[429] and seen[404] for seen in outcomes.values()), outcomes
 
 

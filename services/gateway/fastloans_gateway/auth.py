@@ -198,8 +198,10 @@ class Authenticator:
         unknown_until = self._unknown.get(digest)
         if unknown_until is not None and unknown_until > now:
             self._refuse(address, now)
-        # Attempts are spent before the query, so concurrent guesses cannot all slip through.
-        spent = not was_valid
+        # Attempts are spent before the query, so concurrent guesses cannot all slip through. A request that
+        # joins a lookup already in flight for the same key spends nothing: a new valid key arriving on many
+        # requests at once (the first traffic of a client, a slow database) is one attempt, not one per request.
+        spent = not was_valid and digest not in self._lookups
         if spent:
             self._spend(address, now)
         caller = await self._shared_lookup(digest)

@@ -22,6 +22,7 @@ from bench.ratelimit import measure as rate_limit_cost
 from bench.report import verdicts, write
 from bench.runner import PYTHON_SERVICES, Plan, Runner, phase_dicts, ratio
 from bench.target import Target, bench_keys, running_stack, start_stack, state_root
+from bench.webhooks import log_line, webhook_cost
 from fastloans_dev.devstack.system import log
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="record py-spy profiles of every service during the fixed-rate phase at RATE (500)",
     )
     parser.add_argument(
-        "--skip", default="", help="phases to leave out: ceilings,fixed,reads,sustained,overload,ratelimit"
+        "--skip", default="", help="phases to leave out: ceilings,fixed,webhooks,reads,sustained,overload,ratelimit"
     )
     parser.add_argument("--output", type=Path, default=None, help="results folder (default bench/results)")
     return parser.parse_args(argv)
@@ -193,6 +194,10 @@ async def run(args: argparse.Namespace, target: Target, plan: Plan, folder: Path
                     headline["post_p99_ms_at_500"] = result.latency_ms.get("p99")
                     headline["decision_p50_ms_at_500"] = (result.decision_ms or {}).get("p50")
                     headline["decision_p99_ms_at_500"] = (result.decision_ms or {}).get("p99")
+        if "webhooks" not in skip:
+            log("webhooks: POSTs at 500/s with the benchmark tenant's endpoint disabled, then enabled")
+            headline["webhooks"] = await webhook_cost(runner, rate=500, rounds=2 if args.quick else 3)
+            log_line(headline["webhooks"])
         if "reads" not in skip:
             ceiling, at_rate = await runner.reads()
             headline["get_rps"] = ceiling.achieved_rps

@@ -7,10 +7,12 @@ import random
 from collections import Counter
 from collections.abc import Callable
 
+from fastloans import services as registry
 from fastloans_dev.devstack.stack import Infra
 from tests.chaos.fleet import Fleet
 
-SERVICE_KILLS = ("kill-gateway", "kill-relay", "kill-risk", "kill-approval", "kill-recorder")
+# One SIGKILL fault per service of the registry (the webhooks dispatcher too).
+SERVICE_KILLS = tuple(f"kill-{service.short}" for service in registry.SERVICES)
 DEFAULT_FAULTS = (*SERVICE_KILLS, "restart-kafka", "restart-postgres")
 ALL_FAULTS = (*DEFAULT_FAULTS, "kill-broker")
 

@@ -39,6 +39,7 @@ from tests.chaos.fleet import Fleet
 from tests.chaos.invariants import Verdict, verify, wait_drained
 from tests.chaos.load import LoadGenerator, LoadStats
 from tests.chaos.poison import PoisonSource, PoisonStats
+from tests.chaos.webhooks import WebhookCheck, WebhookVerdict
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,6 +70,7 @@ class ChaosReport:
     faults: dict[str, int]
     seconds: float
     poison: PoisonStats = field(default_factory=PoisonStats)
+    webhooks: WebhookVerdict = field(default_factory=WebhookVerdict)
 
     @property
     def ok(self) -> bool:
@@ -79,6 +81,7 @@ class ChaosReport:
             and self.load.rejected == 0
             and self.load.server_errors == 0
             and self.poison.ok
+            and self.webhooks.ok
         )
 
     def line(self) -> str:
@@ -86,7 +89,8 @@ class ChaosReport:
         faults = " ".join(f"{kind}={n}" for kind, n in sorted(self.faults.items()))
         answers = " ".join(f"{k.replace(' ', ':')}={n}" for k, n in sorted(self.load.attempts.items()))
         return (
-            f"{self.verdict.summary()} {self.poison.summary()} faults[{faults}] retries={self.load.retries} "
+            f"{self.verdict.summary()} {self.webhooks.summary()} {self.poison.summary()} "
+            f"faults[{faults}] retries={self.load.retries} "
             f"abandoned={self.load.abandoned} rejected={self.load.rejected} answers[{answers}] "
             f"duration={self.seconds:.0f}s seed={self.config.seed}"
         )
@@ -114,6 +118,7 @@ async def chaos(
     poison = PoisonSource(
         settings, pool, gateways, api_key, load.stats, interval=config.poison_interval, seed=config.seed
     )
+    hooks = await WebhookCheck.subscribe(infra.postgres.primary_url, gateways[0], api_key)
     started = time.monotonic()
     try:
         # The load goes on until the duration has passed and the last fault has recovered.
@@ -138,10 +143,14 @@ async def chaos(
         await wait_drained(pool, settings, tracked, within=config.drain_timeout, progress=log)
         verdict = await verify(pool, settings, gateways[0], api_key, load.stats)
         await poison.count_dead_letters(verdict.dead_letter_keys)
+        delivered = await hooks.verify(settings, load.stats, within=config.drain_timeout, progress=log)
     finally:
         await pool.close()
-    report = ChaosReport(config, verdict, load.stats, dict(injector.counts), time.monotonic() - started, poison.stats)
-    for example in verdict.examples:
+        hooks.stop()
+    report = ChaosReport(
+        config, verdict, load.stats, dict(injector.counts), time.monotonic() - started, poison.stats, delivered
+    )
+    for example in [*verdict.examples, *delivered.examples]:
         log(f"problem: {example}")
     return report
 

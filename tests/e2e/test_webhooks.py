@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from fastloans.contracts import APPLICATIONS_PATH, WEBHOOK_ENDPOINTS_PATH
 from tests.conftest import TEST_SERVICE_ENV, issue_test_key
+from tests.webhook_receiver import Received, Receiver, serve, verifying
 
 from .test_pipeline import APPROVED, REJECTED, decided, submit
 
@@ -28,87 +25,12 @@ from .test_pipeline import APPROVED, REJECTED, decided, submit
 TIMEOUT = float(TEST_SERVICE_ENV["WEBHOOK_TIMEOUT_SECONDS"])
 
 
-@dataclass
-class Received:
-    """One request the receiver got, and what it answered."""
-
-    headers: dict[str, str]
-    body: bytes
-    at: float
-    status: int
-
-    @property
-    def event(self) -> dict[str, Any]:
-        """The JSON body."""
-        parsed: dict[str, Any] = orjson.loads(self.body)
-        return parsed
-
-
-@dataclass
-class Receiver:
-    """A real HTTP server on loopback recording every request; `answer` decides each status and delay."""
-
-    answer: Callable[[Receiver], tuple[int, float]] = lambda _: (204, 0.0)
-    requests: list[Received] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ThreadingHTTPServer | None = None
-    # The request `answer` is deciding about (requests are answered one at a time).
-    pending: Received = field(default_factory=lambda: Received({}, b"", 0.0, 0))
-    answering: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def url(self) -> str:
-        """Where the endpoint points."""
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/fastloans"
-
-    def accepted(self, event_type: str = "application.decided") -> list[Received]:
-        """The requests answered 2xx, of one event type."""
-        with self.lock:
-            return [r for r in self.requests if 200 <= r.status < 300 and r.event["type"] == event_type]
-
-    def all(self) -> list[Received]:
-        """Every request so far."""
-        with self.lock:
-            return list(self.requests)
-
-
-def _serve(receiver: Receiver, port: int = 0) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", "0")))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            with receiver.answering:
-                receiver.pending = Received(headers, body, time.monotonic(), 0)
-                status, delay = receiver.answer(receiver)
-            if delay:
-                time.sleep(delay)
-            with receiver.lock:
-                receiver.requests.append(Received(headers, body, time.monotonic(), status))
-            try:
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-            except OSError:  # the dispatcher gave up waiting
-                pass
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     """A receiver answering 204 unless the test changes `answer`; stopped afterwards."""
-    made = Receiver()
-    made.server = _serve(made)
+    made = Receiver().start()
     yield made
-    made.server.shutdown()
-    made.server.server_close()
+    made.stop()
 
 
 @pytest.fixture
@@ -238,7 +160,7 @@ async def test_a_slow_endpoint_does_not_delay_another(
 ) -> None:
     """A second endpoint that never answers in time: the first still gets each decision well within a timeout."""
     slow = Receiver(answer=lambda _: (200, TIMEOUT + 1))
-    slow.server = _serve(slow)
+    slow.server = serve(slow)
     try:
         await subscribe(admin, receiver.url)
         await subscribe(admin, slow.url)
@@ -396,7 +318,7 @@ async def test_a_receiver_down_while_the_dispatcher_is_killed_still_gets_everyth
     dispatcher.kill()
     services.start("webhooks")
     services.wait_ready(services.children["webhooks"])
-    receiver.server = _serve(receiver, port)
+    receiver.server = serve(receiver, port)
     try:
         ids = {a["id"] for a in applications}
         await wait_for(lambda: {r.event["data"]["application_id"] for r in receiver.accepted()} >= ids, "all")
@@ -415,20 +337,18 @@ async def test_verify_passes_a_careful_receiver_and_fails_a_naive_one(admin: htt
     endpoint = await subscribe(admin, "http://127.0.0.1:9/later")
     secret, seen, acted = endpoint["secret"], set(), []
 
+    check = verifying(secret)
+
     def careful(receiver: Receiver) -> tuple[int, float]:
-        request = receiver.pending
-        try:
-            Webhook(secret).verify(request.body, request.headers)
-        except WebhookVerificationError:
-            return 400, 0.0
-        if request.headers["webhook-id"] not in seen:
-            seen.add(request.headers["webhook-id"])
-            acted.append(request.headers["webhook-id"])
-        return 200, 0.0
+        status, delay = check(receiver)
+        if status < 300 and receiver.pending.headers["webhook-id"] not in seen:
+            seen.add(receiver.pending.headers["webhook-id"])
+            acted.append(receiver.pending.headers["webhook-id"])
+        return status, delay
 
     careful_receiver, naive = Receiver(answer=careful), Receiver(answer=lambda _: (200, 0.0))
     for receiver in (careful_receiver, naive):
-        receiver.server = _serve(receiver)
+        receiver.server = serve(receiver)
     try:
         results = {}
         for name, receiver in (("careful", careful_receiver), ("naive", naive)):
@@ -454,3 +374,43 @@ async def test_verify_passes_a_careful_receiver_and_fails_a_naive_one(admin: htt
             assert receiver.server is not None
             receiver.server.shutdown()
             receiver.server.server_close()
+
+
+async def test_an_endpoint_that_opts_out_of_order_gets_a_revision_while_an_earlier_one_is_retried(
+    admin: httpx.AsyncClient,
+) -> None:
+    """Both receivers refuse revision 1 for a while: the `ordered: false` endpoint gets revision 2 meanwhile, the
+    default one only after revision 1."""
+    refusing = {"revision 1": True}
+
+    def answer(receiver: Receiver) -> tuple[int, float]:
+        return (503 if refusing["revision 1"] and receiver.pending.event["data"]["revision"] == 1 else 204), 0.0
+
+    ordered, unordered = Receiver(answer=answer).start(), Receiver(answer=answer).start()
+    try:
+        kept = await subscribe(admin, ordered.url)
+        opted = await subscribe(admin, unordered.url, ordered=False)
+        assert (kept["ordered"], opted["ordered"]) == (True, False)
+        application = await submit(admin, APPROVED)
+        await wait_for(lambda: len(unordered.all()) >= 1 and len(ordered.all()) >= 1, "revision 1 refused")
+        patched = await admin.patch(f"{APPLICATIONS_PATH}/{application['id']}", json={"credit_score": 560})
+        assert patched.status_code == 202, patched.text
+
+        def revisions(receiver: Receiver) -> list[int]:
+            return [r.event["data"]["revision"] for r in receiver.accepted()]
+
+        await wait_for(lambda: revisions(unordered) == [2], "revision 2 at the endpoint that opted out")
+        # The default endpoint is tried again at revision 1 since then, and still holds revision 2 back.
+        tried = len(ordered.all())
+        await wait_for(lambda: len(ordered.all()) > tried, "another attempt at revision 1")
+        assert {r.event["data"]["revision"] for r in ordered.all()} == {1}
+        refusing["revision 1"] = False
+        await wait_for(lambda: revisions(ordered) == [1, 2], "both revisions, in order, at the default endpoint")
+        await wait_for(lambda: revisions(unordered) == [2, 1], "revision 1 at the endpoint that opted out")
+        changed = await admin.patch(f"{WEBHOOK_ENDPOINTS_PATH}/{kept['id']}", json={"ordered": False})
+        assert changed.status_code == 200 and changed.json()["ordered"] is False
+        refused = await admin.patch(f"{WEBHOOK_ENDPOINTS_PATH}/{kept['id']}", json={"ordered": "sometimes"})
+        assert refused.status_code == 422, refused.text
+    finally:
+        ordered.stop()
+        unordered.stop()

@@ -17,7 +17,7 @@ from fastloans import webhooks
 from fastloans.db import Database, json_value
 
 ENDPOINT_COLUMNS = (
-    "id, url, description, event_types, enabled, disabled_reason, failing_since, previous_secret_expires_at, "
+    "id, url, description, event_types, enabled, ordered, disabled_reason, failing_since, previous_secret_expires_at, "
     "created_at, updated_at, verification_requested_at, verification, verified_at"
 )
 DELIVERY_COLUMNS = (
@@ -52,6 +52,7 @@ def render_endpoint(row: asyncpg.Record) -> dict[str, Any]:
         "description": row["description"],
         "event_types": list(row["event_types"]),
         "enabled": row["enabled"],
+        "ordered": row["ordered"],
         "disabled_reason": row["disabled_reason"],
         "failing_since": row["failing_since"],
         "previous_secret_expires_at": rotation if rotation and rotation > datetime.now(UTC) else None,
@@ -118,19 +119,22 @@ class WebhookEndpoints:
             raise webhooks.WebhookKeyMissing("WEBHOOK_SECRET_KEY is required in production")
         return self.box.seal(secret)
 
-    async def create(self, *, tenant_id: uuid.UUID, url: str, event_types: list[str], description: str) -> Created:
+    async def create(
+        self, *, tenant_id: uuid.UUID, url: str, event_types: list[str], description: str, ordered: bool = True
+    ) -> Created:
         """A new endpoint with a new secret."""
         secret = webhooks.new_secret()
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
-                f"INSERT INTO webhook_endpoints (id, tenant_id, url, description, event_types, secret) "
-                f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {ENDPOINT_COLUMNS}",
+                f"INSERT INTO webhook_endpoints (id, tenant_id, url, description, event_types, secret, ordered) "
+                f"VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ENDPOINT_COLUMNS}",
                 uuid.uuid4(),
                 tenant_id,
                 url,
                 description,
                 event_types,
                 self._seal(secret),
+                ordered,
             )
         return Created(render_endpoint(row), secret)
 
@@ -156,20 +160,15 @@ class WebhookEndpoints:
     async def update(
         self, *, tenant_id: uuid.UUID, endpoint_id: uuid.UUID, changes: dict[str, Any]
     ) -> dict[str, Any] | None:
-        """Change url, event types, description or enabled; enabling clears the reason and the failure clock."""
-        sets, args = ["updated_at = now()"], [endpoint_id, tenant_id]
-        for column in ("url", "description", "event_types", "enabled"):
+        """Change url, event types, description, enabled or ordered; enabling clears the reason and failure clock."""
+        sets, args = ["updated_at = now()"], []
+        for column in ("url", "description", "event_types", "enabled", "ordered"):
             if column in changes:
                 args.append(changes[column])
-                sets.append(f"{column} = ${len(args)}")
+                sets.append(f"{column} = ${len(args) + 2}")
         if changes.get("enabled") is True:
             sets += ["disabled_reason = NULL", "failing_since = NULL"]
-        async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                f"UPDATE webhook_endpoints SET {', '.join(sets)} WHERE id = $1 AND tenant_id = $2 "
-                f"RETURNING {ENDPOINT_COLUMNS}",
-                *args,
-            )
+        row = await self._change(tenant_id, endpoint_id, ", ".join(sets), *args)
         return render_endpoint(row) if row else None
 
     async def delete(self, *, tenant_id: uuid.UUID, endpoint_id: uuid.UUID) -> bool:
@@ -183,16 +182,14 @@ class WebhookEndpoints:
     async def rotate(self, *, tenant_id: uuid.UUID, endpoint_id: uuid.UUID) -> Created | None:
         """A new secret; the current one keeps signing beside it for the overlap."""
         secret = webhooks.new_secret()
-        async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                f"UPDATE webhook_endpoints SET previous_secret = secret, secret = $3, "
-                f"previous_secret_expires_at = now() + $4::interval, updated_at = now() "
-                f"WHERE id = $1 AND tenant_id = $2 RETURNING {ENDPOINT_COLUMNS}",
-                endpoint_id,
-                tenant_id,
-                self._seal(secret),
-                self.rotation_overlap,
-            )
+        row = await self._change(
+            tenant_id,
+            endpoint_id,
+            "previous_secret = secret, secret = $3, previous_secret_expires_at = now() + $4::interval, "
+            "updated_at = now()",
+            self._seal(secret),
+            self.rotation_overlap,
+        )
         return Created(render_endpoint(row), secret) if row else None
 
     async def ping(self, *, tenant_id: uuid.UUID, endpoint_id: uuid.UUID) -> dict[str, Any] | None:
@@ -216,15 +213,22 @@ class WebhookEndpoints:
 
     async def verify(self, *, tenant_id: uuid.UUID, endpoint_id: uuid.UUID) -> dict[str, Any] | None:
         """Ask a dispatcher to check the receiver (its report replaces the last one); None without the endpoint."""
+        row = await self._change(tenant_id, endpoint_id, "verification_requested_at = now(), verification = NULL")
+        return render_endpoint(row) if row else None
+
+    async def _change(
+        self, tenant_id: uuid.UUID, endpoint_id: uuid.UUID, assignments: str, *args: Any
+    ) -> asyncpg.Record | None:
+        """Update one endpoint of the tenant (`assignments` take `args` as $3 onwards); its new row, or None."""
         async with self.db.connection() as conn:
-            row = await conn.fetchrow(
-                f"UPDATE webhook_endpoints SET verification_requested_at = now(), verification = NULL "
-                f"WHERE id = $1 AND tenant_id = $2 "
+            row: asyncpg.Record | None = await conn.fetchrow(
+                f"UPDATE webhook_endpoints SET {assignments} WHERE id = $1 AND tenant_id = $2 "
                 f"RETURNING {ENDPOINT_COLUMNS}",
                 endpoint_id,
                 tenant_id,
+                *args,
             )
-        return render_endpoint(row) if row else None
+        return row
 
     async def deliveries(
         self, *, tenant_id: uuid.UUID, endpoint_id: uuid.UUID, status: str | None

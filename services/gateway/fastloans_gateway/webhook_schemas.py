@@ -15,6 +15,13 @@ EventType = Literal["application.decided", "application.withdrawn"]
 EventTypes = Annotated[list[EventType], Field(min_length=1, max_length=len(EVENT_TYPES))]
 Url = Annotated[str, Field(min_length=8, max_length=URL_MAX, description="http(s) URL (https in production)")]
 Description = Annotated[str, Field(max_length=DESCRIPTION_MAX)]
+Ordered = Annotated[
+    bool,
+    Field(
+        description="deliveries for one application go out in revision order (false: each as soon as it is due, "
+        "without waiting for an earlier revision still being retried; the payload's revision tells them apart)"
+    ),
+]
 
 
 class WebhookEndpointCreate(BaseModel):
@@ -37,6 +44,7 @@ class WebhookEndpointCreate(BaseModel):
     url: Url
     event_types: EventTypes
     description: Description = ""
+    ordered: Ordered = True
 
 
 def _changes_schema(schema: dict[str, Any]) -> None:
@@ -55,6 +63,7 @@ class WebhookEndpointUpdate(BaseModel):
     event_types: EventTypes = None  # type: ignore[assignment]
     description: Description = None  # type: ignore[assignment]
     enabled: bool = None  # type: ignore[assignment]
+    ordered: Ordered = None  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _something(self) -> WebhookEndpointUpdate:
@@ -97,6 +106,7 @@ class WebhookEndpoint(BaseModel):
     description: str
     event_types: list[str]
     enabled: bool
+    ordered: bool
     disabled_reason: str | None
     failing_since: datetime | None
     previous_secret_expires_at: datetime | None

@@ -2,14 +2,14 @@
 
 Deliveries are claimed with FOR UPDATE SKIP LOCKED and held by a lease, so any number of dispatcher processes
 share the queue and a delivery whose process died is taken again once its lease ends. A delivery waits while an
-earlier one for the same application and endpoint is pending (revision order), and an endpoint never has more
-than WEBHOOK_ENDPOINT_CONCURRENCY attempts in flight, so a slow endpoint holds up only itself.
+earlier one for the same application and endpoint is pending (revision order, unless the endpoint opted out with
+`ordered: false`), and an endpoint never has more than WEBHOOK_ENDPOINT_CONCURRENCY attempts in flight, so a slow
+endpoint holds up only itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import logging
 import random
@@ -35,7 +35,7 @@ log = logging.getLogger("fastloans.webhooks")
 
 CLAIM = """
 WITH ready AS (
-    SELECT e.id,
+    SELECT e.id, e.ordered,
            $2 - (SELECT count(*) FROM webhook_deliveries f
                   WHERE f.endpoint_id = e.id AND f.status = 'pending' AND f.lease_until > now()) AS room
       FROM webhook_endpoints e
@@ -48,10 +48,10 @@ WITH ready AS (
         SELECT d.id FROM webhook_deliveries d
          WHERE d.endpoint_id = r.id AND d.status = 'pending' AND d.next_attempt_at <= now()
            AND (d.lease_until IS NULL OR d.lease_until < now())
-           AND NOT EXISTS (
+           AND (NOT r.ordered OR NOT EXISTS (
                SELECT p.id FROM webhook_deliveries p
                 WHERE p.endpoint_id = d.endpoint_id AND p.application_id = d.application_id
-                  AND p.status = 'pending' AND (p.revision, p.id) < (d.revision, d.id))
+                  AND p.status = 'pending' AND (p.revision, p.id) < (d.revision, d.id)))
          ORDER BY d.next_attempt_at, d.id
          LIMIT greatest(r.room, 0)
          FOR UPDATE OF d SKIP LOCKED
@@ -198,6 +198,8 @@ class Dispatcher:
         )
         self.slots = asyncio.Semaphore(settings.webhook_concurrency)
         self._stopping = asyncio.Event()
+        # Set when an attempt ends: its endpoint may have room again, so the claim loop looks at once.
+        self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -218,6 +220,7 @@ class Dispatcher:
         interval = self.settings.webhook_poll_ms / 1000
         while not self._stopping.is_set():
             claimed = 0
+            self._wake.clear()
             try:
                 claimed = await self.claim_once() + await self.verify_once()
             except asyncio.CancelledError:
@@ -225,8 +228,16 @@ class Dispatcher:
             except Exception as error:
                 log.warning("could not claim deliveries", extra={"error.type": type(error).__name__})
             if not claimed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=interval)
+                await self._idle(interval)
+
+    async def _idle(self, interval: float) -> None:
+        """Wait until an attempt ends, the dispatcher stops, or `interval` seconds have passed."""
+        waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self._stopping.wait())]
+        try:
+            await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     async def verify_once(self) -> int:
         """Start one requested receiver check, if any (in a task of its own); how many were started."""
@@ -234,10 +245,16 @@ class Dispatcher:
             row = await conn.fetchrow(TAKE_VERIFICATION)
         if row is None:
             return 0
-        task = asyncio.create_task(self._verify(row))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+        self._track(asyncio.create_task(self._verify(row)))
         return 1
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.add(task)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._wake.set()
 
     async def _verify(self, row: asyncpg.Record) -> None:
         async with self.slots:
@@ -287,16 +304,13 @@ class Dispatcher:
         """Claim as many due deliveries as there are free slots and start sending them; how many."""
         free = self.settings.webhook_concurrency - len(self._in_flight)
         if free <= 0:
-            await asyncio.sleep(0.01)
             return 0
         async with self.db.connection() as conn:
             rows = await conn.fetch(
                 CLAIM, free, self.settings.webhook_endpoint_concurrency, self.settings.lease_seconds
             )
         for row in rows:
-            task = asyncio.create_task(self._deliver(row))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+            self._track(asyncio.create_task(self._deliver(row)))
         return len(rows)
 
     async def _deliver(self, row: asyncpg.Record) -> None:

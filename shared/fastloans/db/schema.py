@@ -164,6 +164,8 @@ webhook_endpoints = Table(
     Column("description", Text, nullable=False, server_default=text("''")),
     Column("event_types", ARRAY(Text), nullable=False),
     Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    # Deliveries for one application go out in revision order unless the endpoint opts out (false).
+    Column("ordered", Boolean, nullable=False, server_default=text("true")),
     Column("disabled_reason", Text),
     Column("secret", LargeBinary, nullable=False),
     Column("previous_secret", LargeBinary),

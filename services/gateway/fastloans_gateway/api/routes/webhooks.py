@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from fastloans import webhooks
 from fastloans.contracts import WEBHOOK_ENDPOINTS_PATH
@@ -45,6 +46,41 @@ def _endpoint_id(endpoint_id: str) -> uuid.UUID:
         raise Problem(404, "no such webhook endpoint") from None
 
 
+@dataclass(frozen=True)
+class Admin:
+    """An admin caller's tenant and the service that holds its endpoints."""
+
+    service: WebhookEndpoints
+    tenant_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Owned(Admin):
+    """The endpoint a request names, looked up within the admin caller's tenant."""
+
+    endpoint_id: uuid.UUID
+
+    @property
+    def ids(self) -> dict[str, uuid.UUID]:
+        """The keyword arguments that name it to the service."""
+        return {"tenant_id": self.tenant_id, "endpoint_id": self.endpoint_id}
+
+
+async def _admin(request: Request, who: CallerDep) -> Admin:
+    who.require("admin")
+    return Admin(_service(request), who.tenant_id)
+
+
+AdminDep = Annotated[Admin, Depends(_admin)]
+
+
+async def _owned(admin: AdminDep, endpoint_id: str) -> Owned:
+    return Owned(admin.service, admin.tenant_id, _endpoint_id(endpoint_id))
+
+
+EndpointDep = Annotated[Owned, Depends(_owned)]
+
+
 def _found(value: Any, what: str = "webhook endpoint") -> Any:
     if value is None:
         raise Problem(404, f"no such {what}")
@@ -72,16 +108,16 @@ def _with_secret(created: Created) -> dict[str, Any]:
     summary="Subscribe an endpoint (admin scope); answers its signing secret once",
     operation_id="createWebhookEndpoint",
 )
-async def create_endpoint(request: Request, who: CallerDep) -> Response:
+async def create_endpoint(request: Request, admin: AdminDep) -> Response:
     """Store the endpoint; the secret in the answer is never shown again."""
-    who.require("admin")
     body: WebhookEndpointCreate = validate(WebhookEndpointCreate, await read_json(request))
     _check_url(request, body.url)
-    created = await _service(request).create(
-        tenant_id=who.tenant_id,
+    created = await admin.service.create(
+        tenant_id=admin.tenant_id,
         url=body.url,
         event_types=list(dict.fromkeys(body.event_types)),
         description=body.description,
+        ordered=body.ordered,
     )
     location = f"{WEBHOOK_ENDPOINTS_PATH}/{created.endpoint['id']}"
     return json_response(_with_secret(created), status_code=201, headers={"Location": location})
@@ -94,10 +130,9 @@ async def create_endpoint(request: Request, who: CallerDep) -> Response:
     summary="List this tenant's webhook endpoints (admin scope)",
     operation_id="listWebhookEndpoints",
 )
-async def list_endpoints(request: Request, who: CallerDep) -> Response:
+async def list_endpoints(admin: AdminDep) -> Response:
     """Every endpoint, oldest first (without secrets)."""
-    who.require("admin")
-    return json_response({"items": await _service(request).listing(tenant_id=who.tenant_id)})
+    return json_response({"items": await admin.service.listing(tenant_id=admin.tenant_id)})
 
 
 @router.get(
@@ -107,11 +142,9 @@ async def list_endpoints(request: Request, who: CallerDep) -> Response:
     summary="Get a webhook endpoint (admin scope)",
     operation_id="getWebhookEndpoint",
 )
-async def get_endpoint(request: Request, who: CallerDep, endpoint_id: str) -> Response:
+async def get_endpoint(endpoint: EndpointDep) -> Response:
     """The endpoint, whether it is enabled and, if not, why."""
-    who.require("admin")
-    ident = _endpoint_id(endpoint_id)
-    return json_response(_found(await _service(request).get(tenant_id=who.tenant_id, endpoint_id=ident)))
+    return json_response(_found(await endpoint.service.get(**endpoint.ids)))
 
 
 @router.patch(
@@ -119,19 +152,16 @@ async def get_endpoint(request: Request, who: CallerDep, endpoint_id: str) -> Re
     response_model=WebhookEndpoint,
     responses=problems(400, 401, 403, 404, 413, 415, 422, 429, 503, status_404=NO_ENDPOINT),
     openapi_extra=json_body(WebhookEndpointUpdate),
-    summary="Change a webhook endpoint's URL, event types, description or enabled (admin scope)",
+    summary="Change a webhook endpoint's URL, event types, description, enabled or ordered (admin scope)",
     operation_id="updateWebhookEndpoint",
 )
-async def update_endpoint(request: Request, who: CallerDep, endpoint_id: str) -> Response:
+async def update_endpoint(request: Request, endpoint: EndpointDep) -> Response:
     """Apply the changes; enabling a disabled endpoint resumes its pending deliveries."""
-    who.require("admin")
-    ident = _endpoint_id(endpoint_id)
     changes = validate(WebhookEndpointUpdate, await read_json(request)).model_dump(exclude_unset=True)
     _check_url(request, changes.get("url"))
     if "event_types" in changes:
         changes["event_types"] = list(dict.fromkeys(changes["event_types"]))
-    row = await _service(request).update(tenant_id=who.tenant_id, endpoint_id=ident, changes=changes)
-    return json_response(_found(row))
+    return json_response(_found(await endpoint.service.update(**endpoint.ids, changes=changes)))
 
 
 @router.delete(
@@ -141,11 +171,9 @@ async def update_endpoint(request: Request, who: CallerDep, endpoint_id: str) ->
     summary="Delete a webhook endpoint and its deliveries (admin scope)",
     operation_id="deleteWebhookEndpoint",
 )
-async def delete_endpoint(request: Request, who: CallerDep, endpoint_id: str) -> Response:
+async def delete_endpoint(endpoint: EndpointDep) -> Response:
     """Nothing more is sent to it."""
-    who.require("admin")
-    ident = _endpoint_id(endpoint_id)
-    if not await _service(request).delete(tenant_id=who.tenant_id, endpoint_id=ident):
+    if not await endpoint.service.delete(**endpoint.ids):
         raise Problem(404, "no such webhook endpoint")
     return Response(status_code=204)
 
@@ -157,12 +185,9 @@ async def delete_endpoint(request: Request, who: CallerDep, endpoint_id: str) ->
     summary="Rotate the signing secret; the old one keeps signing beside it for the overlap (admin scope)",
     operation_id="rotateWebhookSecret",
 )
-async def rotate_secret(request: Request, who: CallerDep, endpoint_id: str) -> Response:
+async def rotate_secret(endpoint: EndpointDep) -> Response:
     """A new secret, shown once; `previous_secret_expires_at` says when the old one stops signing."""
-    who.require("admin")
-    ident = _endpoint_id(endpoint_id)
-    created = _found(await _service(request).rotate(tenant_id=who.tenant_id, endpoint_id=ident))
-    return json_response(_with_secret(created))
+    return json_response(_with_secret(_found(await endpoint.service.rotate(**endpoint.ids))))
 
 
 @router.post(
@@ -173,12 +198,9 @@ async def rotate_secret(request: Request, who: CallerDep, endpoint_id: str) -> R
     summary="Send a ping to the endpoint (admin scope)",
     operation_id="pingWebhookEndpoint",
 )
-async def ping_endpoint(request: Request, who: CallerDep, endpoint_id: str) -> Response:
+async def ping_endpoint(endpoint: EndpointDep) -> Response:
     """Queue a `ping` event; follow it in the endpoint's deliveries."""
-    who.require("admin")
-    ident = _endpoint_id(endpoint_id)
-    delivery = _found(await _service(request).ping(tenant_id=who.tenant_id, endpoint_id=ident))
-    return json_response(delivery, status_code=202)
+    return json_response(_found(await endpoint.service.ping(**endpoint.ids)), status_code=202)
 
 
 @router.post(
@@ -189,13 +211,9 @@ async def ping_endpoint(request: Request, who: CallerDep, endpoint_id: str) -> R
     summary="Check the receiver: it must accept a signed ping and refuse forgeries and replays (admin scope)",
     operation_id="verifyWebhookEndpoint",
 )
-async def verify_endpoint(request: Request, who: CallerDep, endpoint_id: str) -> Response:
+async def verify_endpoint(endpoint: EndpointDep) -> Response:
     """A dispatcher sends a signed ping, a badly signed one, an old one and a repeat; the report shows on GET."""
-    who.require("admin")
-    ident = _endpoint_id(endpoint_id)
-    return json_response(
-        _found(await _service(request).verify(tenant_id=who.tenant_id, endpoint_id=ident)), status_code=202
-    )
+    return json_response(_found(await endpoint.service.verify(**endpoint.ids)), status_code=202)
 
 
 @router.get(
@@ -206,16 +224,10 @@ async def verify_endpoint(request: Request, who: CallerDep, endpoint_id: str) ->
     operation_id="listWebhookDeliveries",
 )
 async def list_deliveries(
-    request: Request,
-    who: CallerDep,
-    endpoint_id: str,
-    status: Annotated[Literal["pending", "delivered", "failed"] | None, Query()] = None,
+    endpoint: EndpointDep, status: Annotated[Literal["pending", "delivered", "failed"] | None, Query()] = None
 ) -> Response:
     """The latest 100, newest first, each with status code, latency and error per attempt."""
-    who.require("admin")
-    ident = _endpoint_id(endpoint_id)
-    items = _found(await _service(request).deliveries(tenant_id=who.tenant_id, endpoint_id=ident, status=status))
-    return json_response({"items": items})
+    return json_response({"items": _found(await endpoint.service.deliveries(**endpoint.ids, status=status))})
 
 
 @router.post(
@@ -226,13 +238,11 @@ async def list_deliveries(
     summary="Send a delivery again now, under the same webhook-id (admin scope)",
     operation_id="retryWebhookDelivery",
 )
-async def retry_delivery(request: Request, who: CallerDep, endpoint_id: str, delivery_id: str) -> Response:
+async def retry_delivery(endpoint: EndpointDep, delivery_id: str) -> Response:
     """Queue the delivery again with a fresh retry schedule."""
-    who.require("admin")
-    ident = _endpoint_id(endpoint_id)
     if not delivery_id.isdigit() or len(delivery_id) > 18:
         raise Problem(404, "no such delivery")
-    row = await _service(request).retry(tenant_id=who.tenant_id, endpoint_id=ident, delivery_id=int(delivery_id))
+    row = await endpoint.service.retry(**endpoint.ids, delivery_id=int(delivery_id))
     return json_response(_found(row, "delivery"), status_code=202)
 
 
@@ -244,11 +254,9 @@ async def retry_delivery(request: Request, who: CallerDep, endpoint_id: str, del
     summary="Resend every delivery that failed since a time (admin scope)",
     operation_id="recoverWebhookEndpoint",
 )
-async def recover_endpoint(request: Request, who: CallerDep, endpoint_id: str) -> Response:
+async def recover_endpoint(request: Request, endpoint: EndpointDep) -> Response:
     """Queue again the failed deliveries created at or after `since`."""
-    who.require("admin")
-    ident = _endpoint_id(endpoint_id)
     body: RecoverRequest = validate(RecoverRequest, await read_json(request))
     since = body.since if body.since.tzinfo else body.since.replace(tzinfo=UTC)
-    count = _found(await _service(request).recover(tenant_id=who.tenant_id, endpoint_id=ident, since=since))
+    count = _found(await endpoint.service.recover(**endpoint.ids, since=since))
     return json_response({"requeued": count})

@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 
 from bench.checks import audit
+from bench.counteroffer import measure as counteroffer_cost
 from bench.overload import overload, overload_rate
 from bench.ratelimit import measure as rate_limit_cost
 from bench.report import verdicts, write
@@ -219,6 +220,9 @@ async def run(args: argparse.Namespace, target: Target, plan: Plan, folder: Path
         if "ratelimit" not in skip:
             log("measuring the per-tenant rate limiter (admission CPU, sync statement)")
             headline["rate_limit"] = await rate_limit_cost(target.primary_url)
+        if "counteroffer" not in skip:
+            log("measuring the counteroffer's CPU cost per decision in the approval service (bench.counteroffer)")
+            headline["counteroffer"] = await asyncio.to_thread(counteroffer_cost)
     finally:
         await runner.probe.stop()
     usage = runner.usage()

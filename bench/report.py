@@ -104,6 +104,17 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_fmt(usage['peak_rss_mb'])} | {_fmt(usage['peak_process_rss_mb'])} | "
             f"{usage['processes_max']} |"
         )
+    cost = results.get("counteroffer")
+    if cost:
+        lines += [
+            "",
+            "## The counteroffer in the approval service (CPU time, median of runs; `python -m bench.counteroffer`)",
+            "",
+            f"{_fmt(cost['counteroffer_us_per_decision'])} µs per decision "
+            f"({_fmt(cost['counteroffer_us_per_adverse_decision'])} µs per adverse one, "
+            f"{cost['adverse']:,} of {cost['decisions']:,}) of {_fmt(cost['approval_us_per_decision'])} µs the "
+            f"approval service spends per decision: {100 * cost['counteroffer_share_of_approval']:.0f}%.",
+        ]
     if results.get("profiles"):
         lines += ["", "## Where the time goes (py-spy: the functions most often on top of the stack)", ""]
         for name, profile in results["profiles"].items():

@@ -236,7 +236,8 @@ async def failover(
                 load.stop()
             log(
                 f"t={time.monotonic() - started:.0f}s accepted={len(load.stats.accepted)} "
-                f"in_flight={load.in_flight} retries={load.stats.retries}"
+                f"in_flight={load.in_flight} retries={load.stats.retries} "
+                + " ".join(f"{k.replace(' ', ':')}={n}" for k, n in sorted(load.stats.attempts.items()))
             )
             if faults.done() and faults.exception() is not None:
                 load.stop()
@@ -250,7 +251,10 @@ async def failover(
         verdict = await verify(pool, settings, gateways[0], api_key, load.stats)
         lost = await lost_writes(pool, load.stats)
     finally:
-        await pool.close()
+        try:
+            await asyncio.wait_for(pool.close(), 10)
+        except TimeoutError:
+            pool.terminate()
     for example in verdict.examples:
         log(f"problem: {example}")
     return FailoverReport(

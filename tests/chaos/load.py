@@ -1,6 +1,6 @@
 """An honest API client under faults: a steady rate of submissions, some changed or withdrawn afterwards.
 
-Every request that fails with a 5xx, a 429 or a connection error is retried
+Every request that fails with a 5xx, a 408, a 429 or a connection error is retried
 (the same Idempotency-Key for submissions) with backoff, for a bounded time.
 Only applications acknowledged with a 2xx count as accepted.
 """
@@ -126,7 +126,7 @@ class LoadGenerator:
         return self.api_urls[self._turn % len(self.api_urls)]
 
     async def _request(self, method: str, path: str, **kwargs: object) -> tuple[httpx.Response | None, int]:
-        """One logical request, retried until its answer is neither a 5xx nor a 429; (answer or None, attempts)."""
+        """One logical request, retried while its answer is a 5xx, a 408 or a 429; (answer or None, attempts)."""
         assert self._http is not None
         deadline = time.monotonic() + self.give_up_after
         backoff = 0.2
@@ -139,7 +139,8 @@ class LoadGenerator:
                 response = await self._http.request(method, self._next_url() + path, **kwargs)  # type: ignore[arg-type]
                 self.stats.answers.append((sent, time.monotonic() - sent, method, response.status_code))
                 self.stats.attempts[f"{method} {response.status_code}"] += 1
-                if response.status_code < 500 and response.status_code != 429:
+                # 408: the gateway's deadline for the request's head or body passed (a starved client); retry it.
+                if response.status_code < 500 and response.status_code not in (408, 429):
                     return response, attempts
                 if response.status_code == 503 and "retry-after" not in response.headers:
                     self.stats.unavailable_without_retry_after += 1

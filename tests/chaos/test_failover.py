@@ -32,6 +32,6 @@ def test_losing_the_primary_for_good_loses_no_acknowledged_write(state_dir: Path
     assert report.load.server_errors == 0, report.line()
     assert report.lost.total == 0 and report.verdict.duplicates == 0, report.line()
     assert report.verdict.ok, "\n".join([report.line(), *report.verdict.examples])
-    assert report.verdict.accepted > 200, report.line()
+    assert report.verdict.accepted > 100, report.line()
     assert report.verdict.decided + report.verdict.withdrawn == report.verdict.accepted, report.line()
     assert report.ok, report.line()

@@ -210,6 +210,9 @@ async def run(args: argparse.Namespace, target: Target, plan: Plan, folder: Path
             held = sustained["held"]
             headline["sustained_decisions_per_s"] = held["decided_per_s"] if held.get("flat") else 0.0
             headline["sustained_rate"] = held["rate"] if held.get("flat") else 0
+            within = sustained["within_slo"]
+            headline["sustained_within_slo_per_s"] = within.get("decided_per_s", 0.0) if within["within_slo"] else 0.0
+            headline["hold_seconds_over_250ms_p99"] = held.get("seconds_over_250ms_p99")
         if "overload" not in skip:
             rate = args.overload_rate or overload_rate(sustained, plan.rates)
             headline["overload"] = await overload(runner, rate, plan.overload_seconds)

@@ -8,9 +8,17 @@ from typing import Any
 
 import orjson
 
+from bench import timeline
+
 # headline key -> (label, target, "min" when higher is better, "max" when lower is better)
 TARGETS: dict[str, tuple[str, float, str]] = {
     "sustained_decisions_per_s": ("Sustained decisions/s (flat lag)", 1000, "min"),
+    "sustained_within_slo_per_s": (
+        "Sustained decisions/s within the SLO (POST p99 ≤ 50 ms, decision p99 ≤ 500 ms)",
+        1000,
+        "min",
+    ),
+    "hold_seconds_over_250ms_p99": ("Seconds of the hold with POST p99 > 250 ms", 0, "max"),
     "decision_p50_ms_at_500": ("Submission→decision p50 at 500/s (ms)", 30, "max"),
     "decision_p99_ms_at_500": ("Submission→decision p99 at 500/s (ms)", 150, "max"),
     "post_p99_ms_at_500": ("POST accept p99 at 500/s (ms)", 25, "max"),
@@ -91,6 +99,23 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_fmt(lat.get('p99.9'))} | {_fmt(dec.get('p50'))} | {_fmt(dec.get('p99'))} | "
             f"{_fmt(backlog.get('end'))} | {_fmt(backlog.get('decided_per_s'))} |"
         )
+    held = (results.get("sustained") or {}).get("held") or {}
+    if held.get("worst_seconds"):
+        lines += [
+            "",
+            f"## The hold at {held['rate']}/s: its five slowest seconds (latest-hold.png plots every second)",
+            "",
+            "| Second | Requests | p50 ms | p99 ms | max ms | checkpoints | autovacuum | WAL MB | loop lag ms |"
+            " in flight | backlog |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in held["worst_seconds"]:
+            lines.append(
+                f"| {row['second']} | {row['requests']} | {_fmt(row['p50_ms'])} | {_fmt(row['p99_ms'])} | "
+                f"{_fmt(row['max_ms'])} | {_fmt(row.get('checkpoints'))} | {_fmt(row.get('autovacuum'))} | "
+                f"{_fmt((row.get('wal_bytes') or 0) / 2**20)} | {_fmt(row.get('loop_lag_max_ms'))} | "
+                f"{_fmt(row.get('in_flight'))} | {_fmt(row.get('backlog'))} |"
+            )
     lines += [
         "",
         "## Processes",
@@ -160,4 +185,8 @@ def write(results: dict[str, Any], folder: Path) -> Path:
     shutil.copyfile(dated, folder / "latest.json")
     (folder / "latest.md").write_text(markdown(results))
     plot(results, folder / "latest.png")
+    held = (results.get("sustained") or {}).get("held") or {}
+    for phase in results.get("phases", []):
+        if phase.get("timeline") and phase["name"] == f"sustain@{held.get('rate')}/s":
+            timeline.plot(phase["timeline"], folder / "latest-hold.png", f"The hold at {held['rate']}/s, per second")
     return dated

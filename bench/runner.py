@@ -20,10 +20,20 @@ from bench.loadgen import Generator, Job, Outcome, merge, start_noop_server
 from bench.monitor import Monitor
 from bench.probes import Backlog, Probe, decision_seconds, wait_drained
 from bench.target import Target
+from bench.timeline import Timeline, worst_seconds
 from bench.workload import accepted_ids, get_requests, noop_requests, post_requests
+from fastloans import services as registry
 from fastloans_dev.devstack.system import free_port
 
-PYTHON_SERVICES = ("gateway", "risk", "approval", "recorder", "relay")
+# Every service of the registry (the components named after them are Python processes).
+PYTHON_SERVICES = tuple(service.short for service in registry.SERVICES)
+# The latency SLO a sustained rate must keep to count as `sustained_within_slo_per_s` (issue: the tail).
+SLO_POST_P99_MS = 50.0
+SLO_DECISION_P99_MS = 500.0
+# A second of the hold whose POST p99 passes this counts as a stall.
+STALL_P99_MS = 250.0
+# Applications of a hold whose decision latency is read back (all of them at 1,000/s for 300 s is 300,000).
+DECISION_SAMPLE = 20_000
 
 
 @dataclass
@@ -70,6 +80,7 @@ class PhaseResult:
     cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
     decision_ms: dict[str, float] | None = None
     backlog: dict[str, Any] | None = None
+    timeline: list[dict[str, Any]] | None = None
 
 
 def percentiles(values: np.ndarray, *, scale: float = 1000.0) -> dict[str, float]:
@@ -152,8 +163,9 @@ class Runner:
         connections: int,
         host: tuple[str, int] | None = None,
         generators: int | None = None,
+        timeline: Timeline | None = None,
     ) -> tuple[PhaseResult, Outcome, list[Backlog]]:
-        """Drive one load phase and measure it."""
+        """Drive one load phase and measure it (second by second too, with a `timeline`)."""
         count = generators or (self.plan.generators if rate is None or rate > 300 else 1)
         host_name, port = host or self.target.address
         start_at = time.time() + 1.5
@@ -191,6 +203,8 @@ class Runner:
                 gen.poll()
             if kind == "post":
                 backlog.append(await self.probe.sample())
+            if timeline is not None:
+                await timeline.sample(self._now(backlog))
             if now - last_print >= (1.0 if sys.stderr.isatty() else 5.0):
                 last_print = now
                 self._progress(name, rate, seconds, now - start_at, gens, backlog)
@@ -204,8 +218,18 @@ class Runner:
         )
         if backlog:
             result.backlog = backlog_trend(backlog)
+        if timeline is not None:
+            result.timeline = timeline.rows(outcome, start_at)
         self.phases.append(result)
         return result, outcome, backlog
+
+    def _now(self, backlog: list[Backlog]) -> dict[str, Any]:
+        """What the runner itself knows of this second: the backlog and each component's CPU."""
+        now: dict[str, Any] = {"backlog": backlog[-1].total if backlog else None}
+        for name, usage in self.monitor.usage.items():
+            if usage.samples:
+                now[f"cpu_{name.replace(' ', '_').replace('-', '_')}"] = round(usage.samples[-1][1], 1)
+        return now
 
     def _progress(
         self,
@@ -449,34 +473,68 @@ class Runner:
                 best = rate
             rate -= plan.search_step
         held: dict[str, Any] = {"rate": 0, "decided_per_s": 0.0, "flat": False}
+        within: dict[str, Any] = {}
+        holds: list[dict[str, Any]] = []
         candidate = best
-        attempts = 0
-        while candidate > 0 and attempts < 3:
-            attempts += 1
-            result, outcome, _ = await self.phase(
-                f"sustain@{candidate}/s",
-                "post",
-                self._posts(int(candidate * plan.sustain_seconds)),
-                rate=candidate,
-                seconds=plan.sustain_seconds,
-                connections=plan.connections,
-            )
-            self.accepted += accepted_ids(outcome)
-            trend = result.backlog or {}
-            flat = is_flat(trend, candidate, plan.sustain_seconds) and result.errors <= result.sent * 0.001
-            held = {
-                "rate": candidate,
-                "seconds": plan.sustain_seconds,
-                "flat": flat,
-                "decided_per_s": trend.get("decided_per_s", 0.0),
-                "backlog": _without_series(trend),
-                "post_latency_ms": result.latency_ms,
-            }
-            await self.drain()
-            if flat:
+        # Down from the best probe: the first hold with a flat backlog is the sustained rate; holding on down
+        # (a few more steps at most) finds the first one that also keeps the latency SLO.
+        while candidate > 0 and len(holds) < 3 + (2 if held["flat"] else 0) and not within:
+            hold = await self._hold(candidate)
+            holds.append(hold)
+            if hold["flat"] and not held["flat"]:
+                held = hold
+            if hold["flat"] and hold["within_slo"]:
+                within = hold
+            if not hold["flat"] and held["flat"]:
                 break
             candidate -= plan.search_step
-        return {"probes": probes, "held": held}
+        return {
+            "probes": probes,
+            "held": held,
+            "within_slo": within or {"rate": 0, "within_slo": False},
+            "holds": [{k: v for k, v in h.items() if k != "timeline"} for h in holds],
+        }
+
+    async def _hold(self, rate: int) -> dict[str, Any]:
+        """The full-length hold at `rate`: backlog trend, POST and decision latency, and a per-second timeline."""
+        plan = self.plan
+        timeline = Timeline(self.target.primary_url, self.target.metrics_url)
+        await timeline.start()
+        try:
+            result, outcome, _ = await self.phase(
+                f"sustain@{rate}/s",
+                "post",
+                self._posts(int(rate * plan.sustain_seconds)),
+                rate=rate,
+                seconds=plan.sustain_seconds,
+                connections=plan.connections,
+                timeline=timeline,
+            )
+        finally:
+            await timeline.stop()
+        ids = accepted_ids(outcome)
+        self.accepted += ids
+        trend = result.backlog or {}
+        flat = is_flat(trend, rate, plan.sustain_seconds) and result.errors <= result.sent * 0.001
+        await self.drain()
+        sample = random.Random(rate).sample(ids, min(len(ids), DECISION_SAMPLE))  # noqa: S311 - not a secret
+        result.decision_ms = percentiles(np.array(await decision_seconds(self.target.primary_url, sample), dtype=float))
+        post_p99 = result.latency_ms.get("p99", math.inf)
+        decision_p99 = result.decision_ms.get("p99", math.inf)
+        rows = result.timeline or []
+        return {
+            "rate": rate,
+            "seconds": plan.sustain_seconds,
+            "flat": flat,
+            "within_slo": flat and post_p99 <= SLO_POST_P99_MS and decision_p99 <= SLO_DECISION_P99_MS,
+            "decided_per_s": trend.get("decided_per_s", 0.0),
+            "backlog": _without_series(trend),
+            "post_latency_ms": result.latency_ms,
+            "decision_ms": result.decision_ms,
+            "seconds_over_250ms_p99": sum(1 for r in rows if r["p99_ms"] > STALL_P99_MS),
+            "worst_seconds": worst_seconds(rows),
+            "timeline": rows,
+        }
 
     async def _probe(self, rate: int, probes: list[dict[str, Any]]) -> bool:
         """One short step of the search; True if the backlog stayed flat."""

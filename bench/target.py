@@ -34,6 +34,8 @@ class Target:
     reused: bool
     environment: dict[str, str] = field(default_factory=dict)
     infra: Infra | None = None
+    # The gateway's /metrics (its ops port), for the per-second timeline.
+    metrics_url: str | None = None
     services: ServiceSet | None = None
 
     @property
@@ -102,6 +104,7 @@ def running_stack(state: Path) -> Target | None:
         kafka=env["KAFKA_BOOTSTRAP_SERVERS"],
         component_ports=ports,
         reused=True,
+        metrics_url=metrics.get("gateway"),
     )
 
 
@@ -126,6 +129,7 @@ def start_stack(state: Path, *, durable: bool, extra_env: dict[str, str]) -> Tar
         environment=environment,
         infra=infra,
         services=services,
+        metrics_url=f"http://127.0.0.1:{ports.ops_port('gateway')}/metrics",
     )
     try:
         infra.start()

@@ -12,7 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
@@ -20,7 +20,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from fastloans import services as registry
+from fastloans.events import ApplicationDecided
 from fastloans.metrics import DEAD_LETTERS, MESSAGES_PROCESSED
+from fastloans.policy import load_default_policy, reason_catalogue
 from tests.prometheus.conftest import (
     DASHBOARDS,
     LABEL_VALUES,
@@ -80,6 +82,41 @@ def test_consumer_series_exist_at_zero_for_their_own_topic(infra, services) -> N
         for counter in (MESSAGES_PROCESSED, DEAD_LETTERS):
             name = counter.describe()[0].name + "_total"
             assert (name, service.name, service.consumes.value) in labels, f"{service.name}: {name}"
+
+
+def test_decision_series_exist_at_zero_for_every_outcome_and_reason(infra, services) -> None:
+    """The recorder exports every outcome under the policy the deciders run and every catalogued reason code."""
+    text = httpx.get(f"http://127.0.0.1:{infra.ports.ops_port(registry.RECORDER.short)}/metrics", timeout=10).text
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    version = load_default_policy().version  # the test stack sets no POLICY_FILE
+    decided = {
+        s.labels["outcome"]
+        for s in samples
+        if s.name == "fastloans_decisions_total" and s.labels["policy_version"] == version
+    }
+    reasons = {s.labels["code"] for s in samples if s.name == "fastloans_decision_reasons_total"}
+    assert decided >= set(get_args(ApplicationDecided.model_fields["outcome"].annotation))
+    assert reasons >= set(reason_catalogue())
+
+
+def test_http_series_exist_at_zero_for_every_documented_answer(infra, services) -> None:
+    """The gateway exports each operation and status its OpenAPI document lists (the test environment serves it)."""
+    schema = httpx.get(f"http://127.0.0.1:{infra.ports.services['gateway']}/openapi.json", timeout=10).json()
+    text = httpx.get(f"http://127.0.0.1:{infra.ports.ops_port('gateway')}/metrics", timeout=10).text
+    requests = {
+        (s.labels["route"], s.labels["method"], s.labels["status"])
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "fastloans_http_requests_total"
+    }
+    documented = {
+        (route, method.upper(), status)
+        for route, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        for status in operation["responses"]
+    }
+    assert len(documented) > 50
+    assert not sorted(documented - requests)
 
 
 # -- a real Prometheus ----------------------------------------------------------

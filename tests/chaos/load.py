@@ -87,7 +87,9 @@ class LoadGenerator:
 
     async def run(self, duration: float) -> None:
         """Submit for `duration` seconds (open loop), then wait for every request in flight to settle."""
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        # A connection for every request in flight: a queue in httpx's pool costs CPU per queued request on every
+        # change, and a client starved that way stops sending (ConnectTimeout, PoolTimeout) while the gateway idles.
+        limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=50)
         async with httpx.AsyncClient(
             headers={"Authorization": f"Bearer {self.api_key}"}, timeout=15, limits=limits
         ) as http:

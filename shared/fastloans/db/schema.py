@@ -207,6 +207,13 @@ webhook_deliveries = Table(
     Index("webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
     Index("webhook_deliveries_endpoint_application", "endpoint_id", "application_id", "revision"),
     Index("webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
+    # The deliveries in flight, which the claim counts per endpoint (migration 0009).
+    Index(
+        "webhook_deliveries_leased",
+        "endpoint_id",
+        "lease_until",
+        postgresql_where=text("status = 'pending' AND lease_until IS NOT NULL"),
+    ),
 )
 
 webhook_attempts = Table(

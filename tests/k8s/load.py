@@ -23,6 +23,7 @@ from fastloans_gateway.schemas import EXAMPLE
 
 GIVE_UP_SECONDS = 180.0  # one application's retries end after this long (it then counts as never acknowledged)
 MAX_IN_FLIGHT = 400
+REQUEST_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -95,22 +96,22 @@ class Load:
             self._error = error
 
     async def _main(self) -> None:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=15.0, limits=limits) as client:
-            tasks: set[asyncio.Task] = set()
-            interval = 1.0 / self.rate
-            next_at = time.monotonic()
-            while not self._stop.is_set():
-                if len(tasks) < MAX_IN_FLIGHT:
-                    task = asyncio.create_task(self._submit(client, self.phase))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                next_at += interval
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            if tasks:
-                await asyncio.gather(*tasks)
+        # A fresh connection per attempt (no shared pool whose state outlives a timed-out request): a slow gateway
+        # shows as a timeout of a request it received, never as the client's own queue.
+        tasks: set[asyncio.Task] = set()
+        interval = 1.0 / self.rate
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            if len(tasks) < MAX_IN_FLIGHT:
+                task = asyncio.create_task(self._submit(self.phase))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        if tasks:
+            await asyncio.gather(*tasks)
 
-    async def _submit(self, client: httpx.AsyncClient, phase: str) -> None:
+    async def _submit(self, phase: str) -> None:
         """One application, retried with its key until acknowledged; failures recorded in the current phase."""
         headers = {"Authorization": f"Bearer {self.api_key}", IDEMPOTENCY_KEY_HEADER: str(uuid.uuid4())}
         self.sent[phase] += 1
@@ -121,7 +122,8 @@ class Load:
             self.attempts[current] += 1
             wait = 0.5
             try:
-                response = await client.post(APPLICATIONS_PATH, json=EXAMPLE, headers=headers)
+                async with httpx.AsyncClient(base_url=self.base_url, timeout=REQUEST_TIMEOUT) as client:
+                    response = await client.post(APPLICATIONS_PATH, json=EXAMPLE, headers=headers)
             except httpx.TransportError as error:
                 kind = f"connection: {type(error).__name__}"
                 self.failures.append(Failure(current, kind, str(error)[:200], time.monotonic()))

@@ -6,8 +6,6 @@ without end by the consumers; the connection that met it is not reused.
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 
 # SQLSTATE classes and codes a restart, a failover or an overloaded server produce.
@@ -31,7 +29,6 @@ _CLIENT_OUTAGES: tuple[type[BaseException], ...] = (
     asyncpg.InternalClientError,
     OSError,  # ConnectionRefusedError, ConnectionResetError, ...
     TimeoutError,
-    asyncio.TimeoutError,
 )
 # ...except these, which no retry fixes: a wrong setting, a feature the client or the server lacks.
 _CLIENT_MISTAKES: tuple[type[BaseException], ...] = (

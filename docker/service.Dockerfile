@@ -55,13 +55,15 @@ RUN test -n "${PORTS}" || { echo "build with --build-arg PORTS=<the service's po
  && useradd --system --uid 10001 --gid fastloans --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin fastloans
 # The Debian libraries a service loads at run time, from services/<name>/debian-packages.txt when it has one
-# (the gateway: Pango and a font, which WeasyPrint needs for PDF notices); none for the others.
+# (the gateway: Pango and a font, which WeasyPrint needs for PDF notices); none for the others. Fonts get their
+# cache built here: the root file system is read-only at run time, where fontconfig could not write one.
 COPY --from=builder /opt/debian-packages.txt /tmp/debian-packages.txt
 # hadolint ignore=DL3008
 RUN if [ -s /tmp/debian-packages.txt ]; then \
       apt-get update \
       && xargs -a /tmp/debian-packages.txt apt-get install -y --no-install-recommends \
-      && rm -rf /var/lib/apt/lists/*; \
+      && rm -rf /var/lib/apt/lists/* \
+      && if command -v fc-cache >/dev/null; then fc-cache --system-only; fi; \
     fi \
  && rm /tmp/debian-packages.txt
 COPY --from=builder /opt/venv /opt/venv

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the gateway's PDF notices load at run time (WeasyPrint: Pango, HarfBuzz's subsetter,
-# a font; listed once in services/gateway/debian-packages.txt, which the gateway image installs too), and
+# fontconfig and a font; listed once in services/gateway/debian-packages.txt, which the gateway image installs too), and
 # poppler-utils, whose pdftotext the notice tests read PDFs with. Idempotent: does nothing when all are there.
 set -euo pipefail
 

@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from fastloans.contracts import APPLICATIONS_PATH
 from fastloans_gateway.api.deps import CallerDep, parse_id, read_json, validate
-from fastloans_gateway.api.openapi import json_body, problems
+from fastloans_gateway.api.openapi import problems
 from fastloans_gateway.api.responses import json_response
 from fastloans_gateway.notices.pdf import html_to_pdf
 from fastloans_gateway.notices.service import NoticeUnavailable, StoredNotice
@@ -163,7 +163,10 @@ async def get_notice(request: Request, who: CallerDep, application_id: str) -> R
         **_problem_doc(409, "Already recorded with another time, not decided yet, or the notice settings are missing"),
         **problems(422, status_422="`sent_at` is not a time with an offset, is in the future, or precedes the notice"),
     },
-    openapi_extra={"requestBody": {**json_body(NoticeSent)["requestBody"], "required": False}},
+    # Inline: the document's components list only the models `openapi.build` knows of.
+    openapi_extra={
+        "requestBody": {"required": False, "content": {"application/json": {"schema": NoticeSent.model_json_schema()}}}
+    },
     summary="Record when the notice was sent to the applicant",
     operation_id="recordNoticeSent",
 )

@@ -127,6 +127,22 @@ async def test_a_new_valid_key_on_many_concurrent_requests_spends_one_attempt(
     assert Counter(r.status_code for r in answers) == {404: 3 * FAILURE_BURST}
 
 
+async def test_many_new_valid_keys_from_one_address_at_once_are_not_throttled(
+    limited_gateways: list[LimitedGateway], migrated_db: MigratedDb
+) -> None:
+    # More distinct new keys than the address has attempts, all at once: each lookup holds an attempt until
+    # it finds the key valid; the others wait for one instead of being answered 429.
+    keys = [
+        await issue_test_key(migrated_db.primary_url, f"many-{uuid.uuid4().hex[:8]}", ("read",))
+        for _ in range(3 * FAILURE_BURST)
+    ]
+    async with httpx.AsyncClient(base_url=limited_gateways[0].url, timeout=30) as http:
+        answers = await asyncio.gather(
+            *(http.get(f"{URL}/{uuid.uuid4()}", headers=bearer(key, "198.51.100.21")) for key in keys)
+        )
+    assert Counter(r.status_code for r in answers) == {404: 3 * FAILURE_BURST}
+
+
 async def test_an_unknown_key_is_remembered_as_unknown(limited_gateways: list[LimitedGateway]) -> None:
     guess = f"fl_{secrets.token_urlsafe(32)}"
     ops = limited_gateways[1].ops_url

@@ -21,6 +21,9 @@ from fastloans_gateway.settings import GatewaySettings
 # Failed attempts from IPv6 clients are counted per /64: one host usually holds a whole one.
 IPV6_CLIENT_PREFIX = 64
 
+# The longest a request waits for its address's lookups in flight to hand back an attempt.
+LOOKUP_WAIT_SECONDS = 5.0
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -150,6 +153,9 @@ class Authenticator:
         self._known: LRU[bytes, tuple[float, Caller]] = LRU(cache_size)
         self._unknown: LRU[bytes, float] = LRU(cache_size)
         self._lookups: dict[bytes, asyncio.Future[Caller | None]] = {}
+        # The attempts each address has spent on lookups still in flight (given back when the key is valid).
+        self._held: dict[str, int] = {}
+        self._released = asyncio.Condition()
 
     @classmethod
     def from_settings(cls, db: Database, settings: GatewaySettings) -> Authenticator:
@@ -203,8 +209,15 @@ class Authenticator:
         # requests at once (the first traffic of a client, a slow database) is one attempt, not one per request.
         spent = not was_valid and digest not in self._lookups
         if spent:
-            self._spend(address, now)
-        caller = await self._shared_lookup(digest)
+            await self._spend_or_wait(address)
+            self._held[address] = self._held.get(address, 0) + 1
+            caller = None
+            try:
+                caller = await self._shared_lookup(digest)
+            finally:
+                await self._release(address, give_back=caller is not None)
+        else:
+            caller = await self._shared_lookup(digest)
         if caller is None:
             self._known.pop(digest)
             if self.ttl > 0:
@@ -212,8 +225,6 @@ class Authenticator:
             if not spent:
                 self._refuse(address, now)
             raise _unauthorized("unknown or revoked API key")
-        if spent:
-            self.failures.give_back(address)
         self._unknown.pop(digest)
         # Kept after it expires too: a key once valid is looked up again whatever its address's failures.
         self._known.put(digest, (now + self.ttl, caller))
@@ -222,11 +233,35 @@ class Authenticator:
     def _spend(self, address: str, now: float) -> None:
         wait = self.failures.take(address, now)
         if wait is not None:
-            raise Problem(
-                429,
-                "too many failed authentications from this address; retry later",
-                headers={"Retry-After": str(wait)},
-            )
+            raise _throttled(wait)
+
+    async def _spend_or_wait(self, address: str) -> None:
+        """Spend an attempt before a lookup. While the address's attempts are all held by lookups still in
+        flight (each given back if its key is valid), wait for one of them rather than refuse: many new valid
+        keys from one address (a client behind one proxy, a pod's first seconds) are not guesses."""
+        async with self._released:
+            while True:
+                wait = self.failures.take(address, time.monotonic())
+                if wait is None:
+                    return
+                if not self._held.get(address):
+                    raise _throttled(wait)
+                try:
+                    await asyncio.wait_for(self._released.wait(), LOOKUP_WAIT_SECONDS)
+                except TimeoutError:
+                    raise _throttled(wait) from None
+
+    async def _release(self, address: str, *, give_back: bool) -> None:
+        """A lookup that spent an attempt ended: give the attempt back if the key was valid, wake the waiting."""
+        async with self._released:
+            held = self._held.get(address, 0) - 1
+            if held > 0:
+                self._held[address] = held
+            else:
+                self._held.pop(address, None)
+            if give_back:
+                self.failures.give_back(address)
+            self._released.notify_all()
 
     def _refuse(self, address: str, now: float) -> None:
         self._spend(address, now)
@@ -271,6 +306,12 @@ class Authenticator:
         """Stop the rate limiter's synchronisation."""
         if self.limiter is not None:
             await self.limiter.stop()
+
+
+def _throttled(wait: int) -> Problem:
+    return Problem(
+        429, "too many failed authentications from this address; retry later", headers={"Retry-After": str(wait)}
+    )
 
 
 def _unauthorized(detail: str) -> Problem:

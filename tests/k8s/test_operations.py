@@ -219,6 +219,7 @@ def test_upgrade_rolls_every_deployment_with_no_failed_request(release: Release,
         load.phase = "upgrade"
         say(f"helm upgrade under load: image tag {NEW_TAG}, policy version {new_version}")
         took = upgrade(release, Path(policy_file.name))
+    release.policy_version = new_version
 
     def rolled():
         now = template_hashes(ns)
@@ -236,7 +237,6 @@ def test_upgrade_rolls_every_deployment_with_no_failed_request(release: Release,
     failed = load.failures_in("upgrade")
     assert not failed, f"{len(failed)} failed requests during the roll, first: {failed[:5]}"
     assert load.acknowledged_in("upgrade"), "no application acknowledged during the upgrade"
-    release.policy_version = new_version
 
 
 def test_new_applications_are_decided_by_the_new_policy_version(release: Release, load: Load) -> None:

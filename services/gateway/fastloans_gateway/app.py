@@ -63,7 +63,7 @@ def lifespan(settings: GatewaySettings) -> Callable[[FastAPI], AbstractAsyncCont
         app.state.webhook_endpoints = WebhookEndpoints(
             db, box=webhook_box(settings), rotation_overlap=timedelta(hours=settings.webhook_rotation_overlap_hours)
         )
-        declare_routes(app.openapi())
+        declare_routes(app.routes)
         waiters.start()
         notifier.start()
         admission.start()

@@ -38,13 +38,25 @@ for _generation in ("0", "1", "2"):
     GC_PAUSE.labels(_generation)  # present from the start: zero is not "no data"
 
 _gc_started: list[float] = []
+# Pause seconds per generation not yet added to GC_PAUSE. The collector's callback only adds to this list: a
+# metric's lock taken inside a collection could be the one the interrupted code holds (prometheus-client's
+# multiprocess values share one lock), which would hang the process. `measure_lag` moves them into the metric.
+_gc_pending = [0.0, 0.0, 0.0]
 
 
 def _on_gc(phase: str, info: dict[str, Any]) -> None:
     if phase == "start":
         _gc_started.append(time.perf_counter())
     elif _gc_started:
-        GC_PAUSE.labels(str(info.get("generation", 0))).inc(time.perf_counter() - _gc_started.pop())
+        generation = min(2, int(info.get("generation", 0)))
+        _gc_pending[generation] += time.perf_counter() - _gc_started.pop()
+
+
+def _flush_gc() -> None:
+    for generation, seconds in enumerate(_gc_pending):
+        if seconds:
+            _gc_pending[generation] -= seconds
+            GC_PAUSE.labels(str(generation)).inc(seconds)
 
 
 def watch_gc() -> None:
@@ -67,5 +79,6 @@ async def measure_lag(interval: float = INTERVAL, window: float = WINDOW) -> Non
         LOOP_LAG.observe(lag)
         worst = max(worst, lag)
         LOOP_LAG_MAX.set(max(previous, worst))
+        _flush_gc()
         if now >= window_ends:
             previous, worst, window_ends = worst, 0.0, now + window

@@ -387,6 +387,10 @@ class Collector:
 
 
 def _decode(body: bytes, encoding: str | None) -> bytes:
+    if encoding == "br":  # sentry-sdk compresses with brotli when the module is installed (the PDF stack brings it)
+        import brotli
+
+        return bytes(brotli.decompress(body))
     if encoding == "gzip":
         return gzip.decompress(body)
     if encoding == "deflate":

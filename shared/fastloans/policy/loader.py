@@ -18,7 +18,10 @@ import yaml
 from .facts import CATEGORICAL_FACTORS, EMPLOYMENT_STATUSES, FACTORS, LOAN_PURPOSES, NUMERIC_FACTORS
 from .model import (
     CENT,
+    DEFAULT_REVIEW_DEADLINE_DAYS,
+    DEFAULT_REVIEW_ESCALATION_DAYS,
     DEFAULT_ROUNDING_STEP,
+    DEFAULT_SECOND_PERSON_FOR,
     Band,
     BandRule,
     CategoryRule,
@@ -27,11 +30,14 @@ from .model import (
     Interval,
     Points,
     Policy,
+    ReviewSettings,
     ScoreRule,
 )
 from .reasons import reason_catalogue, vagueness
 
 SEED_FILE: Final = "seed.yaml"
+#: The seed with a borderline band referred to the review queue, and the queue's settings (not the default).
+REVIEW_SEED_FILE: Final = "seed-with-review.yaml"
 SCHEMA_FILE: Final = "policy.schema.json"
 
 Path = tuple[str | int, ...]
@@ -406,6 +412,7 @@ def _build(data: Mapping[str, Any], checker: _Checker) -> Policy | None:
     if complete and not checker.errors:
         _check_decisions(decision, scorecard, checker)
     rounding_step = _rounding_step(data, checker)
+    review = _review(data, decision, checker)
     if checker.errors:
         return None
     return Policy(
@@ -415,8 +422,30 @@ def _build(data: Mapping[str, Any], checker: _Checker) -> Policy | None:
         decision=tuple(decision),
         description=data.get("description"),
         rounding_step=rounding_step,
+        review=review,
         source=checker.filename,
     )
+
+
+def _review(data: Mapping[str, Any], decision: Sequence[DecisionRule], checker: _Checker) -> ReviewSettings | None:
+    """The review settings (the schema has checked their types and ranges): escalation before the deadline."""
+    section = data.get("review")
+    if section is None:
+        return None
+    settings = ReviewSettings(
+        deadline_days=section.get("deadline_days", DEFAULT_REVIEW_DEADLINE_DAYS),
+        escalation_days=section.get("escalation_days", DEFAULT_REVIEW_ESCALATION_DAYS),
+        second_person_for=tuple(section.get("second_person_for", DEFAULT_SECOND_PERSON_FOR)),
+    )
+    if settings.escalation_days >= settings.deadline_days:
+        checker.error(
+            ("review", "escalation_days"),
+            f"review.escalation_days ({settings.escalation_days}) must be less than review.deadline_days "
+            f"({settings.deadline_days}): a case is escalated before it can miss its deadline",
+        )
+    if not any(rule.outcome == "refer" for rule in decision):
+        checker.error(("review",), "the policy has review settings but no decision rule refers")
+    return settings
 
 
 def _rounding_step(data: Mapping[str, Any], checker: _Checker) -> Decimal:
@@ -511,6 +540,11 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
 def seed_policy_text() -> str:
     """Return the text of the seed policy shipped with the package."""
     return resources.files(__package__).joinpath(SEED_FILE).read_text(encoding="utf-8")
+
+
+def shipped_policy_path(filename: str = REVIEW_SEED_FILE) -> str:
+    """The path on disk of a policy file shipped with the package (for POLICY_FILE)."""
+    return str(resources.files(__package__).joinpath(filename))
 
 
 @cache

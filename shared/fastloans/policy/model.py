@@ -21,6 +21,13 @@ PAST_TENSE: Final[Mapping[str, Outcome]] = {
     "refer": "referred",
 }
 
+#: Reg B (12 CFR 1002.9): an applicant hears of the decision within 30 days of a completed application.
+DEFAULT_REVIEW_DEADLINE_DAYS: Final = 30
+#: A case still open this many days after submission is escalated (shown as such, and alerted on).
+DEFAULT_REVIEW_ESCALATION_DAYS: Final = 20
+#: The reviewer outcomes that, when they differ from the policy's recommendation, need a second person.
+DEFAULT_SECOND_PERSON_FOR: Final[tuple[RuleOutcome, ...]] = ("approve", "reject")
+
 #: The default step counteroffer amounts are rounded down to (policy setting `rounding_step`).
 DEFAULT_ROUNDING_STEP: Final = Decimal("100.00")
 #: Money is exact to the cent.
@@ -275,6 +282,23 @@ class DecisionRule:
         return result
 
 
+@dataclass(frozen=True, slots=True)
+class ReviewSettings:
+    """How the review queue treats what this policy refers: the deadline, escalation, which overrides need two."""
+
+    deadline_days: int = DEFAULT_REVIEW_DEADLINE_DAYS
+    escalation_days: int = DEFAULT_REVIEW_ESCALATION_DAYS
+    second_person_for: tuple[RuleOutcome, ...] = DEFAULT_SECOND_PERSON_FOR
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the canonical JSON form."""
+        return {
+            "deadline_days": self.deadline_days,
+            "escalation_days": self.escalation_days,
+            "second_person_for": sorted(self.second_person_for),
+        }
+
+
 @dataclass(frozen=True)
 class Policy:
     """A validated credit policy: a scorecard and ordered decision rules."""
@@ -285,7 +309,14 @@ class Policy:
     decision: tuple[DecisionRule, ...]
     description: str | None = None
     rounding_step: Decimal = DEFAULT_ROUNDING_STEP
+    # The review queue's settings; None for a policy without them (its referrals get the defaults).
+    review: ReviewSettings | None = None
     source: str | None = field(default=None, compare=False)
+
+    @property
+    def review_settings(self) -> ReviewSettings:
+        """The review settings in force: the policy's own, else the defaults."""
+        return self.review or ReviewSettings()
 
     def to_dict(self) -> dict[str, Any]:
         """Return the canonical JSON form, the input of the content hash."""
@@ -300,6 +331,8 @@ class Policy:
         # Only when set to something else, so that policies written before the setting keep their hash.
         if self.rounding_step != DEFAULT_ROUNDING_STEP:
             result["rounding_step"] = canonical_decimal(self.rounding_step)
+        if self.review is not None:
+            result["review"] = self.review.to_dict()
         return result
 
     @property

@@ -130,8 +130,34 @@ class ApplicationScored(Event):
     challenger: dict[str, Any] | None = None
 
 
+class Referral(BaseModel):
+    """What the review queue needs of a referred decision: the recommendation, the deadlines, the packet."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The outcome of the first decision rule after the refer rule that holds (fastloans.reviews.recommendation).
+    recommendation: Literal["approve", "reject"] | None
+    deadline_days: int = Field(ge=1)
+    escalation_days: int = Field(ge=1)
+    # The reviewer outcomes that need a second person when they override the recommendation.
+    second_person_for: list[Literal["approve", "reject"]]
+    # fastloans.reviews.refer_packet: the refer rule, the rules and points that put it there, the single changes.
+    packet: dict[str, Any]
+
+
+class ReviewerDecision(BaseModel):
+    """Who made a reviewer's decision on a review case, and why (reason codes only: notes stay in the case)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    case_id: uuid.UUID
+    actor: str
+    approved_by: str | None = None
+    reason_codes: list[str]
+
+
 class ApplicationDecided(Event):
-    """The decision for one revision, with its reasons."""
+    """The decision for one revision, with its reasons: the policy's, or a reviewer's on a referred revision."""
 
     event_type: ClassVar[str] = "ApplicationDecided"
     outcome: Literal["approved", "rejected", "referred"]
@@ -145,6 +171,12 @@ class ApplicationDecided(Event):
     # or None when no amount is approved; the smallest actionable changes that approve ([] when none).
     counteroffer: dict[str, Any] | None = None
     what_would_change: list[dict[str, Any]] | None = None
+    # "review": a reviewer decided a referred revision (then `review` says who and why, and the score, the
+    # contributions and the policy are the referral's).
+    decided_by: Literal["policy", "review"] = "policy"
+    # Referred decisions only: what the recorder opens the review case with.
+    referral: Referral | None = None
+    review: ReviewerDecision | None = None
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

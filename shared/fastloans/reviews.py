@@ -6,7 +6,8 @@ transitions, the four-eyes rule and the hash chain are declared once.
 A case goes `open` → `claimed` → `decided`, or through `awaiting_approval` when the reviewer's decision
 differs from the policy's recommendation (an override: a second person with the `supervise` scope approves
 or returns it, never the one who decided). `waiting_for_information` stops the deadline's clock until the
-applicant answers (a new revision opens a new case); a withdrawn application closes its case.
+applicant answers (a new revision supersedes the case, and opens a new one if it is referred again); a withdrawn
+application closes its case.
 
 The history of a case is append-only and hash-chained: each entry stores the SHA-256 of the previous
 entry's hash and its own canonical content, so an entry edited afterwards breaks every link after it.
@@ -22,10 +23,17 @@ from typing import Any, Final
 
 import orjson
 
+from fastloans.policy.counteroffer import what_would_change, what_would_refuse
+from fastloans.policy.engine import Score
+from fastloans.policy.facts import ApplicationFacts
 from fastloans.policy.model import Policy
 
 #: The hash a case's first history entry chains to.
 GENESIS: Final = "0" * 64
+
+
+#: Scores are searched this far from the referred one for the nearest approval and rejection.
+_SCORE_SEARCH: Final = 1000
 
 
 class CaseState(StrEnum):
@@ -37,6 +45,8 @@ class CaseState(StrEnum):
     WAITING_FOR_INFORMATION = "waiting_for_information"
     DECIDED = "decided"
     WITHDRAWN = "withdrawn"
+    # A new revision (the applicant's answer, or any change) replaced the case's; it is decided again.
+    SUPERSEDED = "superseded"
 
 
 class Action(StrEnum):
@@ -50,6 +60,7 @@ class Action(StrEnum):
     RETURN = "return"
     REQUEST_INFORMATION = "request_information"
     WITHDRAW = "withdraw"
+    SUPERSEDE = "supersede"
 
 
 #: The states a case can still be worked in (and so counted against its deadline).
@@ -65,7 +76,11 @@ _TRANSITIONS: Final[Mapping[tuple[CaseState, Action], CaseState]] = {
     (CaseState.AWAITING_APPROVAL, Action.APPROVE): CaseState.DECIDED,
     (CaseState.AWAITING_APPROVAL, Action.RETURN): CaseState.OPEN,
     **{(state, Action.WITHDRAW): CaseState.WITHDRAWN for state in (*LIVE, CaseState.WAITING_FOR_INFORMATION)},
+    **{(state, Action.SUPERSEDE): CaseState.SUPERSEDED for state in (*LIVE, CaseState.WAITING_FOR_INFORMATION)},
 }
+
+#: The states a case is closed in (nothing more happens to it).
+CLOSED: Final = frozenset({CaseState.DECIDED, CaseState.WITHDRAWN, CaseState.SUPERSEDED})
 
 
 class TransitionRefused(Exception):
@@ -106,6 +121,43 @@ def recommendation(policy: Policy, risk_score: int, loan_purpose: str, employmen
     if first is None or first.outcome != "refer":
         return None
     return next((rule.outcome for rule in holding if rule.outcome != "refer"), None)
+
+
+def _nearest(policy: Policy, risk_score: int, facts: ApplicationFacts, outcome: str, direction: int) -> int | None:
+    """How many points the score must move in ``direction`` (-1 down, +1 up) for the policy to give ``outcome``."""
+    for distance in range(1, _SCORE_SEARCH):
+        score = risk_score + direction * distance
+        rule = next(
+            (r for r in policy.decision if r.when.matches(score, facts.loan_purpose, facts.employment_status)), None
+        )
+        if rule is not None and rule.outcome == outcome:
+            return distance
+    return None
+
+
+def refer_packet(policy: Policy, facts: ApplicationFacts, scored: Score) -> dict[str, Any]:
+    """What a reviewer needs before opening a referred case, computed once when it is referred.
+
+    The refer rule and its band, the scorecard rules that put the application there (most points first), how
+    many points it is from an approval and from a rejection, and per actionable fact the single change that
+    would move it to either (exact, from the counteroffer engine).
+    """
+    rule = next(
+        r for r in policy.decision if r.when.matches(scored.risk_score, facts.loan_purpose, facts.employment_status)
+    )
+    ranked = sorted(scored.contributions, key=lambda c: -c.points)
+    return {
+        "refer_rule": rule.id,
+        "band": rule.when.describe(),
+        "risk_score": scored.risk_score,
+        "rules": [
+            {"rule_id": c.rule_id, "factor": c.factor, "points": c.points, "reason_code": c.reason_code} for c in ranked
+        ],
+        "points_above_approval": _nearest(policy, scored.risk_score, facts, "approve", -1),
+        "points_below_rejection": _nearest(policy, scored.risk_score, facts, "reject", +1),
+        "to_approve": [change.to_dict() for change in what_would_change(policy, facts)],
+        "to_reject": [change.to_dict() for change in what_would_refuse(policy, facts)],
+    }
 
 
 def canonical(entry: Mapping[str, Any]) -> bytes:

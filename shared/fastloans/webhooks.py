@@ -108,8 +108,9 @@ def body(event_type: str, occurred_at: datetime, data: dict[str, Any]) -> bytes:
 
 
 def decided_key(event: ApplicationDecided) -> str:
-    """The delivery key of a decision: one per application revision."""
-    return f"application.decided:{event.application_id}:{event.revision}"
+    """The delivery key of a decision: one per application revision, and one more for a reviewer's decision."""
+    key = f"application.decided:{event.application_id}:{event.revision}"
+    return key if event.decided_by == "policy" else f"{key}:{event.decided_by}"
 
 
 def decided_data(event: ApplicationDecided) -> dict[str, Any]:
@@ -121,7 +122,7 @@ def decided_data(event: ApplicationDecided) -> dict[str, Any]:
         "score": event.risk_score,
         "reason_codes": [str(r.get("reason_code")) for r in event.principal_reasons if r.get("reason_code")],
         "policy_version": event.policy.version,
-        "decided_by": "policy",
+        "decided_by": event.decided_by,
         "occurred_at": event.decided_at.isoformat().replace("+00:00", "Z"),
     }
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
-from fastloans.policy import load_default_policy
+from fastloans.policy import ApplicationFacts, evaluate, load_default_policy, load_policy, score
+from fastloans.policy.loader import shipped_policy_path
 from fastloans.policy.model import Condition, DecisionRule, Policy
 from fastloans.reviews import (
     GENESIS,
+    LIVE,
     Action,
     CaseState,
     FourEyesViolation,
@@ -20,6 +23,7 @@ from fastloans.reviews import (
     check_four_eyes,
     first_broken,
     recommendation,
+    refer_packet,
 )
 
 pytestmark = pytest.mark.unit
@@ -91,3 +95,42 @@ def test_a_chain_verifies_and_any_edit_breaks_it_from_that_entry_on() -> None:
     assert first_broken(edited) == 1
     assert first_broken([links[0], links[2]]) == 1  # a removed entry
     assert first_broken([links[1], links[0], links[2]]) == 0  # reordered
+
+
+def test_a_new_revision_supersedes_an_unfinished_case() -> None:
+    for state in (*LIVE, CaseState.WAITING_FOR_INFORMATION):
+        assert after(state, Action.SUPERSEDE) is CaseState.SUPERSEDED
+    with pytest.raises(TransitionRefused):
+        after(CaseState.DECIDED, Action.SUPERSEDE)
+
+
+def test_the_refer_packet_names_the_band_the_points_and_the_single_changes() -> None:
+    policy = load_policy(shipped_policy_path())
+    # 20 (credit 650) + 10 (DTI 0.30) + 10 (self-employed) + 10 (business) + 10 (LTI 0.4) = 60: referred
+    money = (Decimal("2000.00"), Decimal("5000.00"), Decimal("1500.00"))
+    facts = ApplicationFacts(650, *money, "self-employed", "business")
+    scored = score(policy, facts)
+    assert scored.risk_score == 60
+    packet = refer_packet(policy, facts, scored)
+    assert packet["refer_rule"] == "refer-borderline"
+    assert packet["band"] == "score >= 60 and score < 70"
+    assert [rule["points"] for rule in packet["rules"]] == [20, 10, 10, 10, 10]
+    assert (packet["points_above_approval"], packet["points_below_rejection"]) == (1, 10)
+    # Asking for 1,500 (LTI 0.3: 0 points) or paying debt down to 1,400 (DTI 0.28: 0 points) approves.
+    assert {c["fact"]: c["suggested"] for c in packet["to_approve"]} == {
+        "loan_amount": "1500.00",
+        "monthly_debt": "1400.00",
+    }
+    # Asking for 2,500.01 (LTI over 0.5: +10) or 1,800.01 of debt (DTI over 0.36: +10) reaches 70: rejected.
+    assert {c["fact"]: c["suggested"] for c in packet["to_reject"]} == {
+        "loan_amount": "2500.01",
+        "monthly_debt": "1800.01",
+    }
+    for change in packet["to_approve"]:
+        moved = replace(facts, **{change["fact"]: Decimal(change["suggested"])})
+        assert evaluate(policy, moved).outcome == "approved"
+    for change in packet["to_reject"]:
+        moved = replace(facts, **{change["fact"]: Decimal(change["suggested"])})
+        assert evaluate(policy, moved).outcome == "rejected"
+        just_below = replace(facts, **{change["fact"]: Decimal(change["suggested"]) - Decimal("0.01")})
+        assert evaluate(policy, just_below).outcome == "referred"

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from aiokafka import ConsumerRecord
 
 from fastloans import services
-from fastloans.events import ApplicationDecided, ApplicationScored, EventDecodeError, Topic
+from fastloans.events import ApplicationDecided, ApplicationScored, EventDecodeError, Referral, Topic
 from fastloans.kafka import send_all, trace_headers
-from fastloans.policy import Contribution, Policy, Score, alternatives, decide, score
+from fastloans.policy import ApplicationFacts, Contribution, Policy, Score, alternatives, decide, score
 from fastloans.policy_runtime import PolicyWorker, facts_of, policy_ref
+from fastloans.reviews import recommendation, refer_packet
 from fastloans.runtime import run_worker
 from fastloans.settings import Settings, load_settings
 
@@ -32,6 +33,19 @@ def contributions_of(event: ApplicationScored) -> tuple[Contribution, ...]:
         raise EventDecodeError(f"invalid contributions: {error}") from None
 
 
+def referral(policy: Policy, facts: ApplicationFacts, scored: Score) -> Referral:
+    """What the review queue opens a referred application's case with: recommendation, deadlines, packet."""
+    settings = policy.review_settings
+    suggested = recommendation(policy, scored.risk_score, facts.loan_purpose, facts.employment_status)
+    return Referral(
+        recommendation=suggested if suggested in ("approve", "reject") else None,  # type: ignore[arg-type]
+        deadline_days=settings.deadline_days,
+        escalation_days=settings.escalation_days,
+        second_person_for=list(settings.second_person_for),  # type: ignore[arg-type]
+        packet=refer_packet(policy, facts, scored),
+    )
+
+
 def decided_event(policy: Policy, event: ApplicationScored, now: datetime) -> ApplicationDecided:
     """The decision on one scored application, with its counteroffer and what would change."""
     facts = facts_of(event.facts)
@@ -43,7 +57,8 @@ def decided_event(policy: Policy, event: ApplicationScored, now: datetime) -> Ap
         risk_score, contributions = rescored.risk_score, rescored.contributions
     decision = decide(policy, facts, risk_score, contributions=contributions)
     # Computed here, with the policy version that made the decision: a few evaluations, adverse only.
-    offer, changes = alternatives(policy, facts, decision, Score(risk_score, contributions))
+    scored = Score(risk_score, contributions)
+    offer, changes = alternatives(policy, facts, decision, scored)
     return ApplicationDecided(
         application_id=event.application_id,
         tenant_id=event.tenant_id,
@@ -58,6 +73,7 @@ def decided_event(policy: Policy, event: ApplicationScored, now: datetime) -> Ap
         challenger=event.challenger,
         counteroffer=offer,
         what_would_change=changes,
+        referral=referral(policy, facts, scored) if decision.outcome == "referred" else None,
     )
 
 

@@ -232,6 +232,43 @@ class _Axis:
         return None
 
 
+def _smallest_above(axis: _Axis, current: Decimal, outcome: str, step: Decimal) -> tuple[Decimal, int] | None:
+    """The smallest multiple of ``step`` above ``current`` at which the policy gives ``outcome``, with its score.
+
+    The outcome is constant between two edges, so the candidates are the grid points at or just past each edge.
+    """
+    candidates: set[Decimal] = set()
+    for edge in axis._edges:
+        if edge >= current:
+            up = _grid_at_or_below(edge, step)
+            candidates.update((up, up + step, up + step + step))
+    for value in sorted(candidates):
+        if value <= current:
+            continue
+        decided, risk_score = axis.outcome(value)
+        if decided == outcome:
+            return value, risk_score
+    return None
+
+
+def what_would_refuse(policy: Policy, facts: ApplicationFacts) -> list[Change]:
+    """Return, per actionable fact, the smallest single increase (to the cent) that makes the policy reject.
+
+    The other side of `what_would_change` for a referred application: how far it is from a rejection. Empty
+    when no single increase rejects, or when the policy rejects already.
+    """
+    changes: list[Change] = []
+    for fact in ACTIONABLE_FACTS:
+        current: Decimal = getattr(facts, fact)
+        axis = _Axis(policy, facts, fact)
+        if axis.outcome(current)[0] == "reject":
+            continue
+        found = _smallest_above(axis, current, "reject", CENT)
+        if found is not None:
+            changes.append(Change(fact, current, found[0], found[1]))
+    return changes
+
+
 def _grid_at_or_below(value: Decimal, step: Decimal) -> Decimal:
     """Return the largest multiple of ``step`` that is at most ``value``."""
     quotient = _EXACT.divide_int(value, step)

@@ -12,7 +12,7 @@ import pytest
 from fastloans_gateway.api.responses import json_response
 from fastloans_gateway.schemas import LoanApplication, render_application
 
-JSON_COLUMNS = ("reasons", "counteroffer", "what_would_change")
+JSON_COLUMNS = ("reasons", "counteroffer", "what_would_change", "review_reasons")
 SUBMITTED = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 REASONS = {
     "contributions": [
@@ -99,8 +99,19 @@ def model_form(values: dict[str, object]) -> dict[str, object]:
             policy_version="2024.1",
             decided_at=SUBMITTED.replace(microsecond=0),
         ),
+        row(
+            status="rejected",
+            risk_score=60,
+            is_approved=False,
+            reasons=REASONS,
+            policy_version="seed-with-review-1",
+            decided_at=SUBMITTED + timedelta(days=2),
+            decided_by="review",
+            review_case_id=uuid.UUID("0c4b8a4e-8d2e-4f57-9c55-6a8f9f1b2c3d"),
+            review_reasons=orjson.dumps([{"reason_code": "R01", "text": "Credit score below 600"}]).decode(),
+        ),
     ],
-    ids=["pending", "rejected-with-reasons", "approved-reasons-as-text"],
+    ids=["pending", "rejected-with-reasons", "approved-reasons-as-text", "decided-by-a-reviewer"],
 )
 def test_render_matches_the_model(values: dict[str, object]) -> None:
     # JSON columns may come back from the driver as text.

@@ -23,7 +23,9 @@ import orjson
 from fastloans import webhooks
 from fastloans.contracts import IDEMPOTENCY_TTL
 from fastloans.db import Database, json_value
+from fastloans.db.reviews import close_unfinished
 from fastloans.kafka import is_transient
+from fastloans.reviews import Action
 from fastloans.settings import Settings
 from fastloans_gateway import outbox, webhook_endpoints
 from fastloans_gateway.metrics import LONG_POLL_READS
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 COLUMNS = (
     "id, tenant_id, revision, status, applicant_name, credit_score, loan_amount, loan_purpose, monthly_income, "
     "monthly_debt, employment_status, risk_score, is_approved, reasons, counteroffer, what_would_change, "
-    "policy_version, submitted_at, decided_at, created_at"
+    "policy_version, submitted_at, decided_at, created_at, decided_by, review_case_id, review_reasons"
 )
 # What an Idempotency-Key's record holds once its submission is stored: the status and body a retry gets back.
 ACCEPTED = 202
@@ -137,6 +139,9 @@ def new_application(tenant_id: uuid.UUID, body: dict[str, Any]) -> dict[str, Any
         "submitted_at": now,
         "decided_at": None,
         "created_at": now,
+        "decided_by": None,
+        "review_case_id": None,
+        "review_reasons": None,
     }
 
 
@@ -328,7 +333,8 @@ class Applications:
             row = await conn.fetchrow(
                 f"UPDATE loan_applications SET {assignments}, revision = revision + 1, status = 'pending', "
                 "risk_score = NULL, is_approved = NULL, reasons = NULL, counteroffer = NULL, what_would_change = NULL, "
-                "policy_version = NULL, decided_at = NULL, "
+                "policy_version = NULL, decided_at = NULL, decided_by = NULL, review_case_id = NULL, "
+                "review_reasons = NULL, "
                 "submitted_at = clock_timestamp(), updated_at = clock_timestamp() "
                 f"WHERE id = $1 AND tenant_id = $2 AND status <> 'withdrawn' RETURNING {COLUMNS}",
                 application_id,
@@ -337,6 +343,14 @@ class Applications:
             )
             if row is not None:
                 await conn.execute(outbox.INSERT, *outbox.submitted_row(self.settings, row, trace))
+                # The new revision is decided again: the review case of the one it replaces is closed.
+                await close_unfinished(
+                    conn,
+                    application_id=application_id,
+                    tenant_id=tenant_id,
+                    action=Action.SUPERSEDE,
+                    details={"by_revision": row["revision"]},
+                )
         if row is None:
             raise NotFound
         self.notify()
@@ -354,6 +368,7 @@ class Applications:
             )
             if row is None:
                 raise NotFound
+            await close_unfinished(conn, application_id=application_id, tenant_id=tenant_id, action=Action.WITHDRAW)
             # The tenant's endpoints hear of it in the same transaction (nothing is queued without endpoints).
             event = webhooks.withdrawn_event(application_id, row["revision"], row["withdrawn_at"])
             await webhook_endpoints.enqueue(conn, tenant_id=tenant_id, **event)

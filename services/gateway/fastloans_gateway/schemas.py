@@ -229,6 +229,13 @@ class SuggestedChange(BaseModel):
     risk_score: int
 
 
+class ReviewReason(BaseModel):
+    """A reason code a reviewer gave with their decision, with its catalogue text."""
+
+    reason_code: str
+    text: str
+
+
 class LoanApplication(BaseModel):
     """An application and, once decided, its decision."""
 
@@ -260,6 +267,15 @@ class LoanApplication(BaseModel):
     submitted_at: datetime = Field(description="When the current revision was submitted.")
     decided_at: datetime | None = None
     created_at: datetime
+    decided_by: Literal["policy", "review"] | None = Field(
+        None, description="Who made the current decision: the credit policy, or a reviewer (null until decided)."
+    )
+    review_case_id: uuid.UUID | None = Field(
+        None, description="The review case of a referred revision (GET /api/v1/reviews/{id}); null otherwise."
+    )
+    review_reasons: list[ReviewReason] = Field(
+        default_factory=list, description="The reason codes the reviewer gave, when a reviewer decided."
+    )
 
 
 class LoanApplicationPage(BaseModel):
@@ -298,6 +314,12 @@ def render_application(row: Mapping[str, Any]) -> dict[str, Any]:
         "submitted_at": _timestamp(row["submitted_at"]),
         "decided_at": None if decided_at is None else _timestamp(decided_at),
         "created_at": _timestamp(row["created_at"]),
+        "decided_by": row.get("decided_by"),
+        "review_case_id": None if (case := row.get("review_case_id")) is None else str(case),
+        "review_reasons": [
+            {"reason_code": r["reason_code"], "text": r.get("text", "")}
+            for r in json_value(row.get("review_reasons")) or ()
+        ],
     }
 
 

@@ -25,6 +25,16 @@ SUBMISSION_TO_DECISION = Histogram(
     buckets=DECISION_BUCKETS,
 )
 
+REVIEW_CASES_OPENED = Counter(
+    "fastloans_review_cases_opened",
+    "Review cases opened for referred decisions (once per application revision).",
+)
+REVIEW_DECISIONS_APPLIED = Counter(
+    "fastloans_review_decisions_applied",
+    "Reviewers' decisions applied to referred applications, by outcome.",
+    ["outcome"],
+)
+
 # Every outcome a decision event can carry.
 OUTCOMES: tuple[str, ...] = get_args(ApplicationDecided.model_fields["outcome"].annotation)
 
@@ -35,3 +45,5 @@ def declare_decisions(policy_version: str) -> None:
         DECISIONS.labels(outcome, policy_version)
     for code in reason_catalogue():
         DECISION_REASONS.labels(code)
+    for outcome in ("approved", "rejected"):
+        REVIEW_DECISIONS_APPLIED.labels(outcome)

@@ -2,22 +2,35 @@
 
 Writes are idempotent: a redelivered decision hits the unique key and changes
 nothing; a decision for an older revision, or for a withdrawn application, is
-kept in the history but never applied to the application.
+kept in the history but never applied to the application. A `referred` decision
+that is applied opens the revision's review case in the same transaction (once:
+a redelivery applies nothing, and the case is unique per revision). A reviewer's
+decision on a referred revision (`decided_by: review`) is applied to it while it
+is still referred and its case is the one decided, which a redelivery is not.
 """
 
 from __future__ import annotations
 
+import asyncpg
 import orjson
 from aiokafka import ConsumerRecord
 
 from fastloans import services
 from fastloans.contracts import DECIDED_CHANNEL
+from fastloans.db.reviews import open_case
 from fastloans.events import ApplicationDecided, EventDecodeError, Topic
-from fastloans.policy import load_default_policy, load_policy
+from fastloans.policy import load_default_policy, load_policy, reason_text
 from fastloans.runtime import run_worker
 from fastloans.settings import Settings, load_settings
 from fastloans.worker import PipelineWorker
-from fastloans_recorder.metrics import DECISION_REASONS, DECISIONS, SUBMISSION_TO_DECISION, declare_decisions
+from fastloans_recorder.metrics import (
+    DECISION_REASONS,
+    DECISIONS,
+    REVIEW_CASES_OPENED,
+    REVIEW_DECISIONS_APPLIED,
+    SUBMISSION_TO_DECISION,
+    declare_decisions,
+)
 
 RECORD_BATCH = """
 WITH incoming AS (
@@ -37,17 +50,26 @@ WITH incoming AS (
     UPDATE loan_applications a
        SET status = i.outcome, risk_score = i.risk_score, is_approved = (i.outcome = 'approved'),
            reasons = i.reasons, policy_version = i.policy_version,
-           counteroffer = i.counteroffer, what_would_change = i.what_would_change,
+           counteroffer = i.counteroffer, what_would_change = i.what_would_change, decided_by = 'policy',
            decided_at = clock_timestamp(), updated_at = clock_timestamp()
       FROM inserted i
      WHERE a.id = i.application_id AND a.revision = i.revision AND a.status = 'pending'
-    RETURNING a.id, a.status, a.policy_version, a.reasons, a.submitted_at, a.decided_at
+    RETURNING a.id, a.revision, a.status, a.policy_version, a.reasons, a.submitted_at, a.decided_at
 )
-SELECT id, status, policy_version,
+SELECT id, revision, status, policy_version,
        -- only the reason codes, for the metric: decoding the whole jsonb per row costs more than the insert
        ARRAY(SELECT jsonb_array_elements(reasons->'principal_reasons')->>'reason_code') AS reason_codes,
        EXTRACT(EPOCH FROM decided_at - submitted_at)::float8 AS seconds
   FROM applied
+"""
+# A reviewer's decision: applied while the revision is still referred and its case is the one decided.
+APPLY_REVIEW = """
+UPDATE loan_applications
+   SET status = $3, is_approved = ($3 = 'approved'),
+       reasons = jsonb_set(COALESCE(reasons, '{}'::jsonb), '{principal_reasons}', $4::jsonb),
+       decided_by = 'review', review_reasons = $5::jsonb, decided_at = clock_timestamp(), updated_at = clock_timestamp()
+ WHERE id = $1 AND revision = $2 AND status = 'referred' AND review_case_id = $6
+RETURNING id, status
 """
 # Long-polling readers are woken by one notification per 200 decisions (comma-separated ids; a
 # payload must stay under 8,000 bytes), delivered when the transaction commits.
@@ -84,19 +106,23 @@ class RecorderWorker(PipelineWorker):
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
         """Record a batch; returns once it is committed."""
-        latest: dict[tuple[object, int], ApplicationDecided] = {}
+        latest: dict[tuple[object, int, str], ApplicationDecided] = {}
         for record in records:
             event = ApplicationDecided.decode(record.value)
-            latest[(event.application_id, event.revision)] = event
-        events = list(latest.values())
+            latest[(event.application_id, event.revision, event.decided_by)] = event
+        events = [e for e in latest.values() if e.decided_by == "policy"]
+        reviewed = [e for e in latest.values() if e.decided_by == "review"]
+        if any(e.review is None for e in reviewed):
+            raise EventDecodeError("a reviewer's decision without its review")
         async with self.db.connection() as conn, conn.transaction():
             known = {
                 row["id"]
                 for row in await conn.fetch(
-                    "SELECT id FROM loan_applications WHERE id = ANY($1::uuid[])", [e.application_id for e in events]
+                    "SELECT id FROM loan_applications WHERE id = ANY($1::uuid[])",
+                    [e.application_id for e in (*events, *reviewed)],
                 )
             }
-            unknown = [e for e in events if e.application_id not in known]
+            unknown = [e for e in (*events, *reviewed) if e.application_id not in known]
             if unknown:
                 raise EventDecodeError(f"decision for unknown application {unknown[0].application_id}")
             rows = await conn.fetch(
@@ -119,17 +145,41 @@ class RecorderWorker(PipelineWorker):
                 [_json_or_null(e.counteroffer) for e in events],
                 [_json_or_null(e.what_would_change) for e in events],
             )
-            if rows:
-                ids = [str(row["id"]) for row in rows]
+            referred = {(e.application_id, e.revision): e for e in events if e.referral is not None}
+            opened = 0
+            for row in rows:
+                decision = referred.get((row["id"], row["revision"])) if row["status"] == "referred" else None
+                if decision is not None and await open_case(conn, decision) is not None:
+                    opened += 1
+            applied = [row for e in reviewed if (row := await self._apply_review(conn, e)) is not None]
+            if rows or applied:
+                ids = [str(row["id"]) for row in (*rows, *applied)]
                 await conn.execute(
                     NOTIFY_IDS,
                     [",".join(ids[i : i + IDS_PER_NOTIFICATION]) for i in range(0, len(ids), IDS_PER_NOTIFICATION)],
                 )
+        REVIEW_CASES_OPENED.inc(opened)
+        for row in applied:
+            REVIEW_DECISIONS_APPLIED.labels(row["status"]).inc()
         for row in rows:
             DECISIONS.labels(row["status"], row["policy_version"]).inc()
             SUBMISSION_TO_DECISION.observe(max(0.0, row["seconds"]))
             for code in row["reason_codes"]:
                 DECISION_REASONS.labels(code or "unknown").inc()
+
+    async def _apply_review(self, conn: asyncpg.Connection, event: ApplicationDecided) -> asyncpg.Record | None:
+        """Apply a reviewer's decision to its referred revision; None when it no longer applies (a redelivery)."""
+        assert event.review is not None
+        row = await conn.fetchrow(
+            APPLY_REVIEW,
+            event.application_id,
+            event.revision,
+            event.outcome,
+            orjson.dumps(event.principal_reasons).decode(),
+            orjson.dumps([{"reason_code": c, "text": reason_text(c)} for c in event.review.reason_codes]).decode(),
+            event.review.case_id,
+        )
+        return row
 
 
 def main() -> None:

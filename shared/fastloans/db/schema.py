@@ -56,6 +56,8 @@ api_keys = Table(
     Column("label", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("revoked_at", DateTime(timezone=True)),
+    # The person behind a reviewer's or supervisor's key, recorded with every review action.
+    Column("actor", Text),
 )
 
 loan_applications = Table(
@@ -84,6 +86,10 @@ loan_applications = Table(
     Column("withdrawn_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Who made the current decision ("policy" or "review"), the revision's review case and the reviewer's reasons.
+    Column("decided_by", Text),
+    Column("review_case_id", UUID(as_uuid=True)),
+    Column("review_reasons", JSONB),
     CheckConstraint(f"status IN {STATUSES!r}", name="loan_applications_status"),
     CheckConstraint("monthly_income > 0 AND loan_amount > 0 AND monthly_debt >= 0", name="loan_applications_money"),
     Index("loan_applications_tenant_created", "tenant_id", "created_at", "id"),
@@ -257,4 +263,70 @@ adverse_action_notices = Table(
     Column("sent_at", DateTime(timezone=True)),
     UniqueConstraint("decision_id", name="adverse_action_notices_once_per_decision"),
     Index("adverse_action_notices_application", "application_id"),
+)
+
+# A referred revision's review case (fastloans.reviews: states, transitions, four eyes), opened by the recorder
+# with the referral's recommendation, deadlines and packet; every change is checked against `state` and `version`.
+REVIEW_STATES = (
+    "open",
+    "claimed",
+    "awaiting_approval",
+    "waiting_for_information",
+    "decided",
+    "withdrawn",
+    "superseded",
+)
+review_cases = Table(
+    "review_cases",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id"), nullable=False),
+    Column("application_id", UUID(as_uuid=True), ForeignKey("loan_applications.id"), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("state", Text, nullable=False, server_default=text("'open'")),
+    Column("version", Integer, nullable=False, server_default=text("1")),
+    Column("recommendation", Text),
+    Column("risk_score", Integer, nullable=False),
+    Column("policy_version", Text, nullable=False),
+    Column("second_person_for", ARRAY(Text), nullable=False),
+    Column("packet", JSONB, nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("escalate_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_by", Text),
+    Column("claim_expires_at", DateTime(timezone=True)),
+    Column("outcome", Text),
+    Column("reason_codes", ARRAY(Text)),
+    Column("note", Text),
+    Column("decided_by", Text),
+    Column("override", Boolean),
+    Column("approved_by", Text),
+    Column("information_requested", JSONB),
+    # While waiting for information the deadline's clock stands still from here.
+    Column("clock_stopped_at", DateTime(timezone=True)),
+    Column("closed_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
+    UniqueConstraint("application_id", "revision", name="review_cases_once_per_revision"),
+    CheckConstraint(f"state IN {REVIEW_STATES!r}", name="review_cases_state"),
+    Index("review_cases_queue", "tenant_id", "due_at", "id"),
+)
+
+# Every action on a case, append-only (a trigger refuses UPDATE, TRUNCATE and a DELETE within the 25 months of
+# retention) and hash-chained: `hash` = sha256(previous_hash, the entry's canonical content) (fastloans.reviews).
+review_history = Table(
+    "review_history",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("case_id", UUID(as_uuid=True), ForeignKey("review_cases.id"), nullable=False),
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("details", JSONB, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("previous_hash", Text, nullable=False),
+    Column("hash", Text, nullable=False),
+    UniqueConstraint("case_id", "seq", name="review_history_once_per_seq"),
+    Index("review_history_tenant", "tenant_id", "case_id", "seq"),
 )

@@ -127,30 +127,43 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--tenant", required=True, help="Tenant name (created if new).")
-@click.option("--scopes", default="submit,read", show_default=True, help="Comma-separated: submit, read, admin.")
+@click.option(
+    "--scopes",
+    default="submit,read",
+    show_default=True,
+    help="Comma-separated: submit, read, admin, review, supervise.",
+)
 @click.option("--label", default=None, help="A note to recognise the key by.")
+@click.option(
+    "--actor",
+    default=None,
+    help="The person using the key (required with review or supervise), recorded with every review action.",
+)
 @click.option(
     "--key-from-stdin",
     is_flag=True,
     help="Register the key read from standard input (made elsewhere) instead of a new one.",
 )
-def keys_create(tenant: str, scopes: str, label: str | None, key_from_stdin: bool) -> None:
+def keys_create(tenant: str, scopes: str, label: str | None, actor: str | None, key_from_stdin: bool) -> None:
     """Create a key and print it once; only its hash is stored."""
     from fastloans.tenants import KeyConflictError, issue_key
 
     wanted = tuple(s.strip() for s in scopes.split(",") if s.strip())
     given = sys.stdin.readline().strip() if key_from_stdin else None
     try:
-        issued = _with_connection(lambda conn: issue_key(conn, tenant, scopes=wanted, label=label, key=given))
+        issued = _with_connection(
+            lambda conn: issue_key(conn, tenant, scopes=wanted, label=label, key=given, actor=actor)
+        )
     except KeyConflictError as error:
         raise click.ClickException(str(error)) from None
     except ValueError as error:
-        hint = "--scopes" if "scope" in str(error) else "--key-from-stdin"
+        hint = "--actor" if "actor" in str(error) else "--scopes" if "scope" in str(error) else "--key-from-stdin"
         raise click.BadParameter(str(error), param_hint=hint) from None
     if not key_from_stdin:
         click.echo(issued.key)
     click.echo(
         f"tenant={tenant} prefix={issued.prefix} scopes={','.join(issued.scopes)} "
+        + (f"actor={issued.actor} " if issued.actor else "")
         + ("(registered)" if key_from_stdin else "(store the key now: it cannot be shown again)"),
         err=True,
     )
@@ -175,7 +188,8 @@ def keys_list() -> None:
 
     for row in _with_connection(list_keys):
         state = f"revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else "live"
-        click.echo(f"{row['prefix']}  {row['tenant']:<20} {','.join(row['scopes']):<20} {state}")
+        actor = f"  actor={row['actor']}" if row["actor"] else ""
+        click.echo(f"{row['prefix']}  {row['tenant']:<20} {','.join(row['scopes']):<20} {state}{actor}")
 
 
 @main.group()
@@ -237,6 +251,25 @@ def tenants_notice_settings(tenant: str, **values: str | None) -> None:
     for column, option in NOTICE_SETTING_OPTIONS.items():
         shown = (row[column] or "").replace("\n", " / ") or "(not set)"
         click.echo(f"{option.removeprefix('--'):<14} {shown}")
+
+
+@main.group()
+def reviews() -> None:
+    """Review cases of referred applications."""
+
+
+@reviews.command("verify-chain")
+@click.option("--tenant", required=True, help="Tenant name.")
+def reviews_verify_chain(tenant: str) -> None:
+    """Check every review case history of TENANT link by link; exit 1 at the first broken link."""
+    from fastloans.db.reviews import verify_tenant
+
+    cases, entries, broken = _with_connection(lambda conn: verify_tenant(conn, tenant))
+    if broken is not None:
+        where = "has no history" if broken.seq is None else f"entry {broken.seq}"
+        click.echo(f"BROKEN case {broken.case_id} {where}: {broken.reason}")
+        raise SystemExit(1)
+    click.echo(f"OK tenant {tenant}: {cases} case(s), {entries} history entries, every chain verifies")
 
 
 def _mount_plugins() -> None:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
 
 import asyncpg
 
-SCOPES = ("submit", "read", "admin")
+# review: list, claim and decide review cases, request information; supervise: approve or return a reviewer's
+# override (never one's own). Both need a key with an actor, the person every review action is recorded under.
+SCOPES = ("submit", "read", "admin", "review", "supervise")
+REVIEW_SCOPES = ("review", "supervise")
+ACTOR_MAX = 64
+ACTOR_TEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
 KEY_PREFIX = "fl_"
 
 
@@ -36,6 +42,20 @@ class IssuedKey:
     prefix: str
     tenant_id: uuid.UUID
     scopes: tuple[str, ...]
+    actor: str | None = None
+
+
+def check_actor(actor: str | None, scopes: tuple[str, ...]) -> None:
+    """Refuse an actor name that is not a short identifier, and a review or supervise key without one."""
+    if actor is None:
+        if set(scopes) & set(REVIEW_SCOPES):
+            raise ValueError("a key with the review or supervise scope needs an actor (the person using it)")
+        return
+    if len(actor) > ACTOR_MAX or not ACTOR_TEXT.match(actor):
+        raise ValueError(
+            f"an actor is an identifier such as reviewer-1 or j.doe@example.com: letters, digits and . _ @ -, "
+            f"at most {ACTOR_MAX} characters"
+        )
 
 
 async def ensure_tenant(conn: asyncpg.Connection, name: str) -> uuid.UUID:
@@ -61,14 +81,16 @@ async def issue_key(
     scopes: tuple[str, ...] = ("submit", "read"),
     key: str | None = None,
     label: str | None = None,
+    actor: str | None = None,
 ) -> IssuedKey:
-    """Create an API key for `tenant` with `scopes`, or re-register a live key of that tenant with them.
+    """Create an API key for `tenant` with `scopes` (and `actor`), or re-register a live key of that tenant with them.
 
     A revoked key stays revoked and a key never moves to another tenant: both raise KeyConflictError.
     """
     unknown = set(scopes) - set(SCOPES)
     if unknown:
         raise ValueError(f"unknown scope(s): {', '.join(sorted(unknown))}; choose from {', '.join(SCOPES)}")
+    check_actor(actor, scopes)
     if key is not None and len(key) < 16:
         raise ValueError("an API key must be at least 16 characters long")
     key = key or new_key()
@@ -80,14 +102,15 @@ async def issue_key(
         )
         if existing is None:
             inserted = await conn.fetchval(
-                "INSERT INTO api_keys (id, tenant_id, prefix, key_hash, scopes, label) "
-                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key_hash) DO NOTHING RETURNING id",
+                "INSERT INTO api_keys (id, tenant_id, prefix, key_hash, scopes, label, actor) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (key_hash) DO NOTHING RETURNING id",
                 uuid.uuid4(),
                 tenant_id,
                 display_prefix(key),
                 hash_key(key),
                 list(scopes),
                 label,
+                actor,
             )
             if inserted is None:
                 raise KeyConflictError("this API key was registered at the same moment by someone else")
@@ -100,8 +123,10 @@ async def issue_key(
                 f"the API key {display_prefix(key)}… belongs to another tenant; keys never move between tenants"
             )
         else:
-            await conn.execute("UPDATE api_keys SET scopes = $2 WHERE key_hash = $1", hash_key(key), list(scopes))
-    return IssuedKey(key=key, prefix=display_prefix(key), tenant_id=tenant_id, scopes=tuple(scopes))
+            await conn.execute(
+                "UPDATE api_keys SET scopes = $2, actor = $3 WHERE key_hash = $1", hash_key(key), list(scopes), actor
+            )
+    return IssuedKey(key=key, prefix=display_prefix(key), tenant_id=tenant_id, scopes=tuple(scopes), actor=actor)
 
 
 async def revoke_key(conn: asyncpg.Connection, prefix: str) -> int:
@@ -128,7 +153,7 @@ async def set_rate_limit(conn: asyncpg.Connection, tenant: str, *, per_second: f
 async def list_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Every key's prefix, tenant, scopes and state (never the key)."""
     keys: list[asyncpg.Record] = await conn.fetch(
-        "SELECT k.prefix, t.name AS tenant, k.scopes, k.label, k.created_at, k.revoked_at "
+        "SELECT k.prefix, t.name AS tenant, k.scopes, k.label, k.actor, k.created_at, k.revoked_at "
         "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id ORDER BY k.created_at"
     )
     return keys

@@ -33,6 +33,31 @@ def test_bad_scope_is_refused(env: dict[str, str]) -> None:
     assert result.exit_code == 2 and "unknown scope" in result.output
 
 
+def test_a_reviewer_key_has_an_actor(env: dict[str, str], infra) -> None:
+    runner = CliRunner()
+    created = runner.invoke(
+        main, ["keys", "create", "--tenant", "cli-tenant", "--scopes", "review", "--actor", "reviewer-1"], env=env
+    )
+    assert created.exit_code == 0, created.output
+    assert "actor=reviewer-1" in created.stderr
+    listing = runner.invoke(main, ["keys", "list"], env=env)
+    assert f"{created.stdout.strip()[:11]}  cli-tenant" in listing.output and "actor=reviewer-1" in listing.output
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--scopes", "supervise"], "needs an actor"),
+        (["--scopes", "review", "--actor", "two words"], "an actor is an identifier"),
+    ],
+)
+def test_a_review_key_without_a_proper_actor_is_refused(
+    env: dict[str, str], arguments: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(main, ["keys", "create", "--tenant", "cli-tenant", *arguments], env=env)
+    assert result.exit_code == 2 and message in result.output and "--actor" in result.output
+
+
 def test_migrations_and_topics_are_idempotent(env: dict[str, str]) -> None:
     runner = CliRunner()
     upgraded = runner.invoke(main, ["db", "upgrade"], env=env)

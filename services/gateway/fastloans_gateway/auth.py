@@ -36,6 +36,8 @@ class Caller:
     scopes: frozenset[str]
     key_hash: bytes = field(repr=False)
     limit: Limit | None = None
+    # The person behind the key (`fastloans keys create --actor`), recorded with every review action.
+    actor: str | None = None
 
     def require(self, scope: str) -> None:
         """Refuse with 403 unless the key has `scope` (admin keys have every scope)."""
@@ -278,7 +280,7 @@ class Authenticator:
     async def _lookup(self, digest: bytes) -> Caller | None:
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
-                "SELECT k.tenant_id, k.scopes, t.rate_limit_per_second, t.rate_limit_burst "
+                "SELECT k.tenant_id, k.scopes, k.actor, t.rate_limit_per_second, t.rate_limit_burst "
                 "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
                 "WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
                 digest,
@@ -292,6 +294,7 @@ class Authenticator:
             scopes=frozenset(row["scopes"]),
             key_hash=digest,
             limit=self._limit(row["rate_limit_per_second"], row["rate_limit_burst"]),
+            actor=row["actor"],
         )
 
     def _limit(self, rate: float | None, burst: int | None) -> Limit | None:

@@ -13,6 +13,7 @@ API_PREFIX = "/api/v1"
 APPLICATIONS_PATH = f"{API_PREFIX}/loan_applications"
 POLICY_PATH = f"{API_PREFIX}/policy"
 WEBHOOK_ENDPOINTS_PATH = f"{API_PREFIX}/webhook_endpoints"
+REVIEWS_PATH = f"{API_PREFIX}/reviews"
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 IDEMPOTENT_REPLAYED_HEADER = "Idempotent-Replayed"
 # How long an Idempotency-Key is remembered: a retry within it gets the first answer, a reuse after it is new.

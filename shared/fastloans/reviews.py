@@ -83,6 +83,24 @@ _TRANSITIONS: Final[Mapping[tuple[CaseState, Action], CaseState]] = {
 CLOSED: Final = frozenset({CaseState.DECIDED, CaseState.WITHDRAWN, CaseState.SUPERSEDED})
 
 
+#: The factor a catalogue reason code speaks of, by its prefix: a reviewer's reason must name a factor the
+#: policy scored for the application (a DEBT_TO_INCOME_* code needs a debt-to-income that added points).
+REASON_FACTORS: Final[Mapping[str, str]] = {
+    "CREDIT_SCORE_": "credit_score",
+    "DEBT_TO_INCOME_": "debt_to_income",
+    "LOAN_TO_INCOME_": "loan_to_income",
+    "EMPLOYMENT_": "employment_status",
+    "PURPOSE_": "loan_purpose",
+}
+#: At most this many reasons for a reviewer's rejection (as for the policy's principal reasons).
+MAX_REVIEW_REASONS: Final = 4
+
+
+def reason_factor(code: str) -> str | None:
+    """The factor a reason code explains, or None for a code of no known factor."""
+    return next((factor for prefix, factor in REASON_FACTORS.items() if code.startswith(prefix)), None)
+
+
 class TransitionRefused(Exception):
     """The action does not apply to the case as it stands (the API answers 409)."""
 

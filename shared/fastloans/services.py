@@ -85,7 +85,7 @@ RELAY = Service(
     settings="fastloans_gateway.relay:RelaySettings",
     port=8004,
     image="gateway",
-    produces=(Topic.SUBMITTED, Topic.DLQ),
+    produces=(Topic.SUBMITTED, Topic.DECIDED, Topic.DLQ),
     database=True,
     replica=True,
 )

@@ -15,7 +15,7 @@ import pytest
 import fastloans_gateway
 from fastloans.events import ApplicationSubmitted
 from fastloans.settings import Settings
-from fastloans_gateway import admission, applications, outbox
+from fastloans_gateway import admission, applications, outbox, reviews
 from fastloans_gateway.api.errors import DOMAIN_PROBLEMS, domain_problem
 from fastloans_gateway.applications import ApplicationError, IdempotencyConflict, NotFound
 
@@ -35,7 +35,9 @@ def imported(module: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("name", ["applications.py", "admission.py", "outbox.py", "waiting.py", "relay.py"])
+@pytest.mark.parametrize(
+    "name", ["applications.py", "admission.py", "outbox.py", "waiting.py", "relay.py", "reviews.py"]
+)
 def test_the_service_layer_and_the_outbox_do_not_speak_http(name: str) -> None:
     speaking = {module for module in imported(PACKAGE / name) if module.startswith(HTTP_MODULES)}
     assert not speaking, speaking
@@ -44,11 +46,17 @@ def test_the_service_layer_and_the_outbox_do_not_speak_http(name: str) -> None:
 def test_every_domain_error_has_exactly_one_answer() -> None:
     errors = {
         cls
-        for module in (applications, admission)
+        for module in (applications, admission, reviews)
         for cls in vars(module).values()
-        if isinstance(cls, type) and issubclass(cls, ApplicationError) and cls is not ApplicationError
+        if isinstance(cls, type)
+        and issubclass(cls, ApplicationError)
+        and cls not in (ApplicationError, reviews.ReviewError)
     }
-    assert set(DOMAIN_PROBLEMS) == errors == {NotFound, IdempotencyConflict, admission.Overloaded}
+    review_errors = {reviews.CaseNotFound, reviews.CaseConflict, reviews.NotAllowed, reviews.InvalidDecision}
+    assert set(DOMAIN_PROBLEMS) == errors == {NotFound, IdempotencyConflict, admission.Overloaded, *review_errors}
+    assert [domain_problem(error("x")).status for error in (reviews.CaseConflict, reviews.NotAllowed)] == [409, 403]
+    invalid = domain_problem(reviews.InvalidDecision("note", "explain it"))
+    assert invalid.status == 422 and invalid.errors == [{"field": "note", "message": "explain it"}]
     assert domain_problem(NotFound()).status == 404
     conflict = domain_problem(IdempotencyConflict())
     assert conflict.status == 422 and conflict.errors == [

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from fastloans.contracts import APPLICATIONS_PATH, POLICY_PATH, WEBHOOK_ENDPOINTS_PATH
+from fastloans.contracts import APPLICATIONS_PATH, POLICY_PATH, REVIEWS_PATH, WEBHOOK_ENDPOINTS_PATH
 from fastloans_gateway.app import create_app
 from fastloans_gateway.problems import PROBLEM_JSON
 from fastloans_gateway.settings import GatewaySettings
@@ -17,6 +17,8 @@ ITEM = f"{APPLICATIONS_PATH}/{{application_id}}"
 HOOKS = WEBHOOK_ENDPOINTS_PATH
 HOOK = f"{HOOKS}/{{endpoint_id}}"
 READ = {401, 403, 404, 429, 503}
+CASE = f"{REVIEWS_PATH}/{{case_id}}"
+CASE_ACTION = {400, 401, 403, 404, 409, 413, 415, 422, 429, 503}
 # (path, method) -> (operationId, success status, problem statuses)
 OPERATIONS = {
     (APPLICATIONS_PATH, "post"): ("submitApplication", "202", {400, 401, 403, 413, 415, 422, 429, 503}),
@@ -38,6 +40,13 @@ OPERATIONS = {
     (f"{HOOK}/deliveries", "get"): ("listWebhookDeliveries", "200", READ | {422}),
     (f"{HOOK}/deliveries/{{delivery_id}}/retry", "post"): ("retryWebhookDelivery", "202", READ),
     (f"{HOOK}/recover", "post"): ("recoverWebhookEndpoint", "200", {400, 401, 403, 404, 413, 415, 422, 429, 503}),
+    (REVIEWS_PATH, "get"): ("listReviewCases", "200", {400, 401, 403, 422, 429, 503}),
+    (CASE, "get"): ("getReviewCase", "200", READ),
+    (f"{CASE}/claim", "post"): ("claimReviewCase", "200", CASE_ACTION),
+    (f"{CASE}/decision", "post"): ("decideReviewCase", "200", CASE_ACTION),
+    (f"{CASE}/request-information", "post"): ("requestReviewInformation", "200", CASE_ACTION),
+    (f"{CASE}/approve", "post"): ("approveReviewDecision", "200", CASE_ACTION),
+    (f"{CASE}/return", "post"): ("returnReviewDecision", "200", CASE_ACTION),
 }
 
 

@@ -134,3 +134,12 @@ def test_the_refer_packet_names_the_band_the_points_and_the_single_changes() -> 
         assert evaluate(policy, moved).outcome == "rejected"
         just_below = replace(facts, **{change["fact"]: Decimal(change["suggested"]) - Decimal("0.01")})
         assert evaluate(policy, just_below).outcome == "referred"
+
+
+def test_every_catalogued_reason_names_a_factor() -> None:
+    from fastloans.policy import FACTORS, reason_catalogue
+    from fastloans.reviews import reason_factor
+
+    assert {code: reason_factor(code) in FACTORS for code in reason_catalogue()} == dict.fromkeys(
+        reason_catalogue(), True
+    )

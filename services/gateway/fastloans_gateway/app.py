@@ -23,6 +23,7 @@ from fastloans_gateway.api.errors import add_error_handlers
 from fastloans_gateway.api.routes import applications as application_routes
 from fastloans_gateway.api.routes import notices as notice_routes
 from fastloans_gateway.api.routes import ops, reports
+from fastloans_gateway.api.routes import reviews as review_routes
 from fastloans_gateway.api.routes import webhooks as webhook_routes
 from fastloans_gateway.applications import Applications, SubmitBatcher
 from fastloans_gateway.auth import Authenticator
@@ -30,6 +31,7 @@ from fastloans_gateway.metrics import declare_routes
 from fastloans_gateway.middleware import EdgeMiddleware
 from fastloans_gateway.notices.service import Notices
 from fastloans_gateway.outbox import OutboxNotifier
+from fastloans_gateway.reviews import Reviews
 from fastloans_gateway.server import OpsPortMiddleware
 from fastloans_gateway.settings import GatewaySettings
 from fastloans_gateway.tracing import instrument_app
@@ -60,6 +62,9 @@ def lifespan(settings: GatewaySettings) -> Callable[[FastAPI], AbstractAsyncCont
             db, settings, batcher=batcher, waiters=waiters, notify=notifier.poke, admission=admission
         )
         app.state.notices = Notices(db)
+        app.state.reviews = Reviews(
+            db, settings, claim_idle=timedelta(minutes=settings.review_claim_idle_minutes), notify=notifier.poke
+        )
         app.state.webhook_endpoints = WebhookEndpoints(
             db, box=webhook_box(settings), rotation_overlap=timedelta(hours=settings.webhook_rotation_overlap_hours)
         )
@@ -108,6 +113,7 @@ def add_routers(app: FastAPI, settings: GatewaySettings) -> None:
     app.include_router(reports.router)
     app.include_router(notice_routes.router)
     app.include_router(webhook_routes.router)
+    app.include_router(review_routes.router)
     app.include_router(web_router(docs_openapi_url=OPENAPI_URL if settings.docs_enabled else None))
     app.include_router(ops.router)
 

@@ -17,7 +17,7 @@ import orjson
 
 from fastloans.background import cancel_all
 from fastloans.db import Database, json_value
-from fastloans.events import ApplicationSubmitted, Facts, Topic
+from fastloans.events import ApplicationSubmitted, Event, Facts, Topic
 from fastloans.settings import Settings
 from fastloans.tracecontext import TRACE_HEADERS, trace_context
 
@@ -66,6 +66,16 @@ def submitted_row(settings: Settings, application: Mapping[str, Any], trace: Map
     return OutboxRow(
         settings.topic(Topic.SUBMITTED.value),
         str(application["id"]),
+        event.encode(),
+        orjson.dumps({**{k: v.decode() for k, v in event.headers()}, **trace}).decode(),
+    )
+
+
+def event_row(settings: Settings, topic: Topic, event: Event, trace: Mapping[str, str]) -> OutboxRow:
+    """The row publishing any pipeline event (keyed by its application) to `topic`, e.g. a reviewer's decision."""
+    return OutboxRow(
+        settings.topic(topic.value),
+        str(event.application_id),
         event.encode(),
         orjson.dumps({**{k: v.decode() for k, v in event.headers()}, **trace}).decode(),
     )

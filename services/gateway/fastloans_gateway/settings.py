@@ -46,6 +46,9 @@ class GatewaySettings(Settings):
         24.0, ge=0, le=24 * 30, validation_alias="WEBHOOK_ROTATION_OVERLAP_HOURS"
     )
 
+    # A reviewer's claim on a case lapses after this long without an action on it (claiming again renews it).
+    review_claim_idle_minutes: float = Field(30.0, gt=0, le=24 * 60, validation_alias="REVIEW_CLAIM_IDLE_MINUTES")
+
     # The API docs page (/docs) and the OpenAPI document (/openapi.json). Unset: served in development and
     # test only, so a staging or production deployment shows neither unless it asks for them.
     api_docs_enabled: bool | None = Field(None, validation_alias="API_DOCS_ENABLED")

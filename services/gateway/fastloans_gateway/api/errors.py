@@ -20,6 +20,7 @@ from fastloans.webhooks import WebhookKeyMissing
 from fastloans_gateway.admission import Overloaded
 from fastloans_gateway.applications import ApplicationError, IdempotencyConflict, NotFound
 from fastloans_gateway.problems import Problem, field_errors, problem_response
+from fastloans_gateway.reviews import CaseConflict, CaseNotFound, InvalidDecision, NotAllowed
 
 log = logging.getLogger("fastloans.gateway")
 
@@ -35,6 +36,12 @@ DOMAIN_PROBLEMS: dict[type[ApplicationError], Callable[[Any], Problem]] = {
         errors=[{"field": IDEMPOTENCY_KEY_HEADER, "message": "reused with a different body"}],
     ),
     Overloaded: lambda error: Problem(503, str(error), headers={"Retry-After": str(error.retry_after)}),
+    CaseNotFound: lambda _: Problem(404, "no such review case"),
+    CaseConflict: lambda error: Problem(409, str(error)),
+    NotAllowed: lambda error: Problem(403, str(error)),
+    InvalidDecision: lambda error: Problem(
+        422, f"invalid field(s): {error.field} ({error})", errors=[{"field": error.field, "message": str(error)}]
+    ),
 }
 
 

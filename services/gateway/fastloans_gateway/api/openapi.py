@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from fastloans.contracts import API_PREFIX, IDEMPOTENCY_KEY_HEADER
 from fastloans_gateway.api.deps import MAX_IDEMPOTENCY_KEY, MAX_WAIT_SECONDS
 from fastloans_gateway.problems import PROBLEM_JSON
+from fastloans_gateway.review_schemas import InformationRequest, ReturnRequest, ReviewDecisionRequest, VersionedRequest
 from fastloans_gateway.schemas import LoanApplicationCreate, LoanApplicationUpdate
 from fastloans_gateway.webhook_schemas import RecoverRequest, WebhookEndpointCreate, WebhookEndpointUpdate
 
@@ -32,6 +33,7 @@ PROBLEMS = {
     401: "Missing, unknown or revoked API key",
     403: "The API key lacks the needed scope",
     404: "No such application for this tenant (or withdrawn)",
+    409: "The review case's state, version or claim does not allow the action",
     413: "Request body over the size limit",
     415: "Body is not application/json",
     422: "A field or parameter is invalid; `errors` names it",
@@ -74,6 +76,13 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
+def optional_json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """An operation's optional JSON request body of `model` (an empty request is `{}`)."""
+    body = json_body(model)
+    body["requestBody"]["required"] = False
+    return body
+
+
 SUBMIT_DOC = {
     "parameters": [
         {
@@ -107,6 +116,10 @@ COMPONENTS: dict[str, type[BaseModel]] = {
     "WebhookEndpointCreate": WebhookEndpointCreate,
     "WebhookEndpointUpdate": WebhookEndpointUpdate,
     "RecoverRequest": RecoverRequest,
+    "VersionedRequest": VersionedRequest,
+    "ReturnRequest": ReturnRequest,
+    "ReviewDecisionRequest": ReviewDecisionRequest,
+    "InformationRequest": InformationRequest,
 }
 
 

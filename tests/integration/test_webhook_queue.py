@@ -65,8 +65,10 @@ async def _endpoint(conn: asyncpg.Connection, tenant: uuid.UUID) -> uuid.UUID:
     return endpoint
 
 
-async def _ours(conn: asyncpg.Connection, endpoints: set[uuid.UUID]) -> list[asyncpg.Record]:
-    return [r for r in await conn.fetch(CLAIM, 100, 4, 60.0) if r["endpoint_id"] in endpoints]
+async def _ours(
+    conn: asyncpg.Connection, endpoints: set[uuid.UUID], *, room: int = 4, unrecorded: list[int] | None = None
+) -> list[asyncpg.Record]:
+    return [r for r in await conn.fetch(CLAIM, 100, room, 60.0, unrecorded or []) if r["endpoint_id"] in endpoints]
 
 
 async def test_redelivered_decisions_queue_once_and_go_out_in_revision_order(migrated_db) -> None:
@@ -113,6 +115,32 @@ async def test_redelivered_decisions_queue_once_and_go_out_in_revision_order(mig
         await conn.close()
 
 
+async def test_an_attempt_ended_but_not_yet_recorded_leaves_room_at_its_endpoint(migrated_db) -> None:
+    """The concurrency bound counts attempts in flight: one whose answer came back no longer holds a slot."""
+    conn = await asyncpg.connect(migrated_db.primary_url)
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        tenant = uuid.uuid4()
+        await conn.execute("INSERT INTO tenants (id, name) VALUES ($1, $2)", tenant, f"room-{tenant.hex[:8]}")
+        endpoint = await _endpoint(conn, tenant)
+        for application in (uuid.uuid4(), uuid.uuid4()):
+            await conn.execute(QUEUE_DECISIONS, *queue_arguments([_record(_decision(tenant, application, 1), 0)]))
+        await conn.execute(
+            "UPDATE webhook_deliveries SET next_attempt_at = now() - interval '1 second' WHERE endpoint_id = $1",
+            endpoint,
+        )
+        first = await _ours(conn, {endpoint}, room=1)
+        assert len(first) == 1
+        assert not await _ours(conn, {endpoint}, room=1), "a second attempt started while the first is in flight"
+        second = await _ours(conn, {endpoint}, room=1, unrecorded=[first[0]["id"]])
+        assert len(second) == 1 and second[0]["id"] != first[0]["id"]
+        assert not await _ours(conn, {endpoint}, room=1, unrecorded=[first[0]["id"]])
+    finally:
+        await transaction.rollback()
+        await conn.close()
+
+
 async def test_five_days_of_failures_disable_an_endpoint_and_a_success_resets_the_clock(migrated_db) -> None:
     conn = await asyncpg.connect(migrated_db.primary_url)
     transaction = conn.transaction()
@@ -130,16 +158,16 @@ async def test_five_days_of_failures_disable_an_endpoint_and_a_success_resets_th
             assert row is not None
             return row
 
-        await conn.execute(ENDPOINT_FAILED, fresh, five_days)
+        await conn.execute(ENDPOINT_FAILED, [fresh], five_days)
         assert (await state(fresh))["enabled"] and (await state(fresh))["failing_since"] is not None
         await conn.execute(
             "UPDATE webhook_endpoints SET failing_since = now() - interval '6 days' WHERE id = ANY($1::uuid[])",
             [recovering, old],
         )
-        await conn.execute(ENDPOINT_OK, recovering)
-        await conn.execute(ENDPOINT_FAILED, recovering, five_days)
+        await conn.execute(ENDPOINT_OK, [recovering])
+        await conn.execute(ENDPOINT_FAILED, [recovering], five_days)
         assert (await state(recovering))["enabled"], "a success in between restarts the five days"
-        await conn.execute(ENDPOINT_FAILED, old, five_days)
+        await conn.execute(ENDPOINT_FAILED, [old], five_days)
         disabled = await state(old)
         assert not disabled["enabled"] and disabled["disabled_reason"].startswith("every delivery failed since ")
         # Old finished deliveries are pruned; pending ones stay however old.

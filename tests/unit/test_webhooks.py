@@ -14,7 +14,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from fastloans import webhooks
 from fastloans.events import ApplicationDecided, PolicyRef
 from fastloans.settings import ConfigurationError, load_settings
-from fastloans_webhooks.sender import Refused, next_delay, resolve, retry_after
+from fastloans_webhooks.sender import Attempt, Outcome, Refused, next_delay, plan_outcomes, resolve, retry_after
 from fastloans_webhooks.settings import DEFAULT_SCHEDULE, WebhooksSettings
 
 BASE = {"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "DATABASE_URL": "postgresql://app@db/loans"}
@@ -161,6 +161,34 @@ def test_backoff_jitter_retry_after_and_the_end_of_the_schedule() -> None:
         30, abs=1.5
     )
     assert retry_after("soon", now) is None and retry_after(None, now) is None
+
+
+def test_a_batch_of_outcomes_is_sorted_into_its_statements() -> None:
+    settings = WebhooksSettings(_env_file=None, WEBHOOK_RETRY_SCHEDULE="0,5", WEBHOOK_RETRY_JITTER="0", **BASE)  # type: ignore[call-arg]
+    healthy, flaky, failing, gone = (uuid.uuid4() for _ in range(4))
+    plan = plan_outcomes(
+        [
+            Attempt(1, healthy, 1, Outcome(204), 0.01),
+            Attempt(2, flaky, 1, Outcome(500), 0.01),
+            Attempt(3, flaky, 1, Outcome(200), 0.01),
+            Attempt(4, failing, 1, Outcome(None, error="refused"), 0.01),
+            Attempt(5, failing, 2, Outcome(503, retry_after=30.0), 0.01),
+            Attempt(6, gone, 1, Outcome(410), 0.01),
+            Attempt(7, healthy, 1, Outcome(302, error="redirects are not followed"), 0.01),
+        ],
+        settings,
+    )
+    assert plan.delivered == [(1, 204), (3, 200)]
+    assert plan.rescheduled == [
+        (2, "pending", 5.0, 500, "answered 500"),
+        (4, "pending", 5.0, None, "refused"),
+        (5, "failed", 0.0, 503, "answered 503"),  # the schedule is spent: given up, Retry-After or not
+        (6, "failed", 0.0, 410, "answered 410"),
+        (7, "pending", 5.0, 302, "redirects are not followed"),
+    ]
+    # An endpoint that succeeded in the batch is not failing; a 410 disables its endpoint.
+    assert plan.succeeded == {healthy, flaky} and plan.failing == {failing} and plan.gone == {gone}
+    assert plan.counts == {"delivered": 2, "retrying": 3, "failed": 1, "gone": 1}
 
 
 def test_dispatcher_settings(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

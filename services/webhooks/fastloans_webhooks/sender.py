@@ -16,13 +16,13 @@ import random
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
-import httpx
 import orjson
 
 from fastloans import webhooks
@@ -37,7 +37,8 @@ CLAIM = """
 WITH ready AS (
     SELECT e.id, e.ordered,
            $2 - (SELECT count(*) FROM webhook_deliveries f
-                  WHERE f.endpoint_id = e.id AND f.status = 'pending' AND f.lease_until > now()) AS room
+                  WHERE f.endpoint_id = e.id AND f.status = 'pending' AND f.lease_until > now()
+                    AND f.id <> ALL($4::bigint[])) AS room
       FROM webhook_endpoints e
      WHERE e.enabled
        AND EXISTS (SELECT x.id FROM webhook_deliveries x
@@ -65,18 +66,27 @@ UPDATE webhook_deliveries d
 RETURNING d.id, d.endpoint_id, d.message_id, d.body, d.attempts, e.url, e.secret, e.previous_secret,
           (e.previous_secret_expires_at > now()) AS previous_in_use
 """
-RECORD_ATTEMPT = "INSERT INTO webhook_attempts (delivery_id, status_code, latency_ms, error) VALUES ($1, $2, $3, $4)"
+# Outcomes are recorded in batches: every attempt that ended while the previous batch was being written goes into
+# the next one, in one transaction (a group commit), so recording costs a few statements per batch, not per attempt.
+RECORD_ATTEMPTS = """
+INSERT INTO webhook_attempts (delivery_id, status_code, latency_ms, error)
+SELECT * FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::text[])
+"""
 DELIVERED = """
-UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(), lease_until = NULL,
-       last_status_code = $2, last_error = NULL
- WHERE id = $1
+UPDATE webhook_deliveries d SET status = 'delivered', delivered_at = now(), lease_until = NULL,
+       last_status_code = t.status_code, last_error = NULL
+  FROM unnest($1::bigint[], $2::int[]) AS t(id, status_code)
+ WHERE d.id = t.id
 """
 RESCHEDULE = """
-UPDATE webhook_deliveries SET status = $2, next_attempt_at = now() + make_interval(secs => $3), lease_until = NULL,
-       last_status_code = $4, last_error = $5
- WHERE id = $1
+UPDATE webhook_deliveries d SET status = t.status, next_attempt_at = now() + make_interval(secs => t.delay),
+       lease_until = NULL, last_status_code = t.status_code, last_error = t.error
+  FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::int[], $5::text[]) AS t(id, status, delay, status_code, error)
+ WHERE d.id = t.id
 """
-ENDPOINT_OK = "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL"
+ENDPOINT_OK = """
+UPDATE webhook_endpoints SET failing_since = NULL WHERE id = ANY($1::uuid[]) AND failing_since IS NOT NULL
+"""
 # The failure clock starts at the first failure since the last success; once it has run WEBHOOK_DISABLE_AFTER_HOURS
 # the endpoint is disabled, saying why.
 ENDPOINT_FAILED = """
@@ -88,11 +98,11 @@ UPDATE webhook_endpoints
                                    'YYYY-MM-DD"T"HH24:MI:SS"Z"')
                               ELSE disabled_reason END,
        updated_at = now()
- WHERE id = $1
+ WHERE id = ANY($1::uuid[])
 """
 ENDPOINT_GONE = """
 UPDATE webhook_endpoints SET enabled = false, disabled_reason = 'the endpoint answered 410 Gone', updated_at = now()
- WHERE id = $1
+ WHERE id = ANY($1::uuid[])
 """
 QUEUE_STATS = """
 SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pending,
@@ -118,6 +128,8 @@ DELETE FROM webhook_deliveries
                WHERE status <> 'pending' AND created_at < now() - make_interval(secs => $1) LIMIT 10000)
 """
 ERROR_MAX = 300
+# Bytes of a receiver's answer that are read (and ignored) before its connection is given up.
+RESPONSE_BODY_MAX = 64 * 1024
 # The receiver check's old timestamp: well past the five minutes the Standard Webhooks libraries tolerate.
 STALE_SECONDS = 3600
 
@@ -138,6 +150,62 @@ class Outcome:
     def delivered(self) -> bool:
         """2xx; a redirect is a failure (its Location is not followed)."""
         return self.status is not None and 200 <= self.status < 300
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One ended attempt of a delivery (`attempts` counts it), waiting to be recorded."""
+
+    delivery_id: int
+    endpoint_id: uuid.UUID
+    attempts: int
+    outcome: Outcome
+    elapsed: float
+
+
+@dataclass
+class OutcomePlan:
+    """What a batch of attempts changes: the rows of each statement, and attempts by outcome (for the metric)."""
+
+    delivered: list[tuple[int, int | None]] = field(default_factory=list)
+    rescheduled: list[tuple[int, str, float, int | None, str]] = field(default_factory=list)
+    succeeded: set[uuid.UUID] = field(default_factory=set)
+    failing: set[uuid.UUID] = field(default_factory=set)
+    gone: set[uuid.UUID] = field(default_factory=set)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def plan_outcomes(attempts: list[Attempt], settings: WebhooksSettings) -> OutcomePlan:
+    """Sort ended attempts into delivered, retried later, given up and gone (410); no I/O."""
+    plan = OutcomePlan()
+    for attempt in attempts:
+        outcome = attempt.outcome
+        if outcome.delivered:
+            plan.delivered.append((attempt.delivery_id, outcome.status))
+            plan.succeeded.add(attempt.endpoint_id)
+            kind = "delivered"
+        elif outcome.status == 410:
+            error = outcome.error or f"answered {outcome.status}"
+            plan.rescheduled.append((attempt.delivery_id, "failed", 0.0, outcome.status, error))
+            plan.gone.add(attempt.endpoint_id)
+            kind = "gone"
+        else:
+            error = outcome.error or f"answered {outcome.status}"
+            delay = next_delay(
+                attempt.attempts,
+                settings.webhook_retry_schedule,
+                jitter=settings.webhook_retry_jitter,
+                asked=outcome.retry_after,
+                cap=settings.webhook_max_retry_after_seconds,
+            )
+            status = "failed" if delay is None else "pending"
+            plan.rescheduled.append((attempt.delivery_id, status, delay or 0.0, outcome.status, error))
+            plan.failing.add(attempt.endpoint_id)
+            kind = "failed" if delay is None else "retrying"
+        plan.counts[kind] = plan.counts.get(kind, 0) + 1
+    # An endpoint that both succeeded and failed in one batch is not failing (its failure clock is reset).
+    plan.failing -= plan.succeeded
+    return plan
 
 
 def retry_after(value: str | None, now: float) -> float | None:
@@ -189,32 +257,48 @@ class Dispatcher:
         self.settings = settings
         key = settings.webhook_secret_key.get_secret_value() if settings.webhook_secret_key else None
         self.box = webhooks.secret_box(key, settings.environment)
-        self.client = httpx.AsyncClient(
-            follow_redirects=False,
-            trust_env=False,
-            timeout=httpx.Timeout(settings.webhook_timeout_seconds),
-            limits=httpx.Limits(max_connections=settings.webhook_concurrency, max_keepalive_connections=32),
-            headers={"User-Agent": "fastloans-webhooks/1", "Content-Type": "application/json"},
-        )
+        # Created on first use, inside the event loop (aiohttp's sessions belong to one loop).
+        self._session: aiohttp.ClientSession | None = None
         self.slots = asyncio.Semaphore(settings.webhook_concurrency)
         self._stopping = asyncio.Event()
         # Set when an attempt ends: its endpoint may have room again, so the claim loop looks at once.
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        # Outcomes waiting to be recorded, each with the future its attempt awaits; set when one is added.
+        self._outcomes: list[tuple[Attempt, asyncio.Future[None]]] = []
+        # Deliveries whose attempt has ended here but is not recorded yet: still leased in the database, but no
+        # longer in flight at their endpoint, so they do not count against its WEBHOOK_ENDPOINT_CONCURRENCY.
+        self._unrecorded: set[int] = set()
+        self._outcome_added = asyncio.Event()
+        self._recorder: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Start the claim loop and the queue sampler."""
         self._tasks = [asyncio.create_task(self._claim_loop()), asyncio.create_task(self._sample())]
+        self._recorder = asyncio.create_task(self._record_loop())
 
     async def stop(self) -> None:
-        """Stop claiming, let the attempts in flight finish (bounded by their timeout), close the client."""
+        """Stop claiming, let the attempts in flight finish and be recorded (bounded), close the client."""
         self._stopping.set()
         await cancel_all(self._tasks)
         if self._in_flight:
-            await asyncio.wait(self._in_flight, timeout=self.settings.webhook_timeout_seconds + 1)
-        await cancel_all(list(self._in_flight))
-        await self.client.aclose()
+            await asyncio.wait(self._in_flight, timeout=self.settings.webhook_timeout_seconds + 5)
+        await cancel_all([*self._in_flight, self._recorder])
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The HTTP client of every attempt: pooled keep-alive connections, no proxy from the environment."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.settings.webhook_concurrency, use_dns_cache=False),
+                headers={"User-Agent": "fastloans-webhooks/1", "Content-Type": "application/json"},
+                auto_decompress=False,
+                trust_env=False,
+            )
+        return self._session
 
     async def _claim_loop(self) -> None:
         interval = self.settings.webhook_poll_ms / 1000
@@ -307,7 +391,11 @@ class Dispatcher:
             return 0
         async with self.db.connection() as conn:
             rows = await conn.fetch(
-                CLAIM, free, self.settings.webhook_endpoint_concurrency, self.settings.lease_seconds
+                CLAIM,
+                free,
+                self.settings.webhook_endpoint_concurrency,
+                self.settings.lease_seconds,
+                list(self._unrecorded),
             )
         for row in rows:
             self._track(asyncio.create_task(self._deliver(row)))
@@ -325,10 +413,16 @@ class Dispatcher:
                 outcome = Outcome(None, error=str(error))
             elapsed = time.perf_counter() - started
             ATTEMPT_SECONDS.observe(elapsed)
-            try:
-                await self._record(row, outcome, elapsed)
-            except Exception as error:  # the lease runs out and the delivery is attempted again
-                log.warning("could not record an attempt", extra={"error.type": type(error).__name__})
+        # Outside the slot: the next attempt may start while this one waits for its batch to be written.
+        recorded = asyncio.get_running_loop().create_future()
+        self._outcomes.append((Attempt(row["id"], row["endpoint_id"], row["attempts"], outcome, elapsed), recorded))
+        self._unrecorded.add(row["id"])
+        self._outcome_added.set()
+        self._wake.set()
+        try:
+            await recorded
+        except Exception as error:  # the lease runs out and the delivery is attempted again
+            log.warning("could not record an attempt", extra={"error.type": type(error).__name__})
 
     async def send(
         self, url: str, message_id: str, body: bytes, secrets: list[str], *, timestamp: int | None = None
@@ -349,54 +443,87 @@ class Dispatcher:
             "webhook-timestamp": str(timestamp),
             "webhook-signature": webhooks.signature_header(secrets, message_id, timestamp, body),
         }
-        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+        # Connected to the checked address; TLS still verifies the certificate against the URL's host name.
+        server_hostname = host if parts.scheme == "https" else None
         try:
-            async with asyncio.timeout(self.settings.webhook_timeout_seconds):
-                request = self.client.build_request("POST", pinned, content=body, headers=headers)
-                request.extensions.update(extensions)
-                response = await self.client.send(request, stream=True)
-                await response.aclose()
+            async with (
+                asyncio.timeout(self.settings.webhook_timeout_seconds),
+                self.session.post(
+                    pinned, data=body, headers=headers, allow_redirects=False, server_hostname=server_hostname
+                ) as response,
+            ):
+                # The body is read (and dropped) so that the connection can be kept alive for the next attempt;
+                # one longer than RESPONSE_BODY_MAX is cut off, and its connection is closed.
+                read = 0
+                while read <= RESPONSE_BODY_MAX and (chunk := await response.content.readany()):
+                    read += len(chunk)
+                status = response.status
+                asked = response.headers.get("Retry-After")
         except TimeoutError:
             return Outcome(None, error=f"no answer within {self.settings.webhook_timeout_seconds:g} s")
-        except httpx.HTTPError as error:
+        except (aiohttp.ClientError, OSError, ValueError) as error:
             return Outcome(None, error=f"{type(error).__name__}: {str(error)[:ERROR_MAX]}")
-        status = response.status_code
         if 300 <= status < 400:
             return Outcome(status, error="redirects are not followed")
         if 200 <= status < 300:
             return Outcome(status)
-        return Outcome(status, retry_after=retry_after(response.headers.get("retry-after"), time.time()))
+        return Outcome(status, retry_after=retry_after(asked, time.time()))
 
     async def resolve(self, host: str, port: int) -> str:
         """The address to call for `host` (see `resolve`)."""
         return await resolve(host, port, environment=self.settings.environment)
 
-    async def _record(self, row: asyncpg.Record, outcome: Outcome, elapsed: float) -> None:
-        settings = self.settings
+    async def _record_loop(self) -> None:
+        """Write the outcomes that have ended, a batch at a time, and tell each attempt when its batch is in."""
+        while True:
+            await self._outcome_added.wait()
+            self._outcome_added.clear()
+            batch, self._outcomes = self._outcomes, []
+            if not batch:
+                continue
+            try:
+                counts = await self.record([attempt for attempt, _ in batch])
+            except asyncio.CancelledError:
+                for _, recorded in batch:
+                    recorded.cancel()
+                raise
+            except Exception as error:
+                for attempt, recorded in batch:
+                    self._unrecorded.discard(attempt.delivery_id)
+                    if not recorded.done():
+                        recorded.set_exception(error)
+                continue
+            finally:
+                self._wake.set()
+            self._unrecorded.difference_update(attempt.delivery_id for attempt, _ in batch)
+            for outcome, count in counts.items():
+                ATTEMPTS.labels(outcome).inc(count)
+            for _, recorded in batch:
+                if not recorded.done():
+                    recorded.set_result(None)
+
+    async def record(self, attempts: list[Attempt]) -> dict[str, int]:
+        """Record a batch of attempts and what follows from each, in one transaction; attempts by outcome."""
+        plan = plan_outcomes(attempts, self.settings)
         async with self.db.connection() as conn, conn.transaction():
-            await conn.execute(RECORD_ATTEMPT, row["id"], outcome.status, elapsed * 1000, outcome.error)
-            if outcome.delivered:
-                await conn.execute(DELIVERED, row["id"], outcome.status)
-                await conn.execute(ENDPOINT_OK, row["endpoint_id"])
-                ATTEMPTS.labels("delivered").inc()
-                return
-            error = outcome.error or f"answered {outcome.status}"
-            if outcome.status == 410:
-                await conn.execute(RESCHEDULE, row["id"], "failed", 0.0, outcome.status, error)
-                await conn.execute(ENDPOINT_GONE, row["endpoint_id"])
-                ATTEMPTS.labels("gone").inc()
-                return
-            delay = next_delay(
-                row["attempts"],
-                settings.webhook_retry_schedule,
-                jitter=settings.webhook_retry_jitter,
-                asked=outcome.retry_after,
-                cap=settings.webhook_max_retry_after_seconds,
+            await conn.execute(
+                RECORD_ATTEMPTS,
+                [a.delivery_id for a in attempts],
+                [a.outcome.status for a in attempts],
+                [a.elapsed * 1000 for a in attempts],
+                [a.outcome.error for a in attempts],
             )
-            status = "failed" if delay is None else "pending"
-            await conn.execute(RESCHEDULE, row["id"], status, delay or 0.0, outcome.status, error)
-            await conn.execute(ENDPOINT_FAILED, row["endpoint_id"], settings.webhook_disable_after_hours * 3600)
-            ATTEMPTS.labels(status if status == "failed" else "retrying").inc()
+            if plan.delivered:
+                await conn.execute(DELIVERED, *zip(*plan.delivered, strict=True))
+                await conn.execute(ENDPOINT_OK, sorted(plan.succeeded))
+            if plan.rescheduled:
+                await conn.execute(RESCHEDULE, *zip(*plan.rescheduled, strict=True))
+            if plan.gone:
+                await conn.execute(ENDPOINT_GONE, sorted(plan.gone))
+            if plan.failing:
+                hours = self.settings.webhook_disable_after_hours
+                await conn.execute(ENDPOINT_FAILED, sorted(plan.failing), hours * 3600)
+        return plan.counts
 
     async def _sample(self) -> None:
         while True:

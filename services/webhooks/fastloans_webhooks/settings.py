@@ -30,8 +30,8 @@ class WebhooksSettings(Settings):
     )
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=60, validation_alias="WEBHOOK_TIMEOUT_SECONDS")
     # Deliveries in flight in this process, and per endpoint across every dispatcher process.
-    webhook_concurrency: int = Field(32, ge=1, le=1000, validation_alias="WEBHOOK_CONCURRENCY")
-    webhook_endpoint_concurrency: int = Field(4, ge=1, le=100, validation_alias="WEBHOOK_ENDPOINT_CONCURRENCY")
+    webhook_concurrency: int = Field(64, ge=1, le=1000, validation_alias="WEBHOOK_CONCURRENCY")
+    webhook_endpoint_concurrency: int = Field(16, ge=1, le=100, validation_alias="WEBHOOK_ENDPOINT_CONCURRENCY")
     # How often the queue is polled for due deliveries.
     webhook_poll_ms: int = Field(200, ge=10, le=60_000, validation_alias="WEBHOOK_POLL_MS")
     # An endpoint that has failed without a success for this long is disabled.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections import deque
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -65,6 +66,33 @@ def watch_gc() -> None:
         gc.callbacks.append(_on_gc)
 
 
+class StandingLag:
+    """The least lag over the last `window` seconds: a queue that has stood that long, not a burst or a pause.
+
+    The minimum is the signal CoDel uses for a packet queue, applied to the event loop: one slow callback or
+    one collection raises a single sample, while a process with more work than CPU lags on every sample. The
+    newest sample always counts, so a loop so slow that its timer fires less than once a window still shows.
+    """
+
+    def __init__(self, window: float = 0.5) -> None:
+        self.window = window
+        self._samples: deque[tuple[float, float]] = deque()
+
+    def add(self, now: float, lag: float) -> None:
+        """Record the lag of a timer that fired at `now` (monotonic seconds)."""
+        self._samples.append((now, lag))
+        while len(self._samples) > 1 and self._samples[0][0] < now - self.window:
+            self._samples.popleft()
+
+    def value(self) -> float:
+        """The standing lag in seconds (0 before the first sample)."""
+        return min((lag for _, lag in self._samples), default=0.0)
+
+
+#: This process's standing event-loop lag, fed by `measure_lag` (admission control reads it).
+STANDING = StandingLag()
+
+
 async def measure_lag(interval: float = INTERVAL, window: float = WINDOW) -> None:
     """Run for ever (cancel it to stop): record how late each timer fires."""
     watch_gc()
@@ -77,6 +105,7 @@ async def measure_lag(interval: float = INTERVAL, window: float = WINDOW) -> Non
         now = time.monotonic()
         lag = max(0.0, now - asked)
         LOOP_LAG.observe(lag)
+        STANDING.add(now, lag)
         worst = max(worst, lag)
         LOOP_LAG_MAX.set(max(previous, worst))
         _flush_gc()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fastloans.looplag import StandingLag
 from fastloans_gateway.admission import AdmissionControl, Overloaded, Refusal
 from fastloans_gateway.metrics import ADMISSION_REFUSED
 
@@ -57,3 +58,19 @@ def test_every_refusal_reason_is_counted_from_the_start() -> None:
     AdmissionControl(None, max_in_flight=1, max_outbox_backlog=1)
     labels = {sample.labels["reason"] for sample in ADMISSION_REFUSED.collect()[0].samples}
     assert labels >= {reason.value for reason in Refusal}
+
+
+def test_a_standing_event_loop_lag_refuses_at_the_bound_and_not_below() -> None:
+    lag = StandingLag(window=0.5)
+    control = AdmissionControl(None, max_in_flight=0, max_outbox_backlog=0, max_loop_lag=0.1, lag=lag)
+    lag.add(0.0, 0.099)
+    assert control.refusal() is None
+    lag.add(1.0, 0.1)
+    assert control.refusal() is Refusal.LOOP_LAG
+    with pytest.raises(Overloaded, match="busier than its CPU allows"), control.admitted():
+        pass
+    lag.add(1.1, 0.002)  # the queue is gone as soon as one sample is quick
+    assert control.refusal() is None
+    off = AdmissionControl(None, max_in_flight=0, max_outbox_backlog=0, max_loop_lag=0, lag=lag)
+    lag.add(3.0, 5.0)
+    assert off.refusal() is None

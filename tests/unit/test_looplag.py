@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fastloans.background import cancel_all
-from fastloans.looplag import GC_PAUSE, LOOP_LAG_MAX, measure_lag
+from fastloans.looplag import GC_PAUSE, LOOP_LAG_MAX, STANDING, StandingLag, measure_lag
 
 pytestmark = pytest.mark.unit
 
@@ -36,4 +36,42 @@ async def test_collections_are_timed_by_generation() -> None:
         await asyncio.sleep(0.1)  # the next timer moves the pause into the metric
         assert GC_PAUSE.labels("2")._value.get() > before
     finally:
+        await cancel_all([task])
+
+
+def test_standing_lag_is_the_least_of_the_window_and_ignores_a_single_spike() -> None:
+    standing = StandingLag(window=0.5)
+    assert standing.value() == 0.0
+    for at, lag in ((0.0, 0.001), (0.05, 0.4), (0.1, 0.002)):  # one slow callback among quick ones
+        standing.add(at, lag)
+    assert standing.value() == 0.001
+    for at in (0.7, 0.8, 0.9, 1.0, 1.1):  # busy on every sample for longer than a window
+        standing.add(at, 0.15 + at / 100)
+    assert standing.value() == pytest.approx(0.157)
+    standing.add(5.0, 2.0)  # a loop so slow its timer fired once in four seconds: the newest sample counts
+    assert standing.value() == 2.0
+
+
+async def test_a_loop_with_more_work_than_time_shows_a_standing_lag() -> None:
+    """Callbacks that keep the loop busy (as requests do a CPU-starved process) make every timer late."""
+    busy = True
+
+    def work() -> None:
+        time.sleep(0.02)  # a callback that takes CPU time is the point
+        if busy:
+            asyncio.get_running_loop().call_soon(work)
+
+    task = asyncio.create_task(measure_lag(interval=0.01, window=0.05))
+    try:
+        await asyncio.sleep(0.2)
+        assert STANDING.value() < 0.015
+        for _ in range(4):  # four chains of work: a timer waits behind all of them
+            asyncio.get_running_loop().call_soon(work)
+        await asyncio.sleep(1.0)
+        assert STANDING.value() >= 0.04
+        busy = False
+        await asyncio.sleep(1.0)
+        assert STANDING.value() < 0.015
+    finally:
+        busy = False
         await cancel_all([task])

@@ -1,6 +1,6 @@
 """Admission control: what a gateway process takes on before it answers 503 with Retry-After instead.
 
-Two bounds, each checked when a submission or revision arrives and before it costs a database round trip:
+Three bounds, each checked when a submission or revision arrives and before it costs a database round trip:
 
 - **in flight**: the submissions and revisions this process is storing right now (waiting for the group
   commit included). By Little's law this bounds the latency of the ones it accepts: with at most N in flight
@@ -10,6 +10,11 @@ Two bounds, each checked when a submission or revision arrives and before it cos
   `ADMISSION_SAMPLE_MS` by each process (an estimate from the ids at both ends of the table: the relay deletes
   in id order, so the span between them counts the rows left, plus any gap). Past the bound Kafka or the
   relay is not keeping up, and accepting more would only grow the delay before decisions.
+- **standing event-loop lag**: the least lag of this process's event loop over the last half second
+  (`fastloans.looplag.STANDING`). A process with more work than CPU makes every request wait its turn before
+  any of its code runs, so the in-flight count stays low while answers take seconds; a lag that has stood for
+  a whole window (not one slow callback or one collection) says so. Refusing is far cheaper than storing, so
+  the process sheds the excess and keeps answering quickly instead of timing out on everyone.
 
 Refusing is cheap and honest: a client that gets 503 knows its application was not stored and retries after
 `Retry-After` seconds (with its Idempotency-Key, the retry cannot create a second application). Every 202
@@ -26,6 +31,7 @@ from enum import StrEnum
 
 from fastloans.background import cancel_all
 from fastloans.db import Database
+from fastloans.looplag import STANDING, StandingLag
 from fastloans_gateway.applications import ApplicationError
 from fastloans_gateway.metrics import ADMISSION_REFUSED, SUBMISSIONS_IN_FLIGHT
 
@@ -40,12 +46,14 @@ class Refusal(StrEnum):
 
     IN_FLIGHT = "in_flight"
     OUTBOX_BACKLOG = "outbox_backlog"
+    LOOP_LAG = "loop_lag"
 
 
 DETAILS = {
     Refusal.IN_FLIGHT: "the gateway is at capacity; nothing was stored, retry after the given seconds",
     Refusal.OUTBOX_BACKLOG: "decisions are behind (the event backlog is over its bound); nothing was stored, "
     "retry after the given seconds",
+    Refusal.LOOP_LAG: "the gateway is busier than its CPU allows; nothing was stored, retry after the given seconds",
 }
 
 
@@ -67,12 +75,16 @@ class AdmissionControl:
         *,
         max_in_flight: int,
         max_outbox_backlog: int,
+        max_loop_lag: float = 0.0,
         retry_after: int = 1,
         sample_interval: float = 0.5,
+        lag: StandingLag = STANDING,
     ) -> None:
         self.db = db
         self.max_in_flight = max_in_flight
         self.max_outbox_backlog = max_outbox_backlog
+        self.max_loop_lag = max_loop_lag
+        self.lag = lag
         self.retry_after = retry_after
         self.sample_interval = sample_interval
         self.in_flight = 0
@@ -87,6 +99,8 @@ class AdmissionControl:
             return Refusal.IN_FLIGHT
         if self.max_outbox_backlog and self.backlog >= self.max_outbox_backlog:
             return Refusal.OUTBOX_BACKLOG
+        if self.max_loop_lag and self.lag.value() >= self.max_loop_lag:
+            return Refusal.LOOP_LAG
         return None
 
     @contextmanager

@@ -93,6 +93,7 @@ def admission_control(db: Database | None, settings: GatewaySettings) -> Admissi
         db,
         max_in_flight=settings.admission_max_in_flight,
         max_outbox_backlog=settings.admission_max_outbox_backlog,
+        max_loop_lag=settings.admission_max_loop_lag_ms / 1000,
         retry_after=settings.admission_retry_after_seconds,
         sample_interval=settings.admission_sample_ms / 1000,
     )

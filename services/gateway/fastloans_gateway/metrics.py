@@ -42,7 +42,7 @@ LONG_POLL_READS = Counter(
 )
 ADMISSION_REFUSED = Counter(
     "fastloans_admission_refused_total",
-    "Submissions and revisions answered 503 by admission control, by bound (in_flight, outbox_backlog).",
+    "Submissions and revisions answered 503 by admission control, by bound (in_flight, outbox_backlog, loop_lag).",
     ["reason"],
 )
 SUBMISSIONS_IN_FLIGHT = Gauge(

@@ -32,12 +32,13 @@ class GatewaySettings(Settings):
     # How long the first of a batch of submissions waits for others to share its insert.
     submit_linger_ms: float = Field(0.0, ge=0, le=100, validation_alias="SUBMIT_LINGER_MS")
 
-    # Admission control (fastloans_gateway.admission): past either bound a submission or revision is answered
+    # Admission control (fastloans_gateway.admission): past any bound a submission or revision is answered
     # 503 with Retry-After before anything is stored. Per process; 0 turns a bound off.
     admission_max_in_flight: int = Field(256, ge=0, le=1_000_000, validation_alias="ADMISSION_MAX_IN_FLIGHT")
     admission_max_outbox_backlog: int = Field(
         50_000, ge=0, le=1_000_000_000, validation_alias="ADMISSION_MAX_OUTBOX_BACKLOG"
     )
+    admission_max_loop_lag_ms: float = Field(100.0, ge=0, le=60_000, validation_alias="ADMISSION_MAX_LOOP_LAG_MS")
     admission_retry_after_seconds: int = Field(1, ge=1, le=3600, validation_alias="ADMISSION_RETRY_AFTER_SECONDS")
     admission_sample_ms: int = Field(500, ge=50, le=60_000, validation_alias="ADMISSION_SAMPLE_MS")
 

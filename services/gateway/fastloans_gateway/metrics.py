@@ -50,6 +50,44 @@ SUBMISSIONS_IN_FLIGHT = Gauge(
     "Submissions and revisions being stored by the gateway right now.",
     multiprocess_mode="livesum",
 )
+# The review queue, sampled by the relay (one loop per deployment) from review_cases; `max` across processes.
+REVIEW_CASES = Gauge(
+    "fastloans_review_cases",
+    "Unfinished review cases, by state (open, claimed, awaiting_approval, waiting_for_information).",
+    ["state"],
+    multiprocess_mode="max",
+)
+REVIEW_OLDEST_AGE = Gauge(
+    "fastloans_review_oldest_open_age_seconds",
+    "Age of the oldest unfinished review case (since it was opened).",
+    multiprocess_mode="max",
+)
+REVIEW_ESCALATED = Gauge(
+    "fastloans_review_escalated_cases",
+    "Unfinished review cases past their escalation date.",
+    multiprocess_mode="max",
+)
+REVIEW_LEAST_TIME_LEFT = Gauge(
+    "fastloans_review_least_seconds_left",
+    "Seconds until the earliest deadline of an unfinished review case whose clock runs (+Inf when none).",
+    multiprocess_mode="min",
+)
+REVIEW_ACTIONS = Counter(
+    "fastloans_review_actions_total",
+    "Actions taken on review cases through the API, by action.",
+    ["action"],
+)
+REVIEW_OVERRIDES = Counter(
+    "fastloans_review_overrides_total",
+    "Reviewers' decisions that differ from the policy's recommendation, by direction (the reviewer's outcome) "
+    "and reviewer (the key's actor).",
+    ["direction", "reviewer"],
+)
+REVIEW_TIME_TO_DECISION = Histogram(
+    "fastloans_review_time_to_decision_seconds",
+    "Time from a case's opening to its final decision.",
+    buckets=(3600, 4 * 3600, 86400, 2 * 86400, 5 * 86400, 10 * 86400, 20 * 86400, 30 * 86400, 60 * 86400),
+)
 for _result in ("valid", "unknown"):
     AUTH_LOOKUPS.labels(_result)  # present from the start: zero is not "no data"
 

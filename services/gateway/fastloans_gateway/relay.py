@@ -16,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -24,6 +27,7 @@ from fastloans import services
 from fastloans.background import cancel_all
 from fastloans.contracts import IDEMPOTENCY_TTL
 from fastloans.db import Database, listen_forever
+from fastloans.db.reviews import UNFINISHED
 from fastloans.events import Topic
 from fastloans.kafka import Message, dead_letter, deliver, is_transient, make_producer
 from fastloans.metrics import DEAD_LETTERS, declare_dead_letters, sample_database
@@ -33,7 +37,16 @@ from fastloans.tracecontext import TRACE_HEADERS
 from fastloans.tracing import message_transactions, outgoing_headers
 from fastloans_gateway import outbox
 from fastloans_gateway.applications import DELETE_EXPIRED_KEYS
-from fastloans_gateway.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED
+from fastloans_gateway.metrics import (
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_AGE,
+    OUTBOX_PUBLISHED,
+    REVIEW_CASES,
+    REVIEW_ESCALATED,
+    REVIEW_LEAST_TIME_LEFT,
+    REVIEW_OLDEST_AGE,
+)
+from fastloans_gateway.reviews import QUEUE_GAUGES
 
 log = logging.getLogger("fastloans.relay")
 trail = logging.getLogger("fastloans.pipeline")
@@ -196,6 +209,7 @@ class OutboxRelay:
                     row = await conn.fetchrow(outbox.BACKLOG)
                     OUTBOX_BACKLOG.set(row["backlog"])
                     OUTBOX_OLDEST_AGE.set(row["age"])
+                    sample_review_queue(await conn.fetch(QUEUE_GAUGES, list(UNFINISHED)))
                     if time.monotonic() - last_cleanup > 600:
                         await conn.execute(DELETE_EXPIRED_KEYS, IDEMPOTENCY_TTL)
                         last_cleanup = time.monotonic()
@@ -215,3 +229,14 @@ def _with_trace(headers: list[tuple[str, bytes]], traced: list[tuple[str, bytes]
 def main() -> None:
     """Console entry point: `fastloans-relay`."""
     run_worker(load_settings(RelaySettings), OutboxRelay)
+
+
+def sample_review_queue(rows: Sequence[Mapping[str, Any]]) -> None:
+    """Set the review queue gauges from QUEUE_GAUGES' rows (one per unfinished state that has cases)."""
+    by_state = {row["state"]: row for row in rows}
+    for state in UNFINISHED:
+        REVIEW_CASES.labels(state).set(by_state[state]["cases"] if state in by_state else 0)
+    REVIEW_OLDEST_AGE.set(max((row["oldest"] for row in rows), default=0.0))
+    REVIEW_ESCALATED.set(sum(row["escalated"] for row in rows))
+    left = [row["least_left"] for row in rows if row["least_left"] is not None]
+    REVIEW_LEAST_TIME_LEFT.set(min(left, default=math.inf))

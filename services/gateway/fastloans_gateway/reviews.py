@@ -35,6 +35,7 @@ from fastloans.reviews import (
 from fastloans.settings import Settings
 from fastloans_gateway import outbox
 from fastloans_gateway.applications import COLUMNS, ApplicationError
+from fastloans_gateway.metrics import REVIEW_ACTIONS, REVIEW_OVERRIDES, REVIEW_TIME_TO_DECISION
 
 CASE_COLUMNS = (
     "id, tenant_id, application_id, revision, state, version, recommendation, risk_score, policy_version, "
@@ -46,6 +47,15 @@ HISTORY = (
     "SELECT seq, action, actor, state, details, at, previous_hash, hash FROM review_history "
     "WHERE case_id = $1 ORDER BY seq"
 )
+# What the relay samples into the queue gauges (fastloans_gateway.metrics).
+QUEUE_GAUGES = """
+SELECT state, count(*) AS cases,
+       COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(opened_at)), 0)::float8 AS oldest,
+       count(*) FILTER (WHERE escalate_at <= clock_timestamp()) AS escalated,
+       EXTRACT(EPOCH FROM min(due_at) FILTER (WHERE state <> 'waiting_for_information') - clock_timestamp())::float8
+           AS least_left
+  FROM review_cases WHERE state = ANY($1::text[]) GROUP BY state
+"""
 DECISION_RECORD = (
     "SELECT outcome, risk_score, reasons, policy_name, policy_version, policy_hash, counteroffer, what_would_change, "
     "decided_at FROM loan_decisions WHERE application_id = $1 AND revision = $2"
@@ -225,6 +235,9 @@ class Reviews:
                 await self._publish(conn, moved, trace)
         if moved["state"] == CaseState.DECIDED:
             self.notify()
+            _decided(moved)
+        if moved["override"]:
+            REVIEW_OVERRIDES.labels(outcome, actor).inc()
         return moved
 
     async def approve(
@@ -237,6 +250,7 @@ class Reviews:
             moved = await self._move(conn, case, Action.APPROVE, actor, values={"approved_by": actor})
             await self._publish(conn, moved, trace)
         self.notify()
+        _decided(moved)
         return moved
 
     async def send_back(
@@ -337,6 +351,7 @@ class Reviews:
         )
         if moved is None:
             raise CaseConflict("the case changed meanwhile (another action came first): read it again")
+        REVIEW_ACTIONS.labels(action.value).inc()  # counted before the commit: a failed one is rare and retried
         await append(
             conn,
             case_id=case["id"],
@@ -380,6 +395,10 @@ class Reviews:
             ),
         )
         await conn.execute(outbox.INSERT, *outbox.event_row(self.settings, Topic.DECIDED, event, trace))
+
+
+def _decided(case: asyncpg.Record) -> None:
+    REVIEW_TIME_TO_DECISION.observe(max(0.0, (datetime.now(UTC) - case["opened_at"]).total_seconds()))
 
 
 def _principal_reasons(contributions: Sequence[Mapping[str, Any]], codes: Sequence[str]) -> list[dict[str, Any]]:

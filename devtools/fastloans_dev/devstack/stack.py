@@ -373,7 +373,10 @@ def up(state: Path) -> int:
             f"\n  API        {gateway}/api/v1/loan_applications\n  Web page   {gateway}/\n"
             f"  API docs   {gateway}/docs\n{demo_line}  Primary    {infra.postgres.primary_url}\n"
             f"  Replica    {infra.postgres.replica_url}\n  Kafka      {infra.kafka.bootstrap_servers}\n"
-            f"  Settings   {stack_env}\n  Logs       {infra.log_dir}/\n\nCtrl-C stops everything.\n",
+            f"  Settings   {stack_env}\n  Logs       {infra.log_dir}/\n"
+            "  Reviewer   fastloans keys create --tenant demo --scopes review --actor reviewer-1"
+            " (supervisor: --scopes supervise --actor supervisor-1; a referring policy:"
+            " POLICY_FILE=shared/fastloans/policy/seed-with-review.yaml)\n\nCtrl-C stops everything.\n",
             flush=True,
         )
         while True:

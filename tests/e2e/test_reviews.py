@@ -387,3 +387,26 @@ async def test_a_redelivered_decision_opens_no_second_case(
     finally:
         await conn.close()
     assert [str(row["id"]) for row in cases] == [case_id] and entries == 1
+
+
+async def test_the_applicants_answer_supersedes_the_case_and_its_revision_is_reviewed_anew(tenant: Tenant) -> None:
+    application, case_id = await referred(tenant)
+    reviewer = tenant.staff["reviewer-1"]
+    await act(reviewer, case_id, "claim")
+    asked = await act(reviewer, case_id, "request-information", {"items": ["Proof of income"]})
+    assert asked.json()["state"] == "waiting_for_information"
+    frozen = asked.json()["seconds_left"]
+    await asyncio.sleep(1.1)
+    assert (await case_of(reviewer, case_id))["seconds_left"] == frozen  # the clock stands still
+
+    answered = await tenant.applicant.patch(
+        f"{APPLICATIONS_PATH}/{application['id']}", json={"monthly_income": "5000.00"}
+    )
+    assert answered.status_code == 202, answered.text
+    old = await case_of(reviewer, case_id)
+    assert old["state"] == "superseded" and old["history"][-1]["details"]["by_revision"] == 2
+    again = await decided(tenant.applicant, application["id"], revision=2)
+    assert again["status"] == "referred" and again["review_case_id"] not in (None, case_id)
+    new = await case_of(reviewer, again["review_case_id"])
+    assert (new["revision"], new["state"]) == (2, "open")
+    assert new["due_at"] > old["due_at"]  # counted from the new revision's submission

@@ -210,8 +210,21 @@ webhook_deliveries = Table(
     Column("delivered_at", DateTime(timezone=True)),
     UniqueConstraint("endpoint_id", "event_key", name="webhook_deliveries_once_per_event"),
     CheckConstraint(f"status IN {WEBHOOK_DELIVERY_STATUSES!r}", name="webhook_deliveries_status"),
-    Index("webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
-    Index("webhook_deliveries_endpoint_application", "endpoint_id", "application_id", "revision"),
+    Index(
+        "webhook_deliveries_endpoint_due",
+        "endpoint_id",
+        "next_attempt_at",
+        "id",
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index(
+        "webhook_deliveries_pending_revisions",
+        "endpoint_id",
+        "application_id",
+        "revision",
+        "id",
+        postgresql_where=text("status = 'pending'"),
+    ),
     Index("webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
     # The deliveries in flight, which the claim counts per endpoint (migration 0009).
     Index(

@@ -67,26 +67,26 @@ def watch_gc() -> None:
 
 
 class StandingLag:
-    """The least lag over the last `window` seconds: a queue that has stood that long, not a burst or a pause.
+    """The least lag of the last few timer samples: a queue that has stood, not a burst or a pause.
 
     The minimum is the signal CoDel uses for a packet queue, applied to the event loop: one slow callback or
-    one collection raises a single sample, while a process with more work than CPU lags on every sample. The
-    newest sample always counts, so a loop so slow that its timer fires less than once a window still shows.
+    one collection raises a single sample, while a process with more work than CPU lags on every sample. It is
+    taken over a number of samples, not a time window, so that a loop blocked for longer than any window (one
+    sample, very late) is still a single sample, and a loop starved for good still shows on every one.
     """
 
-    def __init__(self, window: float = 0.5) -> None:
-        self.window = window
-        self._samples: deque[tuple[float, float]] = deque()
+    def __init__(self, samples: int = 3) -> None:
+        self._samples: deque[float] = deque(maxlen=samples)
 
-    def add(self, now: float, lag: float) -> None:
-        """Record the lag of a timer that fired at `now` (monotonic seconds)."""
-        self._samples.append((now, lag))
-        while len(self._samples) > 1 and self._samples[0][0] < now - self.window:
-            self._samples.popleft()
+    def add(self, lag: float) -> None:
+        """Record how late a timer fired, in seconds."""
+        self._samples.append(lag)
 
     def value(self) -> float:
-        """The standing lag in seconds (0 before the first sample)."""
-        return min((lag for _, lag in self._samples), default=0.0)
+        """The standing lag in seconds (0 until the window is full)."""
+        if len(self._samples) < (self._samples.maxlen or 1):
+            return 0.0
+        return min(self._samples)
 
 
 #: This process's standing event-loop lag, fed by `measure_lag` (admission control reads it).
@@ -105,7 +105,7 @@ async def measure_lag(interval: float = INTERVAL, window: float = WINDOW) -> Non
         now = time.monotonic()
         lag = max(0.0, now - asked)
         LOOP_LAG.observe(lag)
-        STANDING.add(now, lag)
+        STANDING.add(lag)
         worst = max(worst, lag)
         LOOP_LAG_MAX.set(max(previous, worst))
         _flush_gc()

@@ -61,16 +61,18 @@ def test_every_refusal_reason_is_counted_from_the_start() -> None:
 
 
 def test_a_standing_event_loop_lag_refuses_at_the_bound_and_not_below() -> None:
-    lag = StandingLag(window=0.5)
+    lag = StandingLag(samples=2)
     control = AdmissionControl(None, max_in_flight=0, max_outbox_backlog=0, max_loop_lag=0.1, lag=lag)
-    lag.add(0.0, 0.099)
+    lag.add(0.099)
+    lag.add(0.5)
     assert control.refusal() is None
-    lag.add(1.0, 0.1)
+    lag.add(0.1)
     assert control.refusal() is Refusal.LOOP_LAG
     with pytest.raises(Overloaded, match="busier than its CPU allows"), control.admitted():
         pass
-    lag.add(1.1, 0.002)  # the queue is gone as soon as one sample is quick
+    lag.add(0.002)
     assert control.refusal() is None
     off = AdmissionControl(None, max_in_flight=0, max_outbox_backlog=0, max_loop_lag=0, lag=lag)
-    lag.add(3.0, 5.0)
+    lag.add(5.0)
+    lag.add(5.0)
     assert off.refusal() is None

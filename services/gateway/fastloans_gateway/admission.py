@@ -10,7 +10,7 @@ Three bounds, each checked when a submission or revision arrives and before it c
   `ADMISSION_SAMPLE_MS` by each process (an estimate from the ids at both ends of the table: the relay deletes
   in id order, so the span between them counts the rows left, plus any gap). Past the bound Kafka or the
   relay is not keeping up, and accepting more would only grow the delay before decisions.
-- **standing event-loop lag**: the least lag of this process's event loop over the last half second
+- **standing event-loop lag**: the least lag of this process's event loop over its last three timer samples
   (`fastloans.looplag.STANDING`). A process with more work than CPU makes every request wait its turn before
   any of its code runs, so the in-flight count stays low while answers take seconds; a lag that has stood for
   a whole window (not one slow callback or one collection) says so. Refusing is far cheaper than storing, so

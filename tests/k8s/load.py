@@ -1,10 +1,11 @@
 """A steady client load on the gateway from the host: applications at a fixed rate, every answer recorded.
 
 Each application gets its own Idempotency-Key and is retried with that same key after a 503 (waiting its
-Retry-After) or a connection error, as a well-behaved client does, until the gateway acknowledges it (2xx).
-Every acknowledged id and every failed attempt (any answer other than 2xx, or no answer) is kept with the
-phase it happened in, so that a test can assert "no failure during the roll" and "every acknowledged
-application decided".
+Retry-After) or a request that got no answer (a connection error or a timeout), as a careful client does, until
+the gateway acknowledges it (2xx). Every acknowledged id and every failed attempt (any answer other than 2xx, or
+no answer) is kept with the phase it happened in, and the applications that needed a retry are counted, so that
+a test can assert "no failure during the roll" and "every acknowledged application decided". The rate actually
+reached is reported beside the one asked for: a starved client falls behind its schedule.
 """
 
 from __future__ import annotations
@@ -49,12 +50,17 @@ class Load:
     given_up: list[tuple[str, str]] = field(default_factory=list)  # (phase, last failure kind)
     sent: Counter = field(default_factory=Counter)  # first attempts per phase
     attempts: Counter = field(default_factory=Counter)  # every attempt per phase
+    retried: Counter = field(default_factory=Counter)  # applications (by the phase they were sent in) retried
+    not_sent: int = 0  # schedule slots skipped because MAX_IN_FLIGHT applications were under way
+    started_at: float = 0.0
+    stopped_at: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _error: BaseException | None = None
 
     def start(self) -> Load:
         """Start submitting in a background thread."""
+        self.started_at = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="k8s-load", daemon=True)
         self._thread.start()
         return self
@@ -62,6 +68,7 @@ class Load:
     def stop(self, timeout: float = GIVE_UP_SECONDS + 30) -> None:
         """Stop submitting new applications; wait until every application under way is acknowledged or given up."""
         self._stop.set()
+        self.stopped_at = time.monotonic()
         if self._thread is not None:
             self._thread.join(timeout)
             assert not self._thread.is_alive(), "the load generator did not finish its applications under way"
@@ -80,14 +87,25 @@ class Load:
         """The ids acknowledged after a monotonic time."""
         return [ident for ident, (_, at) in self.acknowledged.items() if at > moment]
 
+    def rate_reached(self) -> float:
+        """Applications sent per second since start() (until stop())."""
+        elapsed = (self.stopped_at or time.monotonic()) - self.started_at
+        return sum(self.sent.values()) / elapsed if elapsed > 0 else 0.0
+
     def summary(self, *phases: str) -> str:
-        """Sent, attempts, acknowledged and failures by kind, for these phases (all when none is named)."""
+        """Sent, retried, attempts, acknowledged and failures by kind, for these phases (all when none is named)."""
         chosen = set(phases) or set(self.sent) | {f.phase for f in self.failures}
         kinds = Counter(f.kind for f in self.failures if f.phase in chosen)
         acked = sum(1 for phase, _ in self.acknowledged.values() if phase in chosen)
         sent = sum(self.sent[p] for p in chosen)
+        retried = sum(self.retried[p] for p in chosen)
         attempts = sum(self.attempts[p] for p in chosen)
-        return f"{sent} applications, {attempts} requests, {acked} acknowledged, failures {dict(kinds) or 0}"
+        text = f"{sent} applications ({retried} retried), {attempts} requests, {acked} acknowledged, "
+        text += f"failures {dict(kinds) or 0}"
+        if not phases:
+            text += f"; {self.rate_reached():.1f} applications/s reached of {self.rate:g} asked"
+            text += f", {self.not_sent} not sent (in-flight cap)" if self.not_sent else ""
+        return text
 
     def _run(self) -> None:
         try:
@@ -96,34 +114,42 @@ class Load:
             self._error = error
 
     async def _main(self) -> None:
-        # A fresh connection per attempt (no shared pool whose state outlives a timed-out request): a slow gateway
-        # shows as a timeout of a request it received, never as the client's own queue.
+        # A fresh connection per attempt (no keep-alive, no cap on connections, so no queue in the client and no
+        # pooled connection outliving a timed-out request): a slow gateway shows as a timeout of a request it
+        # received, never as the client's own queue. One client, so an attempt does not pay for a new one.
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
         tasks: set[asyncio.Task] = set()
         interval = 1.0 / self.rate
         next_at = time.monotonic()
-        while not self._stop.is_set():
-            if len(tasks) < MAX_IN_FLIGHT:
-                task = asyncio.create_task(self._submit(self.phase))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            next_at += interval
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-        if tasks:
-            await asyncio.gather(*tasks)
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=REQUEST_TIMEOUT, limits=limits) as client:
+            while not self._stop.is_set():
+                if len(tasks) < MAX_IN_FLIGHT:
+                    task = asyncio.create_task(self._submit(client, self.phase))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                else:
+                    self.not_sent += 1
+                next_at += interval
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            if tasks:
+                await asyncio.gather(*tasks)
 
-    async def _submit(self, phase: str) -> None:
+    async def _submit(self, client: httpx.AsyncClient, phase: str) -> None:
         """One application, retried with its key until acknowledged; failures recorded in the current phase."""
         headers = {"Authorization": f"Bearer {self.api_key}", IDEMPOTENCY_KEY_HEADER: str(uuid.uuid4())}
         self.sent[phase] += 1
         give_up = time.monotonic() + GIVE_UP_SECONDS
         kind = ""
+        tries = 0
         while time.monotonic() < give_up:
             current = self.phase
             self.attempts[current] += 1
+            tries += 1
+            if tries == 2:  # an application is counted once, however many retries it needed
+                self.retried[phase] += 1
             wait = 0.5
             try:
-                async with httpx.AsyncClient(base_url=self.base_url, timeout=REQUEST_TIMEOUT) as client:
-                    response = await client.post(APPLICATIONS_PATH, json=EXAMPLE, headers=headers)
+                response = await client.post(APPLICATIONS_PATH, json=EXAMPLE, headers=headers)
             except httpx.TransportError as error:
                 kind = f"connection: {type(error).__name__}"
                 self.failures.append(Failure(current, kind, str(error)[:200], time.monotonic()))

@@ -5,6 +5,7 @@ the final decision travels through the outbox and Kafka to the recorder, and the
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -21,8 +23,9 @@ from fastloans.cli import main as cli
 from fastloans.contracts import APPLICATIONS_PATH, REVIEWS_PATH
 from fastloans.events import ApplicationDecided, Topic
 from fastloans.kafka import connection_options, create_topics
+from fastloans.policy import reason_text
 from fastloans.policy.loader import shipped_policy_path
-from fastloans.tenants import issue_key
+from fastloans.tenants import issue_key, set_notice_settings
 from fastloans_dev.devstack.stack import ServiceSet
 from fastloans_dev.devstack.system import Child, free_port
 from fastloans_gateway.problems import PROBLEM_JSON
@@ -221,6 +224,55 @@ async def test_a_referred_application_is_decided_by_a_reviewer_through_kafka(
     assert (await act(reviewer, case_id, "claim")).status_code == 409  # decided: nothing more happens to it
 
 
+async def test_a_reviewers_rejection_is_recorded_and_its_notice_gives_the_reviewers_reasons(
+    tenant: Tenant, migrated_db: Any
+) -> None:
+    application, case_id = await referred(tenant)
+    policy_reasons = [r["reason_code"] for r in application["principal_reasons"]]
+    reviewer = tenant.staff["reviewer-1"]
+    assert (await act(reviewer, case_id, "claim")).status_code == 200
+    chosen = ["LOAN_TO_INCOME_HIGH"]  # scored for this application; the referral gave three reasons before it
+    assert policy_reasons[0] not in chosen and len(policy_reasons) > 1, policy_reasons
+    final = await act(reviewer, case_id, "decision", {"outcome": "reject", "reason_codes": chosen})
+    assert final.status_code == 200, final.text
+    await until_status(tenant.applicant, application["id"], "rejected")
+
+    conn = await asyncpg.connect(migrated_db.primary_url)
+    try:
+        recorded = await conn.fetch(
+            "SELECT id, decided_by, outcome, risk_score, review_case_id, reasons FROM loan_decisions "
+            "WHERE application_id = $1 AND revision = 1 ORDER BY id",
+            uuid.UUID(application["id"]),
+        )
+        await set_notice_settings(
+            conn, tenant.name, creditor_name="Acme Lending", address="1 Main St", supervising_agency="CFPB",
+            contact="555-0100",
+        )  # fmt: skip
+    finally:
+        await conn.close()
+    # The policy's referral and the reviewer's decision, each recorded once, the reviewer's with its case.
+    assert [(r["decided_by"], r["outcome"], r["risk_score"]) for r in recorded] == [
+        ("policy", "referred", 60),
+        ("review", "rejected", 60),
+    ]
+    assert str(recorded[1]["review_case_id"]) == case_id
+    assert [r["reason_code"] for r in orjson.loads(recorded[1]["reasons"])["principal_reasons"]] == chosen
+
+    # The notice is of the final decision: the reviewer's reasons, not the referral's.
+    notice = await tenant.applicant.get(f"{APPLICATIONS_PATH}/{application['id']}/notice")
+    assert notice.status_code == 200, notice.text
+    listed = re.search(r'<ol class="reasons">(.*?)</ol>', notice.text, re.DOTALL)
+    assert listed, notice.text
+    assert [" ".join(item.split()) for item in re.findall(r"<li>(.*?)</li>", listed[1], re.DOTALL)] == [
+        reason_text(code) for code in chosen
+    ]
+    assert "without a review" not in notice.text  # the wording of a referral's notice
+    sent = await tenant.applicant.post(f"{APPLICATIONS_PATH}/{application['id']}/notice/sent", json={})
+    assert sent.status_code == 200 and sent.json()["decision_id"] == recorded[1]["id"], sent.text
+    # The case still shows the policy's record, the one the reviewer decided on.
+    assert (await case_of(reviewer, case_id))["decision_record"]["outcome"] == "referred"
+
+
 async def test_tenants_see_only_their_own_cases(tenant: Tenant, pipeline: Pipeline, migrated_db: Any) -> None:
     _, case_id = await referred(tenant)
     conn = await asyncpg.connect(migrated_db.primary_url)
@@ -270,6 +322,8 @@ async def test_an_override_needs_a_second_person_and_their_approval_finalises_it
     assert (approved.json()["state"], approved.json()["decision"]["approved_by"]) == ("decided", "supervisor-1")
     shown = await until_status(tenant.applicant, application["id"], "approved")
     assert (shown["decided_by"], shown["is_approved"], shown["principal_reasons"]) == ("review", True, [])
+    notice = await tenant.applicant.get(f"{APPLICATIONS_PATH}/{application['id']}/notice")
+    assert notice.status_code == 404, notice.text  # approved in the end: no adverse-action notice is due
     assert [e["action"] for e in (await case_of(maker, case_id))["history"]] == ["open", "claim", "decide", "approve"]
 
 

@@ -58,7 +58,7 @@ SELECT state, count(*) AS cases,
 """
 DECISION_RECORD = (
     "SELECT outcome, risk_score, reasons, policy_name, policy_version, policy_hash, counteroffer, what_would_change, "
-    "decided_at FROM loan_decisions WHERE application_id = $1 AND revision = $2"
+    "decided_at FROM loan_decisions WHERE application_id = $1 AND revision = $2 AND decided_by = 'policy'"
 )
 
 
@@ -368,7 +368,7 @@ class Reviews:
         record = await conn.fetchrow(
             "SELECT d.reasons, d.policy_name, d.policy_version, d.policy_hash, a.submitted_at "
             "FROM loan_decisions d JOIN loan_applications a ON a.id = d.application_id "
-            "WHERE d.application_id = $1 AND d.revision = $2",
+            "WHERE d.application_id = $1 AND d.revision = $2 AND d.decided_by = 'policy'",
             case["application_id"],
             case["revision"],
         )

@@ -1,12 +1,13 @@
-"""The recorder: decided → one row per (application, revision) and the application's new status.
+"""The recorder: decided → one row per (application, revision, decider) and the application's new status.
 
 Writes are idempotent: a redelivered decision hits the unique key and changes
 nothing; a decision for an older revision, or for a withdrawn application, is
 kept in the history but never applied to the application. A `referred` decision
 that is applied opens the revision's review case in the same transaction (once:
 a redelivery applies nothing, and the case is unique per revision). A reviewer's
-decision on a referred revision (`decided_by: review`) is applied to it while it
-is still referred and its case is the one decided, which a redelivery is not.
+decision on a referred revision (`decided_by: review`) is recorded as the revision's
+second decision, and applied to it while it is still referred and its case is the
+one decided, which a redelivery is not.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ WITH incoming AS (
                                 policy_version, policy_hash, challenger, submitted_at, decided_at, counteroffer,
                                 what_would_change)
     SELECT * FROM incoming
-    ON CONFLICT (application_id, revision) DO NOTHING
+    ON CONFLICT (application_id, revision, decided_by) DO NOTHING
     RETURNING application_id, revision, outcome, risk_score, reasons, policy_version, counteroffer, what_would_change
 ), applied AS (
     UPDATE loan_applications a
@@ -62,14 +63,29 @@ SELECT id, revision, status, policy_version,
        EXTRACT(EPOCH FROM decided_at - submitted_at)::float8 AS seconds
   FROM applied
 """
-# A reviewer's decision: applied while the revision is still referred and its case is the one decided.
-APPLY_REVIEW = """
-UPDATE loan_applications
+# A reviewer's decision: recorded as the revision's second decision (`decided_by = 'review'`, once: the unique
+# key absorbs a redelivery) when the policy referred it, and applied while the revision is still referred and
+# its case is the one decided. The score and the policy are the referral's; the reasons are the reviewer's.
+RECORD_REVIEW = """
+WITH inserted AS (
+    INSERT INTO loan_decisions (application_id, tenant_id, revision, outcome, risk_score, reasons, policy_name,
+                                policy_version, policy_hash, submitted_at, decided_at, decided_by, review_case_id)
+    SELECT p.application_id, p.tenant_id, p.revision, $3, p.risk_score,
+           jsonb_build_object('contributions', COALESCE(p.reasons->'contributions', '[]'::jsonb),
+                              'principal_reasons', $4::jsonb),
+           p.policy_name, p.policy_version, p.policy_hash, p.submitted_at, $7, 'review', $6
+      FROM loan_decisions p
+     WHERE p.application_id = $1 AND p.revision = $2 AND p.decided_by = 'policy' AND p.outcome = 'referred'
+    ON CONFLICT (application_id, revision, decided_by) DO NOTHING
+    RETURNING application_id, revision
+)
+UPDATE loan_applications a
    SET status = $3, is_approved = ($3 = 'approved'),
-       reasons = jsonb_set(COALESCE(reasons, '{}'::jsonb), '{principal_reasons}', $4::jsonb),
+       reasons = jsonb_set(COALESCE(a.reasons, '{}'::jsonb), '{principal_reasons}', $4::jsonb),
        decided_by = 'review', review_reasons = $5::jsonb, decided_at = clock_timestamp(), updated_at = clock_timestamp()
- WHERE id = $1 AND revision = $2 AND status = 'referred' AND review_case_id = $6
-RETURNING id, status
+  FROM inserted i
+ WHERE a.id = i.application_id AND a.revision = i.revision AND a.status = 'referred' AND a.review_case_id = $6
+RETURNING a.id, a.status
 """
 # Long-polling readers are woken by one notification per 200 decisions (comma-separated ids; a
 # payload must stay under 8,000 bytes), delivered when the transaction commits.
@@ -168,16 +184,17 @@ class RecorderWorker(PipelineWorker):
                 DECISION_REASONS.labels(code or "unknown").inc()
 
     async def _apply_review(self, conn: asyncpg.Connection, event: ApplicationDecided) -> asyncpg.Record | None:
-        """Apply a reviewer's decision to its referred revision; None when it no longer applies (a redelivery)."""
+        """Record a reviewer's decision and apply it to its referred revision; None when not applied (a redelivery)."""
         assert event.review is not None
         row = await conn.fetchrow(
-            APPLY_REVIEW,
+            RECORD_REVIEW,
             event.application_id,
             event.revision,
             event.outcome,
             orjson.dumps(event.principal_reasons).decode(),
             orjson.dumps([{"reason_code": c, "text": reason_text(c)} for c in event.review.reason_codes]).decode(),
             event.review.case_id,
+            event.decided_at,
         )
         return row
 

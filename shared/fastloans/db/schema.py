@@ -28,6 +28,8 @@ metadata = MetaData()
 
 Money = Numeric(14, 2)
 STATUSES = ("pending", "approved", "rejected", "referred", "withdrawn")
+# Who recorded a decision: the policy (the approval service), or a reviewer deciding a referred revision.
+DECIDERS = ("policy", "review")
 
 tenants = Table(
     "tenants",
@@ -116,7 +118,11 @@ loan_decisions = Table(
     Column("submitted_at", DateTime(timezone=True), nullable=False),
     Column("decided_at", DateTime(timezone=True), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
-    UniqueConstraint("application_id", "revision", name="loan_decisions_once_per_revision"),
+    # A revision's policy decision, and a reviewer's final decision of a referred one (with its case).
+    Column("decided_by", Text, nullable=False, server_default=text("'policy'")),
+    Column("review_case_id", UUID(as_uuid=True)),
+    UniqueConstraint("application_id", "revision", "decided_by", name="loan_decisions_once_per_revision_and_decider"),
+    CheckConstraint(f"decided_by IN {DECIDERS!r}", name="loan_decisions_decided_by"),
     Index("loan_decisions_tenant_decided", "tenant_id", "decided_at"),
 )
 

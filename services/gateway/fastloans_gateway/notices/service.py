@@ -29,7 +29,8 @@ SENT_AT_SKEW: Final = timedelta(minutes=5)
 
 Reason = Literal["approved", "pending", "withdrawn", "settings", "sent_conflict", "sent_time"]
 
-# The application, its current revision's decision, the tenant's notice settings and the stored notice, if any.
+# The application, its current revision's final decision (the one applied: a reviewer's, once a reviewer has
+# decided a referred revision, else the policy's), the tenant's notice settings and the stored notice, if any.
 CURRENT = """
 SELECT a.id AS application_id, a.status, a.revision, a.applicant_name, a.credit_score, a.loan_amount,
        a.submitted_at, d.id AS decision_id, d.outcome, d.reasons, d.counteroffer, d.decided_at, d.policy_version,
@@ -37,6 +38,7 @@ SELECT a.id AS application_id, a.status, a.revision, a.applicant_name, a.credit_
        n.template_version, n.content_sha256, n.html, n.created_at, n.sent_at
   FROM loan_applications a
   LEFT JOIN loan_decisions d ON d.application_id = a.id AND d.revision = a.revision
+                             AND d.decided_by = COALESCE(a.decided_by, 'policy')
   LEFT JOIN tenant_notice_settings s ON s.tenant_id = a.tenant_id
   LEFT JOIN adverse_action_notices n ON n.decision_id = d.id
  WHERE a.id = $1 AND a.tenant_id = $2

@@ -143,3 +143,26 @@ def test_every_catalogued_reason_names_a_factor() -> None:
     assert {code: reason_factor(code) in FACTORS for code in reason_catalogue()} == dict.fromkeys(
         reason_catalogue(), True
     )
+
+
+def test_the_reason_options_are_the_codes_a_decision_may_give() -> None:
+    from fastloans_gateway.reviews import InvalidDecision, check_reasons, reason_options
+
+    packet = {"rules": [{"factor": "debt_to_income", "points": 20}, {"factor": "credit_score", "points": 20}]}
+    options = reason_options(packet)
+    codes = [code for code, _ in options]
+    assert codes == [
+        "CREDIT_SCORE_VERY_LOW",
+        "CREDIT_SCORE_LOW",
+        "CREDIT_SCORE_BELOW_PRIME",
+        "DEBT_TO_INCOME_EXCESSIVE",
+        "DEBT_TO_INCOME_HIGH",
+        "DEBT_TO_INCOME_ELEVATED",
+    ]
+    assert all(text for _, text in options)
+    case = {"packet": packet}
+    for code in codes:
+        check_reasons(case, "reject", [code])
+    with pytest.raises(InvalidDecision, match="not supported"):
+        check_reasons(case, "reject", ["PURPOSE_BUSINESS"])
+    assert reason_options(None) == []

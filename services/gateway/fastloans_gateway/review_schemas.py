@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from fastloans.db import json_value
 from fastloans.reviews import LIVE, CaseState
+from fastloans_gateway.reviews import reason_options
 from fastloans_gateway.schemas import LoanApplication, _timestamp, render_application
 
 CaseStateName = Literal[
@@ -101,6 +102,13 @@ class HistoryEntry(BaseModel):
     hash: str
 
 
+class ReasonOption(BaseModel):
+    """A catalogue reason code a decision on the case may give, with its applicant-facing text."""
+
+    code: str
+    text: str
+
+
 class ReviewCaseDetail(ReviewCase):
     """A case with what the reviewer needs: the application, the policy's decision record, the packet, the history."""
 
@@ -111,6 +119,16 @@ class ReviewCaseDetail(ReviewCase):
     application: LoanApplication | None
     decision_record: dict[str, Any] | None = Field(description="The policy's decision on the revision.")
     history: list[HistoryEntry]
+    reason_options: list[ReasonOption] = Field(
+        description="The catalogue's reason codes a decision may give: those of the factors the policy scored."
+    )
+
+
+class QueueCaller(BaseModel):
+    """Who is reading the queue: the key's actor and scopes (what the web page offers them)."""
+
+    actor: str | None
+    scopes: list[str]
 
 
 class ReviewQueuePage(BaseModel):
@@ -118,6 +136,7 @@ class ReviewQueuePage(BaseModel):
 
     items: list[ReviewCase]
     next_cursor: str | None = None
+    caller: QueueCaller
 
 
 def render_case(row: Mapping[str, Any], now: datetime | None = None) -> dict[str, Any]:
@@ -200,4 +219,5 @@ def render_detail(
             }
             for entry in history
         ],
+        "reason_options": [{"code": code, "text": text} for code, text in reason_options(json_value(case["packet"]))],
     }

@@ -96,6 +96,17 @@ class CaseDetail:
     history: list[asyncpg.Record]
 
 
+def scored_factors(packet: Mapping[str, Any] | None) -> set[str]:
+    """The factors the policy scored points for, by the case's packet: the ones a reviewer's reason may name."""
+    return {rule["factor"] for rule in (packet or {}).get("rules", ())}
+
+
+def reason_options(packet: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """The catalogue's codes (and texts) a decision on the case may give, in catalogue order."""
+    scored = scored_factors(packet)
+    return [(code, text) for code, text in reason_catalogue().items() if reason_factor(code) in scored]
+
+
 def check_reasons(case: Mapping[str, Any], outcome: str, codes: Sequence[str]) -> None:
     """Catalogued codes, at most four for a rejection and at least one, each of a factor the policy scored."""
     catalogue = reason_catalogue()
@@ -105,7 +116,7 @@ def check_reasons(case: Mapping[str, Any], outcome: str, codes: Sequence[str]) -
         raise InvalidDecision("reason_codes", "a rejection needs at least one reason code")
     if len(codes) > MAX_REVIEW_REASONS:
         raise InvalidDecision("reason_codes", f"at most {MAX_REVIEW_REASONS} reason codes")
-    scored = {rule["factor"] for rule in (json_value(case["packet"]) or {}).get("rules", ())}
+    scored = scored_factors(json_value(case["packet"]))
     for code in codes:
         if code not in catalogue:
             raise InvalidDecision("reason_codes", f"{code} is not in the reason catalogue")

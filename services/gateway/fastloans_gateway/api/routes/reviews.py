@@ -94,7 +94,13 @@ async def list_cases(
     )
     now = datetime.now(UTC)
     next_cursor = encode_cursor(rows[-1]["due_at"], rows[-1]["id"]) if more and rows else None
-    return json_response({"items": [render_case(row, now) for row in rows], "next_cursor": next_cursor})
+    return json_response(
+        {
+            "items": [render_case(row, now) for row in rows],
+            "next_cursor": next_cursor,
+            "caller": {"actor": who.actor, "scopes": sorted(who.scopes)},
+        }
+    )
 
 
 @router.get(

@@ -23,6 +23,8 @@ import httptools
 import orjson
 
 REQUEST_TIMEOUT = 30.0
+# How often a request waiting for a free connection looks at the pool again.
+IDLE_RECHECK_SECONDS = 0.05
 PROGRESS_SECONDS = 1.0
 
 
@@ -127,8 +129,11 @@ class _Pool:
                     self.open -= 1
                     raise
                 return conn
+            # A connection the server closes while idle frees a slot without a release: look again soon
+            # rather than wait for a notification that may never come.
             async with self.freed:
-                await self.freed.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.freed.wait(), IDLE_RECHECK_SECONDS)
 
     async def release(self, conn: _Conn) -> None:
         """Return a connection (a broken one is dropped)."""

@@ -1,7 +1,9 @@
-// The loan application API, called with the API key kept in this tab's sessionStorage.
+// The loan application and review queue APIs, called with the API key kept in this tab's sessionStorage.
 
 const KEY = "fastloans.apiKey";
+const ACCESS = "fastloans.access";
 const BASE = "/api/v1/loan_applications";
+const REVIEWS = "/api/v1/reviews";
 
 /** An HTTP error answered as RFC 9457 problem+json (or a network failure: status 0). */
 export class ApiError extends Error {
@@ -13,13 +15,29 @@ export class ApiError extends Error {
   }
 }
 
+const NO_ACCESS = { applications: false, review: false, supervise: false, actor: null };
+
 export const session = {
   /** The signed-in API key, or null. */
   key: () => sessionStorage.getItem(KEY),
-  /** Remember the key for this tab only. */
-  signIn: (key) => sessionStorage.setItem(KEY, key),
+  /** What the key may do, as found at sign-in: {applications, review, supervise, actor}. */
+  access() {
+    try {
+      return { ...NO_ACCESS, ...JSON.parse(sessionStorage.getItem(ACCESS) ?? "{}") };
+    } catch {
+      return { ...NO_ACCESS };
+    }
+  },
+  /** Remember the key (and what it may do) for this tab only. */
+  signIn(key, access) {
+    sessionStorage.setItem(KEY, key);
+    sessionStorage.setItem(ACCESS, JSON.stringify(access));
+  },
   /** Forget the key. */
-  signOut: () => sessionStorage.removeItem(KEY),
+  signOut() {
+    sessionStorage.removeItem(KEY);
+    sessionStorage.removeItem(ACCESS);
+  },
 };
 
 async function call(method, path, { body, headers = {}, signal, key = session.key() } = {}) {
@@ -49,8 +67,28 @@ async function call(method, path, { body, headers = {}, signal, key = session.ke
   return data;
 }
 
-/** Check a key by reading one application with it (no side effects). */
-export const checkKey = (key) => call("GET", `${BASE}?limit=1`, { key });
+/**
+ * Check a key by reading one application and one review case with it (no side effects): what it may do,
+ * {applications, review, supervise, actor}. Throws the applications' error when it may do neither.
+ */
+export async function checkKey(key) {
+  const [applications, reviews] = await Promise.allSettled([
+    call("GET", `${BASE}?limit=1`, { key }),
+    call("GET", `${REVIEWS}?limit=1`, { key }),
+  ]);
+  if (applications.status === "rejected" && reviews.status === "rejected") {
+    const refused = [applications.reason, reviews.reason].find((error) => error.status !== 403);
+    throw refused ?? applications.reason;
+  }
+  const scopes = reviews.status === "fulfilled" ? reviews.value.caller.scopes : [];
+  const all = scopes.includes("admin");
+  return {
+    applications: applications.status === "fulfilled",
+    review: all || scopes.includes("review"),
+    supervise: all || scopes.includes("supervise"),
+    actor: reviews.status === "fulfilled" ? reviews.value.caller.actor : null,
+  };
+}
 
 /** One page of this tenant's applications, newest first: {items, next_cursor}. */
 export function listApplications({ status, limit, cursor }, signal) {
@@ -89,3 +127,18 @@ export async function getNotice(id) {
   if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => ({})));
   return response.blob();
 }
+
+/** One page of the review queue, earliest due first: {items, next_cursor, caller}. */
+export function listReviews({ state, cursor }, signal) {
+  const query = new URLSearchParams({ limit: "50" });
+  if (state) query.set("state", state);
+  if (cursor) query.set("cursor", cursor);
+  return call("GET", `${REVIEWS}?${query}`, { signal });
+}
+
+/** A review case with its application, decision record, packet, history and reason options. */
+export const getReview = (id, signal) => call("GET", `${REVIEWS}/${encodeURIComponent(id)}`, { signal });
+
+/** An action on a review case: claim, decision, request-information, approve or return. */
+export const reviewAction = (id, action, body = {}) =>
+  call("POST", `${REVIEWS}/${encodeURIComponent(id)}/${action}`, { body });

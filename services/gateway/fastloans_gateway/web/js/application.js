@@ -31,8 +31,13 @@ export function badge(status) {
   return h("span", { class: `badge badge-${status}` }, OUTCOMES[status] ?? status);
 }
 
+/** A factor's name ("debt_to_income" → "Debt-to-income ratio"). */
+export function factorLabel(factor) {
+  return FACTORS[factor] ?? factor.replaceAll("_", " ");
+}
+
 function factorValue(reason) {
-  const label = FACTORS[reason.factor] ?? reason.factor.replaceAll("_", " ");
+  const label = factorLabel(reason.factor);
   const value = reason.factor === "loan_purpose" ? choiceLabel(PURPOSES, reason.value)
     : reason.factor === "employment_status" ? choiceLabel(EMPLOYMENT, reason.value) : reason.value;
   return `${label}: ${value}`;
@@ -111,6 +116,7 @@ function decision(application) {
   return [
     h("p", { class: "risk" }, "Risk score ", h("strong", { class: "risk-score" }, String(application.risk_score)),
       " — the sum of the points each rule below added; lower is better."),
+    decider(application),
     principal,
     alternatives(application),
     noticeLink(application),
@@ -118,7 +124,21 @@ function decision(application) {
   ];
 }
 
-function details(application) {
+const DECIDED_BY = { policy: "The credit policy", review: "A loan officer (review)" };
+
+/** Who made the current decision, and the reviewer's reasons when a loan officer did. */
+function decider(application) {
+  if (application.decided_by !== "review") return null;
+  return h("section", { class: "reviewed", "aria-labelledby": "reviewed-title" },
+    h("h3", { id: "reviewed-title" }, "Decided on review by a loan officer"),
+    h("p", {}, "A loan officer reviewed this application and made the decision."),
+    application.review_reasons.length && application.status !== "rejected"
+      ? h("ul", { class: "review-reasons" }, application.review_reasons.map((reason) => h("li", {}, reason.text)))
+      : null);
+}
+
+/** The application's facts as a description list (also shown on a review case). */
+export function details(application) {
   const rows = [
     ["Applicant", application.applicant_name],
     ["Credit score", String(application.credit_score)],
@@ -129,6 +149,7 @@ function details(application) {
     ["Employment status", choiceLabel(EMPLOYMENT, application.employment_status)],
     ["Revision", String(application.revision)],
     ["Policy version", application.policy_version ?? "—"],
+    ["Decided by", DECIDED_BY[application.decided_by] ?? "—"],
     ["Submitted", time(application.submitted_at)],
     ["Decided", time(application.decided_at)],
     ["Created", time(application.created_at)],

@@ -1,11 +1,13 @@
 // The page's entry point: a small hash router (#/applications, #/applications/new,
-// #/applications/<id>), sign-in and sign-out, focus on each new view's heading.
+// #/applications/<id>, #/reviews, #/reviews/<id>), sign-in and sign-out, focus on each new view's heading.
+// What the signed-in key may do (read applications, review, supervise) decides the links and the start page.
 
 import { session } from "./api.js";
 import { applicationView } from "./application.js";
 import { announce, focus, h, replace } from "./dom.js";
 import { listState, listView } from "./list.js";
 import { newApplicationView } from "./new.js";
+import { caseView, queueState, queueView } from "./reviews.js";
 import { signInView } from "./signin.js";
 
 const main = document.getElementById("main");
@@ -31,6 +33,14 @@ function view({ parts, query }) {
     const message = signInMessage;
     signInMessage = null;
     return signInView({ message, onSignedIn: render });
+  }
+  const access = session.access();
+  if (parts[0] === "reviews" && (access.review || access.supervise)) {
+    if (parts.length === 1) return queueView({ state: queueState(query), access });
+    if (parts.length === 2) return caseView({ id: parts[1], access });
+  }
+  if (!access.applications && (access.review || access.supervise) && parts[0] !== "reviews") {
+    return queueView({ state: queueState(query), access });
   }
   if (parts[0] === "applications" && parts[1] === "new" && parts.length === 2) {
     return newApplicationView({ onCreated: (created) => {
@@ -63,8 +73,14 @@ function render() {
   const route = parse(location.hash);
   current = view(route);
   const signedIn = Boolean(session.key());
+  const access = session.access();
   nav.hidden = !signedIn;
-  const section = route.parts[1] === "new" ? "new" : route.parts.length <= 1 ? "list" : null;
+  const shown = { applications: access.applications, reviews: access.review || access.supervise, supervise: access.supervise };
+  for (const item of nav.querySelectorAll("li[data-access]")) item.hidden = !shown[item.dataset.access];
+  const queue = route.parts[0] === "reviews" || (!access.applications && shown.reviews);
+  const section = queue
+    ? (route.parts.length === 2 ? null : queueState(route.query).state === "awaiting_approval" ? "approvals" : "reviews")
+    : route.parts[1] === "new" ? "new" : route.parts.length <= 1 ? "list" : null;
   for (const link of nav.querySelectorAll("a[data-nav]")) {
     if (link.dataset.nav === section) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");

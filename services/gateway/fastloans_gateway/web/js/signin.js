@@ -3,7 +3,7 @@
 import { checkKey, session } from "./api.js";
 import { focus, h } from "./dom.js";
 
-/** The sign-in view; calls `onSignedIn()` once a key has been accepted by the API. */
+/** The sign-in view; calls `onSignedIn()` once a key has been accepted by the API (and what it may do is known). */
 export function signInView({ message, onSignedIn }) {
   const inputId = "api-key";
   const error = h("p", { id: "api-key-error", class: "field-error", hidden: true });
@@ -41,12 +41,11 @@ export function signInView({ message, onSignedIn }) {
     busy = true;
     button.setAttribute("aria-disabled", "true");
     try {
-      await checkKey(key);
-      session.signIn(key);
+      session.signIn(key, await checkKey(key));
       onSignedIn();
     } catch (problem) {
       if (problem.status === 401) fail("This API key is unknown or has been revoked. Check it and try again.");
-      else if (problem.status === 403) fail("This API key cannot read applications. Ask for a key with the read scope.");
+      else if (problem.status === 403) fail("This API key can neither read applications nor the review queue. Ask for a key with the read or review scope.");
       else fail(problem.message);
     } finally {
       busy = false;

@@ -449,6 +449,15 @@ def test_gateway_trusts_the_ingress_and_outlives_its_keep_alive(render) -> None:
     assert "FORWARDED_ALLOW_IPS" not in env_of(relay) and "HTTP_KEEPALIVE_SECONDS" not in env_of(relay)
 
 
+def test_the_review_claim_lease_is_the_gateways_default_unless_set(render) -> None:
+    """REVIEW_CLAIM_IDLE_MINUTES reaches the gateway only when components.gateway.reviewClaimIdleMinutes is set."""
+    gateway = named(render(), "Deployment", f"{FULL}-gateway")["spec"]["template"]["spec"]["containers"][0]
+    assert "REVIEW_CLAIM_IDLE_MINUTES" not in env_of(gateway)
+    lease = ("components.gateway.reviewClaimIdleMinutes=45",)
+    gateway = named(render(set_values=lease), "Deployment", f"{FULL}-gateway")["spec"]["template"]["spec"]
+    assert env_of(gateway["containers"][0])["REVIEW_CLAIM_IDLE_MINUTES"]["value"] == "45"
+
+
 def test_gateway_keeps_serving_until_its_endpoint_is_gone(render) -> None:
     """A preStop sleep on the gateway (it stops listening on SIGTERM): the roll under load of tests/k8s refused
     connections still routed to the old pods without it; sleep plus graceful shutdown fit in the grace period."""

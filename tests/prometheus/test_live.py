@@ -7,6 +7,8 @@ Prometheus Operator labels them), and loads the rules the chart renders.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import re
 import subprocess
 import time
@@ -14,12 +16,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, get_args
 
+import asyncpg
 import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from fastloans import services as registry
+from fastloans.contracts import REVIEWS_PATH
 from fastloans.events import ApplicationDecided
 from fastloans.metrics import DEAD_LETTERS, MESSAGES_PROCESSED
 from fastloans.policy import load_default_policy, reason_catalogue
@@ -60,8 +64,37 @@ def used_names(rules: Path) -> dict[str, set[str]]:
     return used
 
 
-def test_every_metric_the_rules_and_dashboards_read_has_samples(infra, services, rendered_rules: Path) -> None:
-    """A scrape of every service has samples of every name used, with no traffic needed (series created at zero)."""
+@pytest.fixture(scope="module")
+def a_reviewer(infra, services) -> str:
+    """A reviewer whose key has made one request: their override series exist (at zero) from then on.
+
+    The one metric whose series need more than a running stack: it is labelled with the reviewer, so its series
+    exist once a reviewer does (the gateway creates them at zero when it first authenticates a `review` key).
+    """
+    from fastloans.tenants import issue_key
+
+    async def issue() -> str:
+        conn = await asyncpg.connect(infra.postgres.primary_url)
+        try:
+            return (await issue_key(conn, "prometheus-reviews", scopes=("review",), actor="reviewer-prom")).key
+        finally:
+            await conn.close()
+
+    key = asyncio.run(issue())
+    answer = httpx.get(
+        f"http://127.0.0.1:{infra.ports.services['gateway']}{REVIEWS_PATH}",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    return "reviewer-prom"
+
+
+def test_every_metric_the_rules_and_dashboards_read_has_samples(
+    infra, services, a_reviewer: str, rendered_rules: Path
+) -> None:
+    """A scrape of every service has samples of every name used, with no traffic needed (series created at zero)
+    beyond a reviewer's key having been used once (`a_reviewer`)."""
     live = set().union(*(scraped_names(infra.ports.ops_port(s.short)) for s in registry.SERVICES))
     used = used_names(rendered_rules)
     assert all(used.values())
@@ -157,7 +190,12 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
 
 @pytest.fixture(scope="module")
 def prometheus(
-    infra, services, prometheus_binary: str, rendered_rules: Path, tmp_path_factory: pytest.TempPathFactory
+    infra,
+    services,
+    a_reviewer: str,
+    prometheus_binary: str,
+    rendered_rules: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[PrometheusServer]:
     """Prometheus scraping every service of the session stack each second and evaluating the chart's rules."""
     from fastloans_dev.devstack.system import free_port
@@ -288,6 +326,18 @@ def test_every_rule_parses_evaluates_and_reads_existing_series(
     loaded = wait_for(evaluated, "every rule to be evaluated once")
     assert len(loaded) == len(rules)
     assert not [(r["name"], r.get("lastError")) for r in loaded if r["health"] != "ok"]
+
+
+def test_the_review_alerts_stay_silent_on_a_stack_without_cases(
+    prometheus: PrometheusServer, rendered_rules: Path
+) -> None:
+    """No review case: the least time to a deadline is +Inf in every process (one exporting 0 would page)."""
+    left = wait_for(lambda: prometheus.query("fastloans_review_least_seconds_left"), "the review gauges")
+    assert {s["metric"]["job"] for s in left} >= {"fastloans-gateway", "fastloans-relay"}
+    assert {float(s["value"][1]) for s in left} == {math.inf}
+    alerts = {rule["alert"]: rule["expr"] for rule in rules_of(rendered_rules) if "alert" in rule}
+    for name in ("FastLoansReviewDeadlineNear", "FastLoansReviewCasesEscalated"):
+        assert prometheus.query(alerts[name]) == [], name  # not even pending: the condition does not hold
 
 
 BY = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")

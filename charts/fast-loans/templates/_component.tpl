@@ -123,6 +123,10 @@ spec:
             - name: API_DOCS_ENABLED
               value: {{ $c.apiDocs | quote }}
             {{- end }}
+            {{- with $c.reviewClaimIdleMinutes }}
+            - name: REVIEW_CLAIM_IDLE_MINUTES
+              value: {{ . | quote }}
+            {{- end }}
             {{- include "fastloans.env" . | nindent 12 }}
             {{- with $c.env }}
             {{- toYaml . | nindent 12 }}

@@ -13,7 +13,7 @@ from typing import Generic, TypeVar
 
 from fastloans.db import Database
 from fastloans.tenants import hash_key
-from fastloans_gateway.metrics import AUTH_LOOKUPS
+from fastloans_gateway.metrics import AUTH_LOOKUPS, declare_reviewer
 from fastloans_gateway.problems import Problem
 from fastloans_gateway.ratelimit import Limit, TenantLimiter
 from fastloans_gateway.settings import GatewaySettings
@@ -289,6 +289,8 @@ class Authenticator:
             AUTH_LOOKUPS.labels("unknown").inc()
             return None
         AUTH_LOOKUPS.labels("valid").inc()
+        if row["actor"] and "review" in row["scopes"]:
+            declare_reviewer(row["actor"])
         return Caller(
             tenant_id=row["tenant_id"],
             scopes=frozenset(row["scopes"]),

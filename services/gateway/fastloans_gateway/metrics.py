@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from fastapi.routing import iter_route_contexts
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.routing import BaseRoute
 
+from fastloans.db.reviews import UNFINISHED
 from fastloans.metrics import LATENCY_BUCKETS
+from fastloans.reviews import Action
 
 HTTP_REQUESTS = Counter(
     "fastloans_http_requests_total",
@@ -90,6 +93,21 @@ REVIEW_TIME_TO_DECISION = Histogram(
 )
 for _result in ("valid", "unknown"):
     AUTH_LOOKUPS.labels(_result)  # present from the start: zero is not "no data"
+# Until the relay's first sample (and always in the gateway's own processes): no case, no deadline near. A
+# process that exported 0 seconds left would fire FastLoansReviewDeadlineNear, the rule taking the minimum.
+REVIEW_LEAST_TIME_LEFT.set(math.inf)
+for _state in UNFINISHED:
+    REVIEW_CASES.labels(_state)
+for _action in (Action.CLAIM, Action.DECIDE, Action.APPROVE, Action.RETURN, Action.REQUEST_INFORMATION):
+    REVIEW_ACTIONS.labels(_action.value)  # the actions of the API, present from the start
+# The directions of an override: the reviewer's outcome (the decision body's `outcome`).
+OVERRIDE_DIRECTIONS = ("approve", "reject")
+
+
+def declare_reviewer(actor: str) -> None:
+    """Create a reviewer's override series at zero (their first override then shows in `increase()`)."""
+    for direction in OVERRIDE_DIRECTIONS:
+        REVIEW_OVERRIDES.labels(direction, actor)
 
 
 def declare_routes(routes: Sequence[BaseRoute]) -> None:

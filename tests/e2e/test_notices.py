@@ -23,8 +23,9 @@ import pytest
 from tests.conftest import issue_test_key
 from tests.e2e.test_api import assert_problem
 from tests.e2e.test_pipeline import APPROVED, URL, decided, submit
+from tests.e2e.test_pipeline import REJECTED as REFUSED_AT_ANY_AMOUNT
 
-# Scored 70 by the seed policy (credit score, debt, self-employment, amount): rejected; a smaller loan is not.
+# Scored 70 by the seed policy (credit score, debt, self-employment, amount): rejected; 1,500.00 is approved.
 REJECTED = {
     "applicant_name": "Grace <b>Hopper</b>",
     "credit_score": 620,
@@ -71,12 +72,26 @@ async def notice_client(api_url: str, migrated_db: object) -> AsyncIterator[http
         yield http
 
 
+@pytest.mark.parametrize(
+    ("facts", "offer"),
+    [
+        ({**REFUSED_AT_ANY_AMOUNT, "applicant_name": "Grace <b>Hopper</b>"}, None),
+        (REJECTED, "1500.00"),
+    ],
+    ids=["without-an-offer", "with-an-offer"],
+)
 async def test_a_rejected_applications_notice(
-    notice_client: httpx.AsyncClient, infra: object, pg: asyncpg.Pool, tmp_path: Path
+    notice_client: httpx.AsyncClient,
+    infra: object,
+    pg: asyncpg.Pool,
+    tmp_path: Path,
+    facts: dict[str, str],
+    offer: str | None,
 ) -> None:
     client = notice_client
-    application = await decided(client, (await submit(client, REJECTED))["id"])
+    application = await decided(client, (await submit(client, facts))["id"])
     assert application["status"] == "rejected", application
+    assert (application.get("counteroffer") or {}).get("loan_amount") == offer, application
     notice_url = f"{URL}/{application['id']}/notice"
 
     missing = assert_problem(await client.get(notice_url), 409)
@@ -101,7 +116,7 @@ async def test_a_rejected_applications_notice(
     reasons = [reason["text"] for reason in application["principal_reasons"]]
     assert reasons and all(reason in html for reason in reasons)
     assert "Grace &lt;b&gt;Hopper&lt;/b&gt;" in html and "Springfield, IL 62701" in html
-    assert "Equal Credit Opportunity Act" in html and "Your credit score: 620" in html
+    assert "Equal Credit Opportunity Act" in html and f"Your credit score: {facts['credit_score']}" in html
 
     # Stored once: other settings later change nothing in this decision's notice.
     await fastloans(infra, "tenants", "notice-settings", "--tenant", tenant, "--creditor-name", "Renamed Lending")
@@ -123,13 +138,14 @@ async def test_a_rejected_applications_notice(
     text = pdf_text(pdf.content, tmp_path)
     assert all(reason in text for reason in reasons), text
     assert "Acme Lending, Inc." in text and "Grace <b>Hopper</b>" in text
-    # The offer is printed exactly when the decision has one (it is not skipped when it has none).
-    offer = application.get("counteroffer") or {}
-    if offer.get("loan_amount") is not None:
-        amount = f"${Decimal(offer['loan_amount']):,.2f}"
+    # The offer is printed exactly when the decision has one, in the HTML and in the PDF.
+    if offer is not None:
+        amount = f"${Decimal(offer):,.2f}"
         assert f"we can offer you a loan of {amount}" in text, text
+        assert f"we can offer you a loan of <strong>{amount}</strong>" in html, html
     else:
         assert "we can offer you a loan" not in text, text
+        assert "we can offer you a loan" not in html, html
 
     assert_problem(await client.get(notice_url, headers={"Accept": "application/json"}), 406)
 

@@ -20,10 +20,11 @@ const NO_ACCESS = { applications: false, review: false, supervise: false, actor:
 export const session = {
   /** The signed-in API key, or null. */
   key: () => sessionStorage.getItem(KEY),
-  /** What the key may do, as found at sign-in: {applications, review, supervise, actor}. */
+  /** What the key may do, as found at sign-in: {applications, review, supervise, actor}. A key signed in
+   *  before the page knew of scopes has only this: it read applications. */
   access() {
     try {
-      return { ...NO_ACCESS, ...JSON.parse(sessionStorage.getItem(ACCESS) ?? "{}") };
+      return { ...NO_ACCESS, ...JSON.parse(sessionStorage.getItem(ACCESS) ?? '{"applications": true}') };
     } catch {
       return { ...NO_ACCESS };
     }

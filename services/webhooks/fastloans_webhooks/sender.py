@@ -14,6 +14,7 @@ import email.utils
 import logging
 import random
 import socket
+import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -292,8 +293,10 @@ class Dispatcher:
     def session(self) -> aiohttp.ClientSession:
         """The HTTP client of every attempt: pooled keep-alive connections, no proxy from the environment."""
         if self._session is None:
+            ca_file = self.settings.webhook_ca_file
+            tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.settings.webhook_concurrency, use_dns_cache=False),
+                connector=aiohttp.TCPConnector(limit=self.settings.webhook_concurrency, use_dns_cache=False, ssl=tls),
                 headers={"User-Agent": "fastloans-webhooks/1", "Content-Type": "application/json"},
                 auto_decompress=False,
                 trust_env=False,

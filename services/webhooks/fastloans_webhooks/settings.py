@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
@@ -32,6 +33,9 @@ class WebhooksSettings(Settings):
     # Deliveries in flight in this process, and per endpoint across every dispatcher process.
     webhook_concurrency: int = Field(64, ge=1, le=1000, validation_alias="WEBHOOK_CONCURRENCY")
     webhook_endpoint_concurrency: int = Field(16, ge=1, le=100, validation_alias="WEBHOOK_ENDPOINT_CONCURRENCY")
+    # Certificates (PEM) that endpoints' TLS certificates are verified against instead of the system's; for
+    # receivers behind a private CA (staging, an internal gateway). Host names are checked either way.
+    webhook_ca_file: Path | None = Field(None, validation_alias="WEBHOOK_CA_FILE")
     # How often the queue is polled for due deliveries.
     webhook_poll_ms: int = Field(200, ge=10, le=60_000, validation_alias="WEBHOOK_POLL_MS")
     # An endpoint that has failed without a success for this long is disabled.

@@ -124,7 +124,7 @@ class PipelineWorker:
         """Partitions assigned, and the primary answers (when the service has a database)."""
         checks = {"kafka_partitions": self.consumer.ready}
         if self._db is not None:
-            checks["database"] = (await self._db.ping())["primary"]
+            checks["database"] = await self._db.ping_primary()
         return checks
 
     async def _watch_lag(self) -> None:

@@ -101,7 +101,7 @@ class OutboxRelay:
 
     async def readiness(self) -> dict[str, bool]:
         """Kafka producer usable and the primary reachable."""
-        return {"kafka": self._kafka_ok, "database": (await self.db.ping())["primary"]}
+        return {"kafka": self._kafka_ok, "database": await self.db.ping_primary()}
 
     async def run(self) -> None:
         """Publish until asked to stop; sleep until notified when the outbox is empty.

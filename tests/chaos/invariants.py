@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -141,11 +141,44 @@ async def wait_drained(
     await checks.wait_drained(counts, within=within, interval=2, progress=progress)
 
 
+# Every recorded decision with who made it: a revision referred by the policy may have one more, the reviewer's.
+DECISIONS = (
+    "SELECT application_id, revision, outcome, risk_score, decided_by FROM loan_decisions "
+    "WHERE application_id = ANY($1::uuid[])"
+)
+
+
+async def stored(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> tuple[dict[str, checks.Row], dict[str, checks.History]]:
+    """`checks.stored`, keyed on the decider: per revision, the decision the application must show first.
+
+    A revision's decisions are its policy's and, for a referred one, its reviewer's. The one the application
+    shows is the reviewer's when there is one; what is beyond one decision per (revision, decider) stays in the
+    list, so `checks.check_application` counts it as surplus, as it counts a second policy decision.
+    """
+    rows, _ = await checks.stored(pool, ids)
+    return rows, histories(await pool.fetch(DECISIONS, ids))
+
+
+def histories(recorded: Iterable[checks.Row]) -> dict[str, checks.History]:
+    """Per application and revision, its recorded decisions, the one the application must show first."""
+    by_decider: dict[str, dict[int, dict[str, list[checks.Row]]]] = {}
+    for d in recorded:
+        revisions = by_decider.setdefault(str(d["application_id"]), {})
+        revisions.setdefault(d["revision"], {}).setdefault(d["decided_by"], []).append(d)
+    decisions: dict[str, checks.History] = {}
+    for app_id, revisions in by_decider.items():
+        for revision, deciders in revisions.items():
+            policy, review = deciders.get("policy", []), deciders.get("review", [])
+            first = review[:1] or policy[:1]
+            decisions.setdefault(app_id, {})[revision] = first + policy[1:] + review[1:]
+    return decisions
+
+
 async def verify(pool: asyncpg.Pool, settings: Settings, api_url: str, api_key: str, stats: LoadStats) -> Verdict:
     """Check every accepted application against the database, the API and the decided topic."""
     tracked = list(stats.accepted.values())
     verdict = Verdict(accepted=len(tracked))
-    rows, decisions = await checks.stored(pool, [uuid.UUID(t.id) for t in tracked])
+    rows, decisions = await stored(pool, [uuid.UUID(t.id) for t in tracked])
     for t in tracked:
         _count(
             verdict,
@@ -204,12 +237,17 @@ async def _check_api(
 
 
 async def _check_topics(verdict: Verdict, settings: Settings, keys: set[bytes]) -> None:
-    """Redelivered decisions (absorbed by the recorder) and dead letters among the tracked applications."""
-    revisions = Counter(
-        (key, ApplicationDecided.decode(value).revision)
+    """Redelivered decisions (absorbed by the recorder) and dead letters among the tracked applications.
+
+    A reviewer's decision is a second message for its application and revision (`decided_by: review`), not a
+    redelivery of the policy's: the count is per (application, revision, decider).
+    """
+    decisions = (
+        ApplicationDecided.decode(value)
         for key, value in await read_topic(settings, Topic.DECIDED.value)
         if key in keys
     )
+    revisions = Counter((d.application_id, d.revision, d.decided_by) for d in decisions)
     verdict.redelivered = sum(n - 1 for n in revisions.values())
     verdict.dead_letter_keys = {key for key, _ in await read_topic(settings, Topic.DLQ.value)}
     verdict.dead_lettered = len(keys & verdict.dead_letter_keys)

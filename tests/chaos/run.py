@@ -15,6 +15,12 @@ for good under load, the replica promoted, a new replica cloned.
 Meanwhile a poison source (`tests/chaos/poison.py`, one message every
 `--poison-interval` seconds, 0 turns it off) sends oversized and malformed
 headers and bodies through the API and straight to the topics and the outbox.
+
+The pipeline runs the `seed-with-review` policy (`--no-reviews`: the seed), so
+part of the load is referred: two reviewers and a supervisor
+(`tests/chaos/reviews.py`) claim and decide the cases while the faults hit, and
+the cases are checked too (none opened twice, none without its application,
+every final decision recorded once and applied).
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ import random
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 
+from fastloans.policy.loader import shipped_policy_path
 from fastloans.tenants import issue_key
 from fastloans_dev.devstack.stack import Infra, Ports
 from tests.chaos.faults import ALL_FAULTS, DEFAULT_FAULTS, FaultInjector, schedule
@@ -39,6 +47,8 @@ from tests.chaos.fleet import Fleet
 from tests.chaos.invariants import Verdict, verify, wait_drained
 from tests.chaos.load import LoadGenerator, LoadStats
 from tests.chaos.poison import PoisonSource, PoisonStats
+from tests.chaos.reviews import ReviewClient, ReviewStats, ReviewVerdict, review_keys
+from tests.chaos.reviews import check as check_reviews
 from tests.chaos.webhooks import WebhookCheck, WebhookVerdict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +68,7 @@ class ChaosConfig:
     durable: bool = True
     state_dir: Path | None = None
     poison_interval: float = 2.0
+    reviews: bool = True  # the seed-with-review policy, and reviewers deciding its referrals
 
 
 @dataclass
@@ -71,12 +82,24 @@ class ChaosReport:
     seconds: float
     poison: PoisonStats = field(default_factory=PoisonStats)
     webhooks: WebhookVerdict = field(default_factory=WebhookVerdict)
+    reviews: ReviewVerdict = field(default_factory=ReviewVerdict)
+    review_client: ReviewStats = field(default_factory=ReviewStats)
+
+    @property
+    def reviews_ok(self) -> bool:
+        """With review traffic: cases opened and decided, none lost, duplicated, resurrected or orphaned, and the
+        reviewers got no answer but 2xx, 404, 409 or 503 with Retry-After."""
+        if not self.config.reviews:
+            return True
+        client = self.review_client
+        return self.reviews.ok and client.server_errors == 0 and client.unexpected == 0
 
     @property
     def ok(self) -> bool:
         """Nothing lost, duplicated or resurrected, every planned fault injected, every poison dead-lettered."""
         return (
             self.verdict.ok
+            and self.reviews_ok
             and sum(self.faults.values()) > 0
             and self.load.rejected == 0
             and self.load.server_errors == 0
@@ -88,8 +111,9 @@ class ChaosReport:
         """The one-line summary."""
         faults = " ".join(f"{kind}={n}" for kind, n in sorted(self.faults.items()))
         answers = " ".join(f"{k.replace(' ', ':')}={n}" for k, n in sorted(self.load.attempts.items()))
+        reviews = f"{self.reviews.summary(self.review_client)} " if self.config.reviews else ""
         return (
-            f"{self.verdict.summary()} {self.webhooks.summary()} {self.poison.summary()} "
+            f"{self.verdict.summary()} {reviews}{self.webhooks.summary()} {self.poison.summary()} "
             f"faults[{faults}] retries={self.load.retries} "
             f"abandoned={self.load.abandoned} rejected={self.load.rejected} answers[{answers}] "
             f"duration={self.seconds:.0f}s seed={self.config.seed}"
@@ -119,12 +143,16 @@ async def chaos(
         settings, pool, gateways, api_key, load.stats, interval=config.poison_interval, seed=config.seed
     )
     hooks = await WebhookCheck.subscribe(infra.postgres.primary_url, gateways[0], api_key)
+    reviewers = ReviewClient(
+        gateways, await review_keys(infra.postgres.primary_url, api_key) if config.reviews else {}, seed=config.seed
+    )
     started = time.monotonic()
     try:
         # The load goes on until the duration has passed and the last fault has recovered.
         loading = asyncio.create_task(load.run(config.duration * 10))
         faults = asyncio.create_task(injector.run(plan, asyncio.get_running_loop().time()))
         poisoning = asyncio.create_task(poison.run())
+        reviewing = asyncio.create_task(reviewers.run()) if config.reviews else None
         while not loading.done():
             await asyncio.wait({loading}, timeout=10)
             if faults.done() and time.monotonic() - started >= config.duration:
@@ -133,8 +161,16 @@ async def chaos(
                 f"t={time.monotonic() - started:.0f}s accepted={len(load.stats.accepted)} "
                 f"in_flight={load.in_flight} retries={load.stats.retries} decided={await _decided(pool)} "
                 f"faults={sum(injector.counts.values())}"
+                + (
+                    f" reviews_claimed={reviewers.stats.claims} reviews_final={len(reviewers.stats.final)}"
+                    if config.reviews
+                    else ""
+                )
             )
         await loading
+        reviewers.stop()
+        if reviewing is not None:
+            await reviewing
         await faults
         poison.stop()
         await poisoning
@@ -143,14 +179,27 @@ async def chaos(
         await wait_drained(pool, settings, tracked, within=config.drain_timeout, progress=log)
         verdict = await verify(pool, settings, gateways[0], api_key, load.stats)
         await poison.count_dead_letters(verdict.dead_letter_keys)
+        reviewed = (
+            await check_reviews(pool, [uuid.UUID(t.id) for t in tracked], reviewers.stats)
+            if config.reviews
+            else ReviewVerdict()
+        )
         delivered = await hooks.verify(settings, load.stats, within=config.drain_timeout, progress=log)
     finally:
         await pool.close()
         hooks.stop()
     report = ChaosReport(
-        config, verdict, load.stats, dict(injector.counts), time.monotonic() - started, poison.stats, delivered
+        config,
+        verdict,
+        load.stats,
+        dict(injector.counts),
+        time.monotonic() - started,
+        poison.stats,
+        delivered,
+        reviewed,
+        reviewers.stats,
     )
-    for example in [*verdict.examples, *delivered.examples]:
+    for example in [*verdict.examples, *reviewed.examples, *reviewers.stats.examples, *delivered.examples]:
         log(f"problem: {example}")
     return report
 
@@ -200,7 +249,7 @@ def run(config: ChaosConfig, log: Callable[[str], None] = _say) -> ChaosReport:
         )
         infra.start()
         api_key = asyncio.run(_api_key(infra.postgres.primary_url))
-        fleet = Fleet.on(infra)
+        fleet = Fleet.on(infra, extra_env={"POLICY_FILE": shipped_policy_path()} if config.reviews else None)
         fleet.start_all(config.instances)
         return asyncio.run(chaos(config, infra, fleet, api_key, log))
     finally:
@@ -229,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--poison-interval", type=float, default=2.0, help="seconds between poison messages (default 2; 0: none)"
     )
+    parser.add_argument(
+        "--no-reviews", action="store_true", help="the seed policy and no review traffic (default: seed-with-review)"
+    )
     args = parser.parse_args(argv)
     faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
     unknown = set(faults) - set(ALL_FAULTS)
@@ -241,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         kafka_nodes=args.kafka_nodes,
         faults=faults,
         poison_interval=args.poison_interval,
+        reviews=not args.no_reviews,
     )
     if args.seed is not None:
         config.seed = args.seed

@@ -1,4 +1,5 @@
-"""A short `make chaos` inside the test suite: about a minute of load while every kind of fault is injected."""
+"""A short `make chaos` inside the test suite: about a minute of load while every kind of fault is injected, with
+reviewers deciding the referred applications meanwhile."""
 
 from __future__ import annotations
 
@@ -17,3 +18,6 @@ def test_nothing_is_lost_duplicated_or_resurrected_under_faults(state_dir: Path)
     assert report.verdict.ok, "\n".join([report.line(), *report.verdict.examples])
     assert report.poison.dead_letter_keys and report.poison.ok, report.line()
     assert report.verdict.decided + report.verdict.withdrawn == report.verdict.accepted, report.line()
+    # Review traffic (seed-with-review): cases opened and decided while the faults hit, none lost or left over.
+    assert report.reviews.opened > 0 and report.reviews.decided > 0, report.line()
+    assert report.reviews_ok, "\n".join([report.line(), *report.reviews.examples, *report.review_client.examples])

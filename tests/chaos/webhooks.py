@@ -1,8 +1,8 @@
 """Webhooks under chaos: a receiver subscribed for the chaos tenant must get every decision, signed.
 
 Every delivery is verified with `standardwebhooks` (the specification's own library) as it arrives. After the
-pipeline has drained, each decision of an acknowledged application (every (application, revision) on the
-decided topic) must have reached the receiver; a repeat is allowed only under the same `webhook-id`.
+pipeline has drained, each decision of an acknowledged application (every (application, revision, decider) on
+the decided topic) must have reached the receiver; a repeat is allowed only under the same `webhook-id`.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ class WebhookCheck:
         """Stop the receiver."""
         self.receiver.stop()
 
-    def tally(self, expected: dict[str, tuple[str, int]]) -> WebhookVerdict:
-        """Compare what arrived with the expected `webhook-id` → (application, revision)."""
+    def tally(self, expected: dict[str, tuple[str, int, str]]) -> WebhookVerdict:
+        """Compare what arrived with the expected `webhook-id` → (application, revision, decider)."""
         requests = self.receiver.all()
         verdict = WebhookVerdict(expected=len(expected))
         verdict.unverified = sum(1 for r in requests if r.status == 400)
@@ -96,13 +96,13 @@ class WebhookCheck:
         own = {decision: ident for ident, decision in expected.items()}
         for request in requests:
             data = request.event.get("data", {})
-            decision = (str(data.get("application_id")), int(data.get("revision", 0)))
+            decision = (str(data.get("application_id")), int(data.get("revision", 0)), str(data.get("decided_by")))
             if 200 <= request.status < 300 and decision in own and own[decision] != request.headers["webhook-id"]:
                 verdict.foreign += 1
                 _note(verdict, f"{decision[0]} revision {decision[1]} arrived as {request.headers['webhook-id']}")
-        for ident, (application, revision) in expected.items():
+        for ident, (application, revision, decider) in expected.items():
             if ident not in arrived:
-                _note(verdict, f"webhook for {application} revision {revision} never arrived ({ident})")
+                _note(verdict, f"webhook for {application} revision {revision} ({decider}) never arrived ({ident})")
         return verdict
 
     async def verify(
@@ -123,13 +123,18 @@ class WebhookCheck:
         return self.tally(expected)
 
 
-async def expected_deliveries(settings: Settings, accepted: set[str]) -> dict[str, tuple[str, int]]:
-    """The `webhook-id` of every decision of the accepted applications on the decided topic."""
-    expected: dict[str, tuple[str, int]] = {}
+async def expected_deliveries(settings: Settings, accepted: set[str]) -> dict[str, tuple[str, int, str]]:
+    """The `webhook-id` of every decision of the accepted applications on the decided topic (a reviewer's
+    decision is one of its own: its key and `webhook-id` differ from those of the policy's)."""
+    expected: dict[str, tuple[str, int, str]] = {}
     for key, value in await read_topic(settings, Topic.DECIDED.value):
         if key.decode(errors="replace") in accepted:
             event = ApplicationDecided.decode(value)
-            expected[webhooks.message_id(webhooks.decided_key(event))] = (str(event.application_id), event.revision)
+            expected[webhooks.message_id(webhooks.decided_key(event))] = (
+                str(event.application_id),
+                event.revision,
+                event.decided_by,
+            )
     return expected
 
 

@@ -23,8 +23,6 @@ import httptools
 import orjson
 
 REQUEST_TIMEOUT = 30.0
-# How often a request waiting for a free connection looks at the pool again.
-IDLE_RECHECK_SECONDS = 0.05
 PROGRESS_SECONDS = 1.0
 
 
@@ -53,6 +51,8 @@ class Outcome:
     accepted: list[str] = field(default_factory=list)
     send_lag: array = field(default_factory=lambda: array("d"))
     timeouts: int = 0
+    # Why requests got no answer, by exception name (a timeout, a reset, a refused connection...).
+    causes: dict[str, int] = field(default_factory=dict)
 
 
 class _Conn(asyncio.Protocol):
@@ -105,45 +105,40 @@ class _Conn(asyncio.Protocol):
 
 
 class _Pool:
-    """Idle connections for reuse; a new one when none is idle, up to `limit` open at once."""
+    """Up to `limit` connections in use at once: an idle one is reused, else a new one is opened.
+
+    A slot is a semaphore's: waiters are served in order, one per release, and a connection the server
+    closed while idle is simply dropped by the next request that takes the slot.
+    """
 
     def __init__(self, host: str, port: int, limit: int) -> None:
         self.host, self.port, self.limit = host, port, limit
         self.idle: list[_Conn] = []
-        self.open = 0
-        self.freed = asyncio.Condition()
+        self.slots = asyncio.Semaphore(limit)
 
     async def acquire(self) -> _Conn:
-        """An idle connection, a new one, or the next one freed."""
-        while True:
+        """An idle connection or a new one, once a slot is free."""
+        await self.slots.acquire()
+        try:
             while self.idle:
                 conn = self.idle.pop()
-                if not conn.closed:
+                if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                     return conn
-                self.open -= 1
-            if self.open < self.limit:
-                self.open += 1
-                try:
-                    _, conn = await asyncio.get_running_loop().create_connection(_Conn, self.host, self.port)
-                except BaseException:
-                    self.open -= 1
-                    raise
-                return conn
-            # A connection the server closes while idle frees a slot without a release: look again soon
-            # rather than wait for a notification that may never come.
-            async with self.freed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.freed.wait(), IDLE_RECHECK_SECONDS)
+                conn.close()
+            connecting = asyncio.get_running_loop().create_connection(_Conn, self.host, self.port)
+            _, conn = await asyncio.wait_for(connecting, REQUEST_TIMEOUT)
+            return conn
+        except BaseException:
+            self.slots.release()
+            raise
 
     async def release(self, conn: _Conn) -> None:
-        """Return a connection (a broken one is dropped)."""
+        """Give back a connection's slot (a broken connection is dropped)."""
         if conn.closed:
-            self.open -= 1
             conn.close()
         else:
             self.idle.append(conn)
-        async with self.freed:
-            self.freed.notify()
+        self.slots.release()
 
     def close(self) -> None:
         """Close every idle connection."""
@@ -185,14 +180,20 @@ class _Run:
             conn = await self.pool.acquire()
             try:
                 status, body = await conn.exchange(request)
-            except (TimeoutError, OSError, httptools.HttpParserError):
+            except Exception as error:  # no answer (a timeout, a reset, a transport already closed)
+                self._cause(error)
                 conn.closed = True
                 conn.close()
             finally:
                 await self.pool.release(conn)
-        except OSError:
+        except OSError as error:  # no connection
+            self._cause(error)
             await asyncio.sleep(0.01)
         self._record(index, status, time.monotonic() - intended_mono, body)
+
+    def _cause(self, error: BaseException) -> None:
+        name = type(error).__name__
+        self.outcome.causes[name] = self.outcome.causes.get(name, 0) + 1
 
     async def _report(self) -> None:
         while self.progress is not None:
@@ -200,13 +201,29 @@ class _Run:
             self.progress.send(("progress", self.done, self.errors))
 
     async def open_loop(self) -> None:
-        """Send at the fixed rate; latency counts from each request's intended send time."""
+        """Send at the fixed rate; latency counts from each request's intended send time.
+
+        Requests are queued at their intended times and sent by one worker per connection, so a server slower
+        than the rate makes the queue (and the latency) grow, never the generator's own work per request. A
+        request still queued `REQUEST_TIMEOUT` after its time is given up unsent, as a client would.
+        """
         job = self.job
         assert job.rate is not None
         interval = 1.0 / job.rate
         total = int(job.duration * job.rate)
         base_mono = time.monotonic() + (job.start_at - time.time()) + job.phase_offset * interval
-        tasks: set[asyncio.Task[None]] = set()
+        queue: asyncio.Queue[tuple[int, bytes, float] | None] = asyncio.Queue()
+
+        async def worker() -> None:
+            while (item := await queue.get()) is not None:
+                index, request, due = item
+                if time.monotonic() - due > REQUEST_TIMEOUT:
+                    self.outcome.causes["GaveUpWaiting"] = self.outcome.causes.get("GaveUpWaiting", 0) + 1
+                    self._record(index, 0, time.monotonic() - due, b"")
+                    continue
+                await self._one(index, request, due)
+
+        workers = [asyncio.create_task(worker()) for _ in range(max(1, job.connections))]
         requests = itertools.cycle(job.requests)
         for i in range(total):
             due = base_mono + i * interval
@@ -216,13 +233,12 @@ class _Run:
             index = self._slot(
                 job.start_at + job.phase_offset * interval + i * interval, max(0.0, time.monotonic() - due)
             )
-            task = asyncio.create_task(self._one(index, next(requests), due))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.wait(tasks, timeout=REQUEST_TIMEOUT + 5)
-        self.outcome.timeouts = sum(1 for t in tasks if not t.done())
-        for task in tasks:
+            queue.put_nowait((index, next(requests), due))
+        for _ in workers:
+            queue.put_nowait(None)
+        _, unfinished = await asyncio.wait(workers, timeout=2 * REQUEST_TIMEOUT + 5)
+        self.outcome.timeouts = len(unfinished)
+        for task in unfinished:
             task.cancel()
 
     async def closed_loop(self) -> None:
@@ -330,6 +346,8 @@ def merge(outcomes: list[Outcome]) -> Outcome:
         merged.accepted.extend(out.accepted)
         merged.send_lag.extend(out.send_lag)
         merged.timeouts += out.timeouts
+        for cause, count in out.causes.items():
+            merged.causes[cause] = merged.causes.get(cause, 0) + count
     return merged
 
 

@@ -81,6 +81,8 @@ class PhaseResult:
     decision_ms: dict[str, float] | None = None
     backlog: dict[str, Any] | None = None
     timeline: list[dict[str, Any]] | None = None
+    # Requests with no answer, by why (the generator's exception names).
+    no_answer_causes: dict[str, int] = field(default_factory=dict)
 
 
 def percentiles(values: np.ndarray, *, scale: float = 1000.0) -> dict[str, float]:
@@ -293,6 +295,7 @@ class Runner:
             statuses=statuses,
             cpu_percent=cpu,
             cpu_ms_per_request=per_request,
+            no_answer_causes=dict(outcome.causes),
         )
 
     # -- profiles ------------------------------------------------------------

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from enum import StrEnum
 
 from fastloans.background import cancel_all
+from fastloans.contracts import APPLICATIONS_PATH
 from fastloans.db import Database
 from fastloans.looplag import STANDING, StandingLag
 from fastloans_gateway.applications import ApplicationError
@@ -66,6 +67,15 @@ class Overloaded(ApplicationError):
         self.retry_after = retry_after
 
 
+def is_submission(method: str, path: str) -> bool:
+    """Whether a request creates an application (POST) or revises one (PATCH of one application)."""
+    if method == "POST":
+        return path == APPLICATIONS_PATH
+    if method == "PATCH" and path.startswith(APPLICATIONS_PATH + "/"):
+        return "/" not in path[len(APPLICATIONS_PATH) + 1 :]
+    return False
+
+
 class AdmissionControl:
     """The bounds of one gateway process; `admitted()` wraps each submission or revision."""
 
@@ -92,6 +102,20 @@ class AdmissionControl:
         self._sampler: asyncio.Task[None] | None = None
         for reason in Refusal:
             ADMISSION_REFUSED.labels(reason.value)  # present from the start: zero is not "no data"
+
+    def shed_early(self, method: str, path: str) -> Overloaded | None:
+        """The refusal of a submission or revision that can be answered before any other work, or None.
+
+        Only the loop-lag bound: with more work than CPU, even authenticating and validating what will be refused
+        takes the time the process lacks, so the edge answers 503 at once. The other bounds are checked where the
+        request is stored, after it has been authenticated and validated (a bad request still gets its 4xx).
+        """
+        if not self.max_loop_lag or not is_submission(method, path):
+            return None
+        if self.lag.value() < self.max_loop_lag:
+            return None
+        ADMISSION_REFUSED.labels(Refusal.LOOP_LAG.value).inc()
+        return Overloaded(Refusal.LOOP_LAG, self.retry_after)
 
     def refusal(self) -> Refusal | None:
         """Why a submission arriving now would be refused, or None."""

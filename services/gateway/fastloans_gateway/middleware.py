@@ -6,10 +6,13 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fastloans.contracts import APPLICATIONS_PATH
 from fastloans.observability import log_request, request_application_id, tag_request
-from fastloans_gateway.api.errors import SERVED_METHODS, error_response
+from fastloans_gateway.admission import AdmissionControl, Overloaded
+from fastloans_gateway.api.errors import SERVED_METHODS, domain_problem, error_response
 from fastloans_gateway.api.routes.ops import OPS_PATHS
 from fastloans_gateway.metrics import HTTP_ERRORS, HTTP_LATENCY, HTTP_REQUESTS
+from fastloans_gateway.problems import problem_response
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -62,6 +65,11 @@ class EdgeMiddleware:
             await send(message)
 
         try:
+            shed = _shed_early(scope)
+            if shed is not None:
+                scope["route"] = _ShedRoute(shed[0])
+                await problem_response(domain_problem(shed[1]), scope["path"])(scope, receive, send_with_headers)
+                return
             await self.app(scope, receive, send_with_headers)
         except Exception as error:
             if status_holder["started"]:  # too late for an answer: the server closes the connection
@@ -86,3 +94,24 @@ class EdgeMiddleware:
                     seconds=time.perf_counter() - started,
                     application_id=application_id,
                 )
+
+
+class _ShedRoute:
+    """Stands for the route a request shed at the edge would have reached, for its metrics."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+def _shed_early(scope: Scope) -> tuple[str, Overloaded] | None:
+    """(route template, refusal) when admission control sheds this request before any other work."""
+    app = scope.get("app")
+    applications = getattr(getattr(app, "state", None), "applications", None)
+    admission = getattr(applications, "admission", None)
+    if not isinstance(admission, AdmissionControl):
+        return None
+    refusal = admission.shed_early(scope["method"], scope["path"])
+    if refusal is None:
+        return None
+    template = APPLICATIONS_PATH if scope["method"] == "POST" else f"{APPLICATIONS_PATH}/{{application_id}}"
+    return template, refusal

@@ -18,11 +18,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fastloans.kafka import create_topics
 from fastloans.policy import seed_policy_text
-from fastloans_dev.devstack.stack import ServiceSet
-from fastloans_dev.devstack.system import Child, free_port
+from fastloans_dev.devstack.system import Child
 from tests.conftest import issue_test_key
+from tests.e2e.pipelines import pipeline_of_its_own
 from tests.e2e.test_pipeline import APPROVED, REJECTED, decided, submit
 
 SEED = seed_policy_text()
@@ -84,49 +83,22 @@ async def pipeline(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> Asyn
     prefix = f"policy-live-{uuid.uuid4().hex[:8]}."
     mount = ConfigMapMount(tmp_path_factory.mktemp("policy-configmap"))
     mount.publish({"policy.yaml": LIVE_1, "challenger.yaml": STRICT})
-    await create_topics(
-        infra.settings().model_copy(update={"kafka_topic_prefix": prefix}),
-        partitions=2,
-        replication_factor=infra.kafka.replication,
-        min_insync_replicas=infra.kafka.min_isr,
-    )
     env = {
         "ENVIRONMENT": "test",
         "AUTH_CACHE_SECONDS": "0",
         "RATE_LIMIT_PER_SECOND": "0",
         "LOG_LEVEL": "INFO",
-        "KAFKA_TOPIC_PREFIX": prefix,
         "POLICY_FILE": str(mount.root / "policy.yaml"),
         "CHALLENGER_POLICY_FILE": str(mount.root / "challenger.yaml"),
     }
-    sets = {
-        name: ServiceSet(infra, extra_env={**env, "KAFKA_CONSUMER_GROUP": f"{prefix}{name}"})
-        for name in ("gateway", "relay", "risk", "approval", "recorder")
-    }
-
-    def start() -> dict[str, Child]:
-        children = {
-            name: service_set.start(name, instance=f"{prefix}{name}", port=free_port())
-            for name, service_set in sets.items()
-        }
-        for name, child in children.items():
-            sets[name].wait_ready(child, timeout=120)
-        return children
-
-    def stop() -> None:
-        for service_set in sets.values():
-            service_set.stop_all()
-
-    try:
-        children = await asyncio.to_thread(start)
+    services = ("gateway", "relay", "risk", "approval", "recorder")
+    async with pipeline_of_its_own(infra, prefix, services, env) as children:
         yield Pipeline(
             api_url=f"http://127.0.0.1:{children['gateway'].port}",  # type: ignore[attr-defined]
             children=children,
             mount=mount,
             log_dir=infra.log_dir,
         )
-    finally:
-        await asyncio.to_thread(stop)
 
 
 async def _metric(http: httpx.AsyncClient, url: str, sample: str, **labels: str) -> float | None:

@@ -22,13 +22,13 @@ from click.testing import CliRunner
 from fastloans.cli import main as cli
 from fastloans.contracts import APPLICATIONS_PATH, REVIEWS_PATH
 from fastloans.events import ApplicationDecided, Topic
-from fastloans.kafka import connection_options, create_topics
+from fastloans.kafka import connection_options
 from fastloans.policy import reason_text
 from fastloans.policy.loader import shipped_policy_path
 from fastloans.tenants import issue_key, set_notice_settings
-from fastloans_dev.devstack.stack import ServiceSet
-from fastloans_dev.devstack.system import Child, free_port
+from fastloans_dev.devstack.system import Child
 from fastloans_gateway.problems import PROBLEM_JSON
+from tests.e2e.pipelines import pipeline_of_its_own
 from tests.e2e.test_pipeline import decided, submit
 
 # 20 (credit 650) + 20 (DTI 0.38) + 0 (employed) + 10 (business) + 10 (LTI 0.4) = 60: referred, recommended reject.
@@ -58,41 +58,16 @@ class Pipeline:
 async def pipeline(infra: Any) -> AsyncIterator[Pipeline]:
     """Gateway, relay, risk, approval and recorder with POLICY_FILE=seed-with-review, unseen by the shared ones."""
     prefix = f"reviews-{uuid.uuid4().hex[:8]}."
-    await create_topics(
-        infra.settings().model_copy(update={"kafka_topic_prefix": prefix}),
-        partitions=2,
-        replication_factor=infra.kafka.replication,
-        min_insync_replicas=infra.kafka.min_isr,
-    )
     env = {
         "ENVIRONMENT": "test",
         "AUTH_CACHE_SECONDS": "0",
         "RATE_LIMIT_PER_SECOND": "0",
         "AUTH_FAILURE_RATE_PER_SECOND": "0",
         "LOG_LEVEL": "INFO",
-        "KAFKA_TOPIC_PREFIX": prefix,
         "POLICY_FILE": shipped_policy_path(),
     }
-    sets = {name: ServiceSet(infra, extra_env={**env, "KAFKA_CONSUMER_GROUP": f"{prefix}{name}"}) for name in SERVICES}
-
-    def start() -> dict[str, Child]:
-        children = {
-            name: service_set.start(name, instance=f"{prefix}{name}", port=free_port())
-            for name, service_set in sets.items()
-        }
-        for name, child in children.items():
-            sets[name].wait_ready(child, timeout=120)
-        return children
-
-    def stop() -> None:
-        for service_set in sets.values():
-            service_set.stop_all()
-
-    try:
-        children = await asyncio.to_thread(start)
+    async with pipeline_of_its_own(infra, prefix, SERVICES, env) as children:
         yield Pipeline(f"http://127.0.0.1:{children['gateway'].port}", prefix, children)  # type: ignore[attr-defined]
-    finally:
-        await asyncio.to_thread(stop)
 
 
 @dataclass

@@ -78,7 +78,7 @@ test-k8s: venv images cluster ## Install the chart on the local cluster (images 
 	$(BIN)/pytest -m k8s tests/k8s -v --ignore=tests/k8s/test_operations.py $(PYTEST_ARGS)
 
 .PHONY: test-k8s-operations
-test-k8s-operations: venv images cluster ## Upgrade, pods deleted and scaling under load on the local cluster (tests/k8s/test_operations.py; not yet passing, so not in CI)
+test-k8s-operations: venv images cluster ## Upgrade, pods deleted and scaling under load on the local cluster (tests/k8s/test_operations.py; not in CI: on a shared 2-core machine it passes only while the cluster gets the CPU, charts/fast-loans/README.md)
 	$(BIN)/pytest -m k8s tests/k8s/test_operations.py -v $(PYTEST_ARGS)
 
 .PHONY: cluster cluster-down k8s-binaries

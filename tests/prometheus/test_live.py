@@ -328,16 +328,19 @@ def test_every_rule_parses_evaluates_and_reads_existing_series(
     assert not [(r["name"], r.get("lastError")) for r in loaded if r["health"] != "ok"]
 
 
-def test_the_review_alerts_stay_silent_on_a_stack_without_cases(
+def test_a_process_that_never_sampled_the_review_queue_exports_no_deadline(
     prometheus: PrometheusServer, rendered_rules: Path
 ) -> None:
-    """No review case: the least time to a deadline is +Inf in every process (one exporting 0 would page)."""
+    """Only the relay samples the review queue. Every gateway process exports +Inf as the least time left (one
+    exporting 0 would page), so the deadline alert's condition holds only for a case that is close to its
+    deadline, and the suite's cases are due weeks ahead. (Other tests' cases share this database: the relay's
+    own reading is whatever they left, never 0 by default.)"""
     left = wait_for(lambda: prometheus.query("fastloans_review_least_seconds_left"), "the review gauges")
     assert {s["metric"]["job"] for s in left} >= {"fastloans-gateway", "fastloans-relay"}
-    assert {float(s["value"][1]) for s in left} == {math.inf}
+    assert {float(s["value"][1]) for s in left if s["metric"]["job"] == "fastloans-gateway"} == {math.inf}
+    assert all(float(s["value"][1]) > 3 * 86400 for s in left), left
     alerts = {rule["alert"]: rule["expr"] for rule in rules_of(rendered_rules) if "alert" in rule}
-    for name in ("FastLoansReviewDeadlineNear", "FastLoansReviewCasesEscalated"):
-        assert prometheus.query(alerts[name]) == [], name  # not even pending: the condition does not hold
+    assert prometheus.query(alerts["FastLoansReviewDeadlineNear"]) == []  # not even pending
 
 
 BY = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")

@@ -11,8 +11,8 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
+from fastloans_gateway.api.cursors import decode_cursor, encode_cursor
 from fastloans_gateway.api.deps import json_content_type, unique_keys
-from fastloans_gateway.api.routes.applications import decode_cursor, encode_cursor
 from fastloans_gateway.applications import new_application, request_fingerprint
 from fastloans_gateway.problems import Problem
 from fastloans_gateway.schemas import EXAMPLE, LoanApplicationCreate, LoanApplicationUpdate, render_application

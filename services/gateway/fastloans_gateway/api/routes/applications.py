@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
 from fastloans.contracts import APPLICATIONS_PATH, IDEMPOTENT_REPLAYED_HEADER
+from fastloans_gateway.api.cursors import decode_cursor, encode_cursor
 from fastloans_gateway.api.deps import (
     CallerDep,
     authorised,
@@ -22,7 +20,6 @@ from fastloans_gateway.api.deps import (
 )
 from fastloans_gateway.api.openapi import SUBMIT_DOC, UPDATE_DOC, WAIT_DOC, problems
 from fastloans_gateway.api.responses import json_response
-from fastloans_gateway.problems import Problem
 from fastloans_gateway.schemas import (
     LoanApplication,
     LoanApplicationCreate,
@@ -147,28 +144,3 @@ async def withdraw_application(request: Request, who: CallerDep, application_id:
     who.require("submit")
     await request.app.state.applications.withdraw(tenant_id=who.tenant_id, application_id=parse_id(application_id))
     return Response(status_code=204)
-
-
-def encode_cursor(created_at: datetime, ident: uuid.UUID) -> str:
-    """The opaque cursor naming the position after (created_at, id)."""
-    return base64.urlsafe_b64encode(f"{created_at.astimezone(UTC).isoformat()}|{ident}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """The position a cursor names, or 400 unless it is exactly one the API could have issued.
-
-    Issued cursors hold a UTC time: another offset could take a date outside what PostgreSQL converts
-    (year 1 at +14:00), and any other spelling of a valid position is refused the same way.
-    """
-    try:
-        created, ident = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii").split("|", 1)
-        position = datetime.fromisoformat(created), uuid.UUID(ident)
-        if position[0].utcoffset() == timedelta(0) and encode_cursor(*position) == cursor:
-            return position
-    except (ValueError, UnicodeError, OverflowError):
-        pass
-    raise Problem(
-        400,
-        "invalid cursor; use next_cursor from the previous page",
-        errors=[{"field": "cursor", "message": "invalid"}],
-    )

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
 from fastloans.contracts import REVIEWS_PATH
 from fastloans.tenants import REVIEW_SCOPES
+from fastloans_gateway.api.cursors import decode_cursor, encode_cursor
 from fastloans_gateway.api.deps import CallerDep, read_json, trace_context, validate
 from fastloans_gateway.api.openapi import json_body, optional_json_body, problems
 from fastloans_gateway.api.responses import json_response
@@ -227,24 +227,3 @@ async def return_decision(request: Request, who: CallerDep, case_id: str) -> Res
         tenant_id=who.tenant_id, case_id=_case_id(case_id), actor=actor, version=body.version, note=body.note
     )
     return json_response(render_case(row))
-
-
-def encode_cursor(due_at: datetime, ident: uuid.UUID) -> str:
-    """The opaque cursor naming the position after (due_at, id)."""
-    return base64.urlsafe_b64encode(f"{due_at.astimezone(UTC).isoformat()}|{ident}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """The position a cursor names, or 400 unless it is exactly one the API could have issued."""
-    try:
-        due, ident = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii").split("|", 1)
-        position = datetime.fromisoformat(due), uuid.UUID(ident)
-        if position[0].utcoffset() == timedelta(0) and encode_cursor(*position) == cursor:
-            return position
-    except (ValueError, UnicodeError, OverflowError):
-        pass
-    raise Problem(
-        400,
-        "invalid cursor; use next_cursor from the previous page",
-        errors=[{"field": "cursor", "message": "invalid"}],
-    )

@@ -50,10 +50,10 @@ def _pool(dsn: str, settings: Settings, *, name: str, server_settings: dict[str,
     )
 
 
-async def _answers(pool: ConnectionPool) -> bool:
-    """Whether a connection of `pool` answers `SELECT 1` within five seconds (waiting for a free one included)."""
+async def _answers(pool: ConnectionPool, within: float = 5.0) -> bool:
+    """Whether a connection of `pool` answers `SELECT 1` within `within` seconds (waiting for a free one included)."""
     try:
-        async with asyncio.timeout(5), pool.acquire() as conn:
+        async with asyncio.timeout(within), pool.acquire() as conn:
             await conn.fetchval("SELECT 1")
     except Exception:
         return False
@@ -85,10 +85,10 @@ class Database:
         """Whether the primary and the replica answer `SELECT 1` (within five seconds each)."""
         return {"primary": await _answers(self.primary), "replica": await _answers(self.replica)}
 
-    async def ping_primary(self) -> bool:
-        """Whether the primary answers `SELECT 1` within five seconds: what readiness checks (no replica round trip,
-        which decides nothing there and doubles the time a probe waits when the pools are busy)."""
-        return await _answers(self.primary)
+    async def ping_primary(self, within: float = 5.0) -> bool:
+        """Whether the primary answers `SELECT 1` within `within` seconds: what readiness checks (no replica round
+        trip, which decides nothing there and doubles the time a probe waits when the pools are busy)."""
+        return await _answers(self.primary, within)
 
     @asynccontextmanager
     async def connection(self, *, read: bool = False) -> AsyncIterator[asyncpg.Connection]:

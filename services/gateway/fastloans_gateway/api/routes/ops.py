@@ -12,6 +12,10 @@ OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 router = APIRouter(include_in_schema=False)
 
+# How long /readyz waits for the primary's `SELECT 1`: under the chart's probe timeout (2 s), so that a primary
+# that does not answer is reported in the body instead of the probe timing out.
+READINESS_PING_SECONDS = 1.0
+
 
 @router.get("/healthz")
 async def healthz() -> Response:
@@ -27,17 +31,24 @@ async def noop() -> Response:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
-    """Ready when the gateway can accept: the primary answers.
+    """Ready once the primary has answered since the process started; from then on ready whatever it answers.
 
-    Neither the replica (reads fall back to the primary) nor Kafka is checked: an accepted application waits in the
-    outbox until the relay publishes it, so a Kafka outage must leave every gateway in its Service, answering 202
-    (or 503 with Retry-After past the outbox bound), never taking them all out of it at once.
+    Before its first answer the gateway is not ready (503): a pod started with a wrong address or password never
+    joins its Service, so a bad rollout stops at its first new pod. After that, a primary outage does not take the
+    gateway out: every gateway shares the same primary, so taking them out would gain nothing and turn the outage
+    into refused connections for every client, reads from the replica included. The gateway keeps answering
+    instead, 503 with Retry-After for what needs the primary, and the body says `degraded`. Neither the replica
+    (reads fall back to the primary) nor Kafka (an accepted application waits in the outbox) is checked.
     """
-    ok = await request.app.state.db.ping_primary()
-    checks = {"primary": ok}
+    state = request.app.state
+    primary = await state.db.ping_primary(within=READINESS_PING_SECONDS)
+    if primary:
+        state.primary_answered = True
+    ready = primary or getattr(state, "primary_answered", False)
+    status = "ready" if primary else "degraded" if ready else "not ready"
     return Response(
-        orjson.dumps({"status": "ready" if ok else "not ready", "checks": checks}),
-        status_code=200 if ok else 503,
+        orjson.dumps({"status": status, "checks": {"primary": primary}}),
+        status_code=200 if ready else 503,
         media_type="application/json",
     )
 

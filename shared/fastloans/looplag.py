@@ -60,6 +60,21 @@ def _flush_gc() -> None:
             GC_PAUSE.labels(str(generation)).inc(seconds)
 
 
+def freeze_startup_heap() -> int:
+    """Move every object alive now into the collector's permanent generation; return how many are frozen.
+
+    Call it once a service has started. A full (generation 2) collection walks every tracked object, and in a
+    started service nearly all of them were made by its imports and its start: modules, classes, functions, the
+    app and its routes, the pydantic and SQLAlchemy models. They live as long as the process and are never
+    garbage, yet each full collection walked them again: about 100 ms for the gateway's 120,000 on a slow
+    core, a pause that stalled every request in flight (and, standing for three timer samples, made admission
+    control shed a burst of submissions). Frozen, they are left out of every later collection.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def watch_gc() -> None:
     """Count the collector's pauses (once per process)."""
     if _on_gc not in gc.callbacks:

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from fastloans.background import cancel_all
 from fastloans.logs import configure_logging
-from fastloans.looplag import measure_lag
+from fastloans.looplag import freeze_startup_heap, measure_lag
 from fastloans.metrics import render_metrics
 from fastloans.settings import Settings
 
@@ -153,6 +153,7 @@ async def _serve(settings: Settings, factory: Callable[[Settings], Worker]) -> i
                 return 0
             except TimeoutError:
                 continue
+    freeze_startup_heap()
     run = asyncio.create_task(worker.run())
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({run, stopper}, return_when=asyncio.FIRST_COMPLETED)

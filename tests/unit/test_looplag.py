@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fastloans.background import cancel_all
-from fastloans.looplag import GC_PAUSE, LOOP_LAG_MAX, STANDING, StandingLag, measure_lag
+from fastloans.looplag import GC_PAUSE, LOOP_LAG_MAX, STANDING, StandingLag, freeze_startup_heap, measure_lag
 
 pytestmark = pytest.mark.unit
 
@@ -77,3 +77,24 @@ async def test_a_loop_with_more_work_than_time_shows_a_standing_lag() -> None:
     finally:
         busy = False
         await cancel_all([task])
+
+
+class _Startup:
+    """An object made at start-up, in a reference cycle so that only the collector could free it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_the_startup_heap_is_frozen_out_of_later_collections() -> None:
+    made_at_start = _Startup()
+    try:
+        frozen = freeze_startup_heap()
+        assert frozen >= 1 and gc.get_freeze_count() == frozen
+        made_later = _Startup()
+        tracked = {id(o) for o in gc.get_objects()}
+        assert id(made_at_start) not in tracked, "a start-up object is still walked by every full collection"
+        assert id(made_later) in tracked, "objects made after the start must still be collected"
+    finally:
+        gc.unfreeze()
+    assert id(made_at_start) in {id(o) for o in gc.get_objects()}

@@ -14,7 +14,7 @@ from fastloans import webhooks
 from fastloans.background import cancel_all
 from fastloans.contracts import IDEMPOTENCY_KEY_HEADER
 from fastloans.db import Database
-from fastloans.looplag import measure_lag
+from fastloans.looplag import freeze_startup_heap, measure_lag
 from fastloans.metrics import sample_database
 from fastloans.settings import load_settings
 from fastloans_gateway.admission import AdmissionControl
@@ -74,6 +74,7 @@ def lifespan(settings: GatewaySettings) -> Callable[[FastAPI], AbstractAsyncCont
         admission.start()
         sampler = asyncio.create_task(sample_database(db))
         lag = asyncio.create_task(measure_lag())
+        freeze_startup_heap()
         try:
             yield
         finally:

@@ -5,6 +5,11 @@ have answered, and its latency is measured from that intended time, so a slow
 server shows up as queueing instead of being hidden by a client that waits.
 Closed loop (`rate=None`): `connections` clients send back to back, for
 throughput ceilings. Each generator runs in its own process (uvloop, httptools).
+
+It behaves as a careful client does: a connection idle for `IDLE_EXPIRY` is not reused (a server closes idle
+connections after its own keep-alive timeout, and a request written as it closes gets a reset), and a request that
+gets no answer on a reused connection is sent once more on a new one. Every POST carries an `Idempotency-Key`, so
+that a retried one is never a second application. Retries are counted by the cause of the first failure.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ import orjson
 
 REQUEST_TIMEOUT = 30.0
 PROGRESS_SECONDS = 1.0
+# An idle connection older than this is closed instead of reused: below any keep-alive timeout a server is expected
+# to have (the gateway's default is 75 s; ingress-nginx's upstream one is 60 s).
+IDLE_EXPIRY = 30.0
 
 
 @dataclass
@@ -51,8 +59,11 @@ class Outcome:
     accepted: list[str] = field(default_factory=list)
     send_lag: array = field(default_factory=lambda: array("d"))
     timeouts: int = 0
-    # Why requests got no answer, by exception name (a timeout, a reset, a refused connection...).
+    # Why requests got no answer, by exception name (a timeout, a reset, a refused connection...) and, on a
+    # connection used before, how long it had been idle.
     causes: dict[str, int] = field(default_factory=dict)
+    # Requests that got no answer on a reused connection and were sent again on a new one, by the same naming.
+    retried: dict[str, int] = field(default_factory=dict)
 
 
 class _Conn(asyncio.Protocol):
@@ -64,6 +75,7 @@ class _Conn(asyncio.Protocol):
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self.body = bytearray()
         self.closed = False
+        self.idle_since: float | None = None  # when its last response completed (None: never used)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -116,13 +128,15 @@ class _Pool:
         self.idle: list[_Conn] = []
         self.slots = asyncio.Semaphore(limit)
 
-    async def acquire(self) -> _Conn:
-        """An idle connection or a new one, once a slot is free."""
+    async def acquire(self, *, fresh: bool = False) -> _Conn:
+        """An idle connection (unless `fresh`, or idle for `IDLE_EXPIRY`) or a new one, once a slot is free."""
         await self.slots.acquire()
         try:
-            while self.idle:
+            now = time.monotonic()
+            while self.idle and not fresh:
                 conn = self.idle.pop()
-                if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+                usable = not conn.closed and conn.transport is not None and not conn.transport.is_closing()
+                if usable and conn.idle_since is not None and now - conn.idle_since < IDLE_EXPIRY:
                     return conn
                 conn.close()
             connecting = asyncio.get_running_loop().create_connection(_Conn, self.host, self.port)
@@ -137,6 +151,7 @@ class _Pool:
         if conn.closed:
             conn.close()
         else:
+            conn.idle_since = time.monotonic()
             self.idle.append(conn)
         self.slots.release()
 
@@ -175,25 +190,32 @@ class _Run:
         return len(out.intended) - 1
 
     async def _one(self, index: int, request: bytes, intended_mono: float) -> None:
-        status, body = 0, b""
+        status, body = await self._attempt(request, fresh=False)
+        if status < 0:  # no answer on a reused connection: once more, on a new one
+            status, body = await self._attempt(request, fresh=True)
+        self._record(index, status, time.monotonic() - intended_mono, body)
+
+    async def _attempt(self, request: bytes, *, fresh: bool) -> tuple[int, bytes]:
+        """The status and body of one exchange; 0 when there was no answer, -1 when there was none on a connection
+        used before and the request may be sent again (its first failure is counted as a retry's cause)."""
         try:
-            conn = await self.pool.acquire()
+            conn = await self.pool.acquire(fresh=fresh)
+            idle = None if conn.idle_since is None else time.monotonic() - conn.idle_since
             try:
-                status, body = await conn.exchange(request)
+                return await conn.exchange(request)
             except Exception as error:  # no answer (a timeout, a reset, a transport already closed)
-                self._cause(error)
                 conn.closed = True
                 conn.close()
+                if idle is not None and not isinstance(error, TimeoutError):
+                    _count(self.outcome.retried, cause(error, idle))
+                    return -1, b""
+                _count(self.outcome.causes, cause(error, idle))
             finally:
                 await self.pool.release(conn)
         except OSError as error:  # no connection
-            self._cause(error)
+            _count(self.outcome.causes, cause(error, None))
             await asyncio.sleep(0.01)
-        self._record(index, status, time.monotonic() - intended_mono, body)
-
-    def _cause(self, error: BaseException) -> None:
-        name = type(error).__name__
-        self.outcome.causes[name] = self.outcome.causes.get(name, 0) + 1
+        return 0, b""
 
     async def _report(self) -> None:
         while self.progress is not None:
@@ -218,7 +240,7 @@ class _Run:
             while (item := await queue.get()) is not None:
                 index, request, due = item
                 if time.monotonic() - due > REQUEST_TIMEOUT:
-                    self.outcome.causes["GaveUpWaiting"] = self.outcome.causes.get("GaveUpWaiting", 0) + 1
+                    _count(self.outcome.causes, "GaveUpWaiting")
                     self._record(index, 0, time.monotonic() - due, b"")
                     continue
                 await self._one(index, request, due)
@@ -270,6 +292,19 @@ class _Run:
                 await reporter
             self.pool.close()
         return self.outcome
+
+
+def _count(counts: dict[str, int], name: str) -> None:
+    counts[name] = counts.get(name, 0) + 1
+
+
+def cause(error: BaseException, idle: float | None) -> str:
+    """How a request got no answer: the exception's name, and on a connection used before how long it was idle."""
+    name = type(error).__name__
+    if idle is None:
+        return name
+    bucket = next((f"< {edge:g} s" for edge in (0.1, 1, 4, 6, 60) if idle < edge), ">= 60 s")
+    return f"{name} (reused, idle {bucket})"
 
 
 def _main(job: Job, pipe: Connection) -> None:
@@ -346,8 +381,10 @@ def merge(outcomes: list[Outcome]) -> Outcome:
         merged.accepted.extend(out.accepted)
         merged.send_lag.extend(out.send_lag)
         merged.timeouts += out.timeouts
-        for cause, count in out.causes.items():
-            merged.causes[cause] = merged.causes.get(cause, 0) + count
+        for name, count in out.causes.items():
+            merged.causes[name] = merged.causes.get(name, 0) + count
+        for name, count in out.retried.items():
+            merged.retried[name] = merged.retried.get(name, 0) + count
     return merged
 
 

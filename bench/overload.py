@@ -57,6 +57,7 @@ async def overload(runner: Runner, rate: int, seconds: float) -> dict[str, Any]:
         "latency_ms": result.latency_ms,
         "send_lag_p99_ms": result.send_lag_p99_ms,
         "no_answer_causes": result.no_answer_causes,
+        "retried": result.retried,
         "backlog_peak": (result.backlog or {}).get("peak"),
         "recovery_seconds": recovery,
     }

@@ -83,6 +83,8 @@ class PhaseResult:
     timeline: list[dict[str, Any]] | None = None
     # Requests with no answer, by why (the generator's exception names).
     no_answer_causes: dict[str, int] = field(default_factory=dict)
+    # Requests sent again on a new connection after no answer on a reused one, by the first failure's cause.
+    retried: dict[str, int] = field(default_factory=dict)
 
 
 def percentiles(values: np.ndarray, *, scale: float = 1000.0) -> dict[str, float]:
@@ -296,6 +298,7 @@ class Runner:
             cpu_percent=cpu,
             cpu_ms_per_request=per_request,
             no_answer_causes=dict(outcome.causes),
+            retried=dict(outcome.retried),
         )
 
     # -- profiles ------------------------------------------------------------

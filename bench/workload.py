@@ -8,7 +8,7 @@ import uuid
 import orjson
 
 from bench.loadgen import Outcome
-from fastloans.contracts import APPLICATIONS_PATH
+from fastloans.contracts import APPLICATIONS_PATH, IDEMPOTENCY_KEY_HEADER
 from fastloans.policy import EMPLOYMENT_STATUSES, LOAN_PURPOSES
 
 API_PATH = APPLICATIONS_PATH
@@ -33,19 +33,27 @@ def application(rng: random.Random) -> dict[str, object]:
     }
 
 
-def _head(method: str, path: str, host: str, key: str | None, body: bytes | None) -> bytes:
+def _head(
+    method: str, path: str, host: str, key: str | None, body: bytes | None, *, idempotency_key: str | None = None
+) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: keep-alive"]
     if key:
         lines.append(f"Authorization: Bearer {key}")
+    if idempotency_key:
+        lines.append(f"{IDEMPOTENCY_KEY_HEADER}: {idempotency_key}")
     if body is not None:
         lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
 
 
 def post_requests(host: str, keys: list[str], count: int, seed: int) -> list[bytes]:
-    """`count` distinct POSTs of new applications, spread over the API keys."""
+    """`count` distinct POSTs of new applications, spread over the API keys, each with its own idempotency key
+    (unique across runs against the same database), so that the generator may send one again."""
     rng = random.Random(seed)  # noqa: S311 - reproducible synthetic data
-    return [_head("POST", API_PATH, host, keys[i % len(keys)], orjson.dumps(application(rng))) for i in range(count)]
+    return [
+        _head("POST", API_PATH, host, keys[i % len(keys)], orjson.dumps(application(rng)), idempotency_key=once)
+        for i, once in enumerate(uuid.uuid4().hex for _ in range(count))
+    ]
 
 
 def get_requests(host: str, keys: list[str], ids: list[uuid.UUID | str]) -> list[bytes]:

@@ -69,7 +69,7 @@ class GatewaySettings(Settings):
     http_max_headers: int = Field(100, ge=8, le=1000, validation_alias="HTTP_MAX_HEADERS")
     http_header_timeout_seconds: float = Field(10.0, gt=0, le=300, validation_alias="HTTP_HEADER_TIMEOUT_SECONDS")
     http_body_timeout_seconds: float = Field(15.0, gt=0, le=300, validation_alias="HTTP_BODY_TIMEOUT_SECONDS")
-    http_keepalive_seconds: int = Field(5, ge=1, le=3600, validation_alias="HTTP_KEEPALIVE_SECONDS")
+    http_keepalive_seconds: int = Field(75, ge=1, le=3600, validation_alias="HTTP_KEEPALIVE_SECONDS")
     http_max_connections: int = Field(1024, ge=1, le=1_000_000, validation_alias="HTTP_MAX_CONNECTIONS")
     # A body answered before it was read (413) is still read and dropped up to this much, so the client sees the answer.
     http_discard_body_bytes: int = Field(8_388_608, ge=0, le=1_073_741_824, validation_alias="HTTP_DISCARD_BODY_BYTES")

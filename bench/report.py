@@ -65,6 +65,10 @@ def _durability(durable: bool | None) -> str:
     return "as configured" if durable is None else ("on" if durable else "off")
 
 
+def _causes(counts: dict[str, int] | None) -> str:
+    return ", ".join(f"{name}: {count:,}" for name, count in sorted((counts or {}).items())) or "none"
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The results as Markdown tables."""
     lines = [
@@ -99,6 +103,20 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_fmt(lat.get('p99.9'))} | {_fmt(dec.get('p50'))} | {_fmt(dec.get('p99'))} | "
             f"{_fmt(backlog.get('end'))} | {_fmt(backlog.get('decided_per_s'))} |"
         )
+    unanswered = [p for p in results["phases"] if p.get("no_answer_causes") or p.get("retried")]
+    if unanswered:
+        lines += [
+            "",
+            "## Requests without an answer, and requests sent again (by cause; a retry is one request sent again on a "
+            "new connection after no answer on a reused one)",
+            "",
+            "| Phase | No answer | Sent again, then answered or not |",
+            "| --- | --- | --- |",
+        ]
+        for phase in unanswered:
+            lines.append(
+                f"| {phase['name']} | {_causes(phase.get('no_answer_causes'))} | {_causes(phase.get('retried'))} |"
+            )
     held = (results.get("sustained") or {}).get("held") or {}
     if held.get("worst_seconds"):
         lines += [

@@ -65,3 +65,28 @@ def test_markdown_names_every_target_and_phase() -> None:
         assert label in text
     assert "| post@500 | open | 30,000 | 30,000 | 500.0 |" in text
     assert "| Sustained decisions/s (flat lag) | 1,200 | 1,000 | yes |" in text
+
+
+def test_markdown_lists_unanswered_and_retried_requests_by_cause_only_where_there_were_some() -> None:
+    phase = {"name": "quiet", "mode": "open", "sent": 1, "ok": 1, "achieved_rps": 1.0, "latency_ms": {}}
+    results = {
+        "date": "2026-12-03",
+        "commit": "abc1234",
+        "targets": {},
+        "machine": {"cpus": 2, "load_before": 0.1},
+        "generator_ceiling_rps": 30000.0,
+        "stack": {"reused": False, "durable": True, "web_concurrency": 1},
+        "phases": [
+            phase,
+            {
+                **phase,
+                "name": "busy",
+                "no_answer_causes": {"GaveUpWaiting": 3},
+                "retried": {"ConnectionResetError (reused, idle < 6 s)": 1200},
+            },
+        ],
+        "usage": {},
+    }
+    text = markdown(results)
+    assert "| busy | GaveUpWaiting: 3 | ConnectionResetError (reused, idle < 6 s): 1,200 |" in text
+    assert "| quiet |" in text and "| quiet | none" not in text

@@ -26,7 +26,8 @@ def test_defaults_reach_the_protocol_and_uvicorn(env: pytest.MonkeyPatch) -> Non
     assert (limits.max_head_bytes, limits.max_headers, limits.max_connections) == (16_384, 100, 1024)
     assert (limits.head_timeout, limits.body_timeout, limits.ops_port) == (10.0, 15.0, 9180)
     config = server_config(settings)
-    assert config.timeout_keep_alive == 5 and config.ws == "none"
+    # Longer than the idle timeout of the usual client pools and proxies: the server is not the side closing first.
+    assert config.timeout_keep_alive == 75 and config.ws == "none"
     assert config.http.keywords["limits"] == limits  # type: ignore[union-attr]
 
 

@@ -65,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="start the benchmark's stack with fsync off, as the test stacks run (not durable)",
     )
+    parser.add_argument(
+        "--idempotency-keys",
+        action="store_true",
+        help="give every POST its own Idempotency-Key (and let the generator send one again after no answer); "
+        "such submissions take the gateway's unbatched path, one transaction each",
+    )
     parser.add_argument("--web-concurrency", type=int, default=None, help="gateway worker processes (own stack)")
     parser.add_argument(
         "--env",
@@ -111,6 +117,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         drain_timeout=60 if quick else 180,
         overload_seconds=args.overload_seconds or (20 if quick else 120),
         profile_rate=args.profile,
+        idempotency_keys=args.idempotency_keys,
     )
 
 

@@ -8,8 +8,8 @@ throughput ceilings. Each generator runs in its own process (uvloop, httptools).
 
 It behaves as a careful client does: a connection idle for `IDLE_EXPIRY` is not reused (a server closes idle
 connections after its own keep-alive timeout, and a request written as it closes gets a reset), and a request that
-gets no answer on a reused connection is sent once more on a new one. Every POST carries an `Idempotency-Key`, so
-that a retried one is never a second application. Retries are counted by the cause of the first failure.
+may be sent twice (a GET, or a POST with an `Idempotency-Key`: never a second application) and got no answer on a
+reused connection is sent once more on a new one. Retries are counted by the cause of the first failure.
 """
 
 from __future__ import annotations
@@ -27,11 +27,14 @@ from typing import Any
 import httptools
 import orjson
 
+from fastloans.contracts import IDEMPOTENCY_KEY_HEADER
+
 REQUEST_TIMEOUT = 30.0
 PROGRESS_SECONDS = 1.0
 # An idle connection older than this is closed instead of reused: below any keep-alive timeout a server is expected
 # to have (the gateway's default is 75 s; ingress-nginx's upstream one is 60 s).
 IDLE_EXPIRY = 30.0
+IDEMPOTENCY_MARK = f"\r\n{IDEMPOTENCY_KEY_HEADER}:".lower().encode()
 
 
 @dataclass
@@ -191,13 +194,17 @@ class _Run:
 
     async def _one(self, index: int, request: bytes, intended_mono: float) -> None:
         status, body = await self._attempt(request, fresh=False)
-        if status < 0:  # no answer on a reused connection: once more, on a new one
-            status, body = await self._attempt(request, fresh=True)
-        self._record(index, status, time.monotonic() - intended_mono, body)
+        if status < 0:  # no answer on a reused connection (the body names why)
+            if retry_safe(request):  # once more, on a new one
+                _count(self.outcome.retried, body.decode())
+                status, body = await self._attempt(request, fresh=True)
+            else:
+                _count(self.outcome.causes, body.decode())
+        self._record(index, max(0, status), time.monotonic() - intended_mono, b"" if status <= 0 else body)
 
     async def _attempt(self, request: bytes, *, fresh: bool) -> tuple[int, bytes]:
-        """The status and body of one exchange; 0 when there was no answer, -1 when there was none on a connection
-        used before and the request may be sent again (its first failure is counted as a retry's cause)."""
+        """The status and body of one exchange; status 0 when there was no answer (its cause counted), and -1 with
+        the cause as the body when there was none on a connection used before (the caller may send it again)."""
         try:
             conn = await self.pool.acquire(fresh=fresh)
             idle = None if conn.idle_since is None else time.monotonic() - conn.idle_since
@@ -207,8 +214,7 @@ class _Run:
                 conn.closed = True
                 conn.close()
                 if idle is not None and not isinstance(error, TimeoutError):
-                    _count(self.outcome.retried, cause(error, idle))
-                    return -1, b""
+                    return -1, cause(error, idle).encode()
                 _count(self.outcome.causes, cause(error, idle))
             finally:
                 await self.pool.release(conn)
@@ -292,6 +298,11 @@ class _Run:
                 await reporter
             self.pool.close()
         return self.outcome
+
+
+def retry_safe(request: bytes) -> bool:
+    """Whether sending `request` twice does no harm: a GET, or a request with an idempotency key."""
+    return request.startswith(b"GET ") or IDEMPOTENCY_MARK in request.partition(b"\r\n\r\n")[0].lower()
 
 
 def _count(counts: dict[str, int], name: str) -> None:

@@ -58,6 +58,7 @@ class Plan:
     drain_timeout: float
     profile_rate: int | None = None
     overload_seconds: float = 120.0
+    idempotency_keys: bool = False
 
 
 @dataclass
@@ -349,7 +350,9 @@ class Runner:
 
     def _posts(self, count: int) -> list[bytes]:
         self.seed += 1
-        return post_requests(self.target.host, self.keys, max(1, count), seed=self.seed)
+        return post_requests(
+            self.target.host, self.keys, max(1, count), seed=self.seed, idempotency_keys=self.plan.idempotency_keys
+        )
 
     async def drain(self) -> bool:
         """Wait until the pipeline has nothing queued."""

@@ -46,13 +46,20 @@ def _head(
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
 
 
-def post_requests(host: str, keys: list[str], count: int, seed: int) -> list[bytes]:
-    """`count` distinct POSTs of new applications, spread over the API keys, each with its own idempotency key
-    (unique across runs against the same database), so that the generator may send one again."""
+def post_requests(host: str, keys: list[str], count: int, seed: int, *, idempotency_keys: bool = False) -> list[bytes]:
+    """`count` distinct POSTs of new applications, spread over the API keys; with `idempotency_keys` each has its
+    own key (unique across runs against the same database), so that the generator may send one again."""
     rng = random.Random(seed)  # noqa: S311 - reproducible synthetic data
     return [
-        _head("POST", API_PATH, host, keys[i % len(keys)], orjson.dumps(application(rng)), idempotency_key=once)
-        for i, once in enumerate(uuid.uuid4().hex for _ in range(count))
+        _head(
+            "POST",
+            API_PATH,
+            host,
+            keys[i % len(keys)],
+            orjson.dumps(application(rng)),
+            idempotency_key=uuid.uuid4().hex if idempotency_keys else None,
+        )
+        for i in range(count)
     ]
 
 

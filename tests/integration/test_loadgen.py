@@ -13,12 +13,13 @@ import struct
 
 import pytest
 
-from bench.loadgen import IDLE_EXPIRY, Job, _Run, cause
+from bench.loadgen import IDLE_EXPIRY, Job, _Run, cause, retry_safe
 
 pytestmark = pytest.mark.integration
 
 ANSWER = b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 REQUEST = b"POST /x HTTP/1.1\r\nHost: t\r\nIdempotency-Key: k\r\nContent-Length: 2\r\n\r\n{}"
+WITHOUT_KEY = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}"
 
 
 class _ResetsReusedConnections(asyncio.Protocol):
@@ -38,7 +39,7 @@ class _ResetsReusedConnections(asyncio.Protocol):
         self.transport.abort()
 
 
-async def _run(requests: int) -> _Run:
+async def _run(requests: int, request: bytes = REQUEST) -> _Run:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(_ResetsReusedConnections, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -47,7 +48,7 @@ async def _run(requests: int) -> _Run:
     async with server:
         for index in range(requests):
             slot = run._slot(0.0, 0.0)
-            await run._one(slot, REQUEST, loop.time())
+            await run._one(slot, request, loop.time())
             assert slot == index
     run.pool.close()
     return run
@@ -61,6 +62,21 @@ async def test_a_request_reset_on_a_reused_connection_is_sent_again_on_a_new_one
     # The second and third requests each met a reset on the connection the one before had used.
     assert sum(out.retried.values()) == 2
     assert all(name.startswith("ConnectionResetError (reused, idle") for name in out.retried), out.retried
+
+
+async def test_a_post_without_an_idempotency_key_is_never_sent_twice() -> None:
+    run = await _run(2, WITHOUT_KEY)
+    out = run.outcome
+    assert list(out.status) == [202, 0], "the reset request is counted as unanswered, not sent again"
+    assert out.retried == {}
+    assert list(out.causes) == ["ConnectionResetError (reused, idle < 0.1 s)"], out.causes
+
+
+def test_only_gets_and_requests_with_an_idempotency_key_are_retry_safe() -> None:
+    assert retry_safe(REQUEST) and retry_safe(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert retry_safe(REQUEST.replace(b"Idempotency-Key", b"idempotency-key"))
+    assert not retry_safe(WITHOUT_KEY)
+    assert not retry_safe(WITHOUT_KEY.replace(b"{}", b'{"x": "\r\nIdempotency-Key: in the body"}'))
 
 
 async def test_a_connection_idle_too_long_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:

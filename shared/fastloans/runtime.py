@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from fastloans.background import cancel_all
 from fastloans.logs import configure_logging
 from fastloans.looplag import freeze_startup_heap, measure_lag
-from fastloans.metrics import render_metrics
+from fastloans.metrics import render_metrics_off_loop
 from fastloans.settings import Settings
 
 log = logging.getLogger("fastloans.runtime")
@@ -73,7 +73,7 @@ class HealthServer:
             body = orjson.dumps({"status": "ready" if ok else "not ready", "checks": checks})
             return (200 if ok else 503), "application/json", body
         if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, render_metrics()
+            return 200, CONTENT_TYPE_LATEST, await render_metrics_off_loop()
         return 404, "application/json", b'{"status":"not found"}'
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

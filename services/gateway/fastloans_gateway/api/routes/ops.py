@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from fastloans.metrics import render_metrics
+from fastloans.metrics import render_metrics_off_loop
 
 # The paths OpsPortMiddleware keeps to the ops port; requests for them are not logged.
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -56,4 +56,4 @@ async def readyz(request: Request) -> Response:
 @router.get("/metrics")
 async def metrics() -> Response:
     """Prometheus metrics."""
-    return Response(render_metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(await render_metrics_off_loop(), media_type="text/plain; version=0.0.4; charset=utf-8")

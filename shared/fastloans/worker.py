@@ -131,7 +131,9 @@ class PipelineWorker:
         consumer = self.consumer.consumer
         reported: set[tuple[str, str]] = set()
         while True:
-            await asyncio.sleep(5)
+            # Every half second until the first partitions are assigned, so the series exist as soon as the consumer
+            # is ready (a scrape of a just-started service has them); every five seconds after that.
+            await asyncio.sleep(5 if reported else 0.5)
             try:
                 partitions = list(consumer.assignment())
                 ends = await consumer.end_offsets(partitions) if partitions else {}

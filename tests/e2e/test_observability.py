@@ -175,6 +175,12 @@ async def traffic(services, infra, tenant_key: str) -> Traffic:
             after["risk"].value("fastloans_dead_letters_total") > before["risk"].value("fastloans_dead_letters_total")
             and all(after[c].has("fastloans_consumer_lag") for c in ("risk", "approval", "recorder"))
             and ("fastloans_outbox_oldest_age_seconds", frozenset()) in after["relay"].samples
+            # The pool gauges are sampled every 5 s: wait for a sample taken since the services used their pools.
+            and all(
+                after[s.short].value("fastloans_db_pool_connections", pool="primary") >= 1
+                for s in registry.SERVICES
+                if s.database and s.short in after
+            )
         )
         return after if ready else None
 

@@ -57,6 +57,7 @@ def lifespan(settings: GatewaySettings) -> Callable[[FastAPI], AbstractAsyncCont
         batcher = SubmitBatcher(db, linger=settings.submit_linger_ms / 1000)
         admission = admission_control(db, settings)
         app.state.db = db
+        app.state.primary_answered = False  # set by /readyz on the primary's first answer
         app.state.auth = auth
         app.state.applications = Applications(
             db, settings, batcher=batcher, waiters=waiters, notify=notifier.poke, admission=admission

@@ -44,7 +44,7 @@ async def readyz(request: Request) -> Response:
     primary = await state.db.ping_primary(within=READINESS_PING_SECONDS)
     if primary:
         state.primary_answered = True
-    ready = primary or getattr(state, "primary_answered", False)
+    ready = primary or state.primary_answered
     status = "ready" if primary else "degraded" if ready else "not ready"
     return Response(
         orjson.dumps({"status": status, "checks": {"primary": primary}}),

@@ -3,17 +3,20 @@
 # k8s/versions.sh, into $FASTLOANS_CACHE/k8s/<version>/bin: etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl, CoreDNS
 # and pause (all from the wrapper module k8s/gomod), metrics-server and
-# kube-router (go install). Then it writes the OCI archives of the images the
-# cluster runs (pause, CoreDNS, metrics-server) into $FASTLOANS_CACHE/k8s/<version>/images.
+# kube-router (go install), Traefik (the wrapper module k8s/traefik). Then it
+# writes the OCI archives of the images the cluster runs (pause, CoreDNS,
+# metrics-server, Traefik) into $FASTLOANS_CACHE/k8s/<version>/images.
 # Each binary is recorded with what built it; a second run builds nothing.
 #   k8s/build.sh              build what is missing
 #   k8s/build.sh update-gomod rewrite k8s/gomod/go.mod from the pins (then go mod tidy)
+#   k8s/build.sh update-traefik rewrite k8s/traefik/go.mod from TRAEFIK_VERSION (then go mod tidy)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=k8s/versions.sh
 source "$HERE/versions.sh"
 GOMOD_DIR="$HERE/gomod"
+TRAEFIK_DIR="$HERE/traefik"
 
 log() { printf '[k8s-build] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -50,6 +53,29 @@ check_gomod() {
     grep -q "^\s*$pin\$" "$GOMOD_DIR/go.mod" 2>/dev/null \
       || die "k8s/gomod/go.mod does not require $pin (k8s/versions.sh): run k8s/build.sh update-gomod"
   done
+}
+
+# Traefik's wrapper module: its go.mod's replace and exclude lines, which only
+# apply in the main module, repeated here. A replace to a local path (one of its
+# own directories) cannot be served by the proxy: refuse it rather than guess.
+update_traefik() {
+  local upstream
+  log "writing $TRAEFIK_DIR/go.mod for traefik $TRAEFIK_VERSION"
+  upstream="$(GOFLAGS=-mod=mod go mod download -json "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" \
+    | sed -n 's/^\s*"GoMod": "\(.*\)",$/\1/p')"
+  [[ -f "$upstream" ]] || die "could not download github.com/traefik/traefik/v3@$TRAEFIK_VERSION"
+  if grep -Eq '=>\s*\.{1,2}/' "$upstream"; then
+    die "traefik $TRAEFIK_VERSION replaces a module with a directory of its repository: $(grep -E '=>\s*\.{1,2}/' "$upstream")"
+  fi
+  {
+    printf 'module fastloans.local/traefik\n\n%s\n\nrequire github.com/traefik/traefik/v3 %s\n\n' \
+      "$(grep -m1 '^go ' "$upstream")" "$TRAEFIK_VERSION"
+    printf '// Repeated from Traefik %s'"'"'s go.mod (k8s/build.sh update-traefik).\n' "$TRAEFIK_VERSION"
+    awk '/^replace \(/ {block=1} block {print} block && /^\)/ {block=0} /^replace [^(]/ {print}' "$upstream"
+    grep '^exclude ' "$upstream" || true
+  } > "$TRAEFIK_DIR/go.mod"
+  rm -f "$TRAEFIK_DIR/go.sum"
+  (cd "$TRAEFIK_DIR" && GOFLAGS=-mod=mod go mod tidy)
 }
 
 # "<name> <what built it>" is kept beside the binary; a change of pin rebuilds.
@@ -127,6 +153,24 @@ build_installed() {
   record "$name" "$stamp"
 }
 
+build_traefik() {
+  local stamp="traefik $TRAEFIK_VERSION" out
+  if is_built traefik "$stamp"; then
+    log "traefik: $stamp already built"
+    return 0
+  fi
+  grep -q "^require github.com/traefik/traefik/v3 $TRAEFIK_VERSION\$" "$TRAEFIK_DIR/go.mod" \
+    || die "k8s/traefik/go.mod does not require traefik $TRAEFIK_VERSION (k8s/versions.sh): run k8s/build.sh update-traefik"
+  out="$(mktemp -d "$FASTLOANS_CACHE/k8s/build.XXXXXX")"
+  log "building traefik $TRAEFIK_VERSION (wrapper module k8s/traefik): from nothing about 10 minutes on 2 cores"
+  (cd "$TRAEFIK_DIR" && CGO_ENABLED=0 go build -trimpath \
+    -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
+    -o "$out/traefik" github.com/traefik/traefik/v3/cmd/traefik) || die "go build of traefik failed"
+  mv "$out/traefik" "$K8S_BIN_DIR/traefik"
+  rmdir "$out"
+  record traefik "$stamp"
+}
+
 # An OCI archive holding one static binary FROM scratch; rebuilt when the binary changes.
 build_image() {
   local name="$1" ref="$2" binary="$3"; shift 3
@@ -144,10 +188,12 @@ build_image() {
 
 main() {
   require_go
-  if [[ "${1:-}" == "update-gomod" ]]; then
-    update_gomod
-    return 0
-  fi
+  case "${1:-}" in
+    update-gomod) update_gomod; return 0 ;;
+    update-traefik) update_traefik; return 0 ;;
+    "") ;;
+    *) die "unknown command ${1}: k8s/build.sh [update-gomod|update-traefik]" ;;
+  esac
   mkdir -p "$K8S_BIN_DIR" "$K8S_IMAGE_DIR"
   local start=$SECONDS
   build_wrapper
@@ -155,10 +201,12 @@ main() {
     "-X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION"
   build_installed kube-router github.com/cloudnativelabs/kube-router/v2/cmd/kube-router "$KUBE_ROUTER_VERSION" \
     "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION"
+  build_traefik
   build_image pause "$PAUSE_IMAGE" pause --entrypoint /pause --user 65535:65535
   build_image coredns "$COREDNS_IMAGE" coredns --entrypoint /coredns --user 65532:65532
   build_image probe "$PROBE_IMAGE" probe --entrypoint /probe --user 65534:65534
   build_image metrics-server "$METRICS_SERVER_IMAGE" metrics-server --entrypoint /metrics-server --user 65534:65534
+  build_image traefik "$TRAEFIK_IMAGE" traefik --entrypoint /traefik --user 65532:65532
   log "binaries in $K8S_BIN_DIR, images in $K8S_IMAGE_DIR ($((SECONDS - start)) s)"
 }
 

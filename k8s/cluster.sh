@@ -309,7 +309,7 @@ start_control_plane() {
 
 import_images() {
   local name
-  for name in pause coredns metrics-server probe; do
+  for name in pause coredns metrics-server probe traefik; do
     ctr_import "$K8S_IMAGE_DIR/$name.oci.tar" >/dev/null
   done
 }
@@ -349,12 +349,14 @@ node_ready() {
 }
 
 apply_addons() {
-  log "add-ons: RBAC for the node agents, StorageClass, CoreDNS, metrics-server"
+  log "add-ons: RBAC for the node agents, StorageClass, CoreDNS, metrics-server, Traefik"
   local f
   for f in "$HERE"/manifests/*.yaml; do
     sed -e "s|@COREDNS_IMAGE@|$COREDNS_IMAGE|g" -e "s|@METRICS_SERVER_IMAGE@|$METRICS_SERVER_IMAGE|g" \
       -e "s|@DNS_SERVICE_IP@|$DNS_SERVICE_IP|g" -e "s|@CLUSTER_DOMAIN@|$CLUSTER_DOMAIN|g" \
-      -e "s|@STORAGE_CLASS@|$STORAGE_CLASS|g" "$f"
+      -e "s|@STORAGE_CLASS@|$STORAGE_CLASS|g" -e "s|@TRAEFIK_IMAGE@|$TRAEFIK_IMAGE|g" \
+      -e "s|@INGRESS_NAMESPACE@|$INGRESS_NAMESPACE|g" -e "s|@INGRESS_CLASS@|$INGRESS_CLASS|g" \
+      -e "s|@INGRESS_NODEPORT@|$INGRESS_NODEPORT|g" "$f"
     printf -- '---\n'
   done | kc apply -f - >/dev/null
   if [[ -n "$CRDS_DIR" ]]; then
@@ -364,6 +366,7 @@ apply_addons() {
   fi
   wait_for kubelet 120 kc -n kube-system rollout status deploy/coredns --timeout 5s
   wait_for kubelet 120 kc -n kube-system rollout status deploy/metrics-server --timeout 5s
+  wait_for kubelet 120 kc -n "$INGRESS_NAMESPACE" rollout status deploy/traefik --timeout 5s
   wait_for kubelet 120 kc get --raw /apis/metrics.k8s.io/v1beta1/nodes
 }
 
@@ -547,6 +550,12 @@ cmd_env() {
   printf 'export FASTLOANS_K8S_STORAGE_CLASS=%q\n' "$STORAGE_CLASS"
   printf 'export FASTLOANS_K8S_CLUSTER_DOMAIN=%q\n' "$CLUSTER_DOMAIN"
   printf 'export FASTLOANS_K8S_NODEPORT_RANGE=%q\n' "$NODEPORT_RANGE"
+  # The ingress controller: its IngressClass and namespace (for a NetworkPolicy's namespaceSelector), the
+  # URL pods reach it at, and the one the host reaches it at (the NodePort of its web entry point).
+  printf 'export FASTLOANS_K8S_INGRESS_CLASS=%q\n' "$INGRESS_CLASS"
+  printf 'export FASTLOANS_K8S_INGRESS_NAMESPACE=%q\n' "$INGRESS_NAMESPACE"
+  printf 'export FASTLOANS_K8S_INGRESS_URL=%q\n' "http://traefik.$INGRESS_NAMESPACE.svc.$CLUSTER_DOMAIN"
+  printf 'export FASTLOANS_K8S_INGRESS_NODE_URL=%q\n' "http://$NODE_IP:$INGRESS_NODEPORT"
   # shellcheck disable=SC2016 # $PATH is for the shell that evaluates this
   printf 'export PATH=%q:%q:"$PATH"\n' "$K8S_BIN_DIR" "$TOOLS_BIN_DIR"
 }

@@ -21,6 +21,10 @@ METRICS_SERVER_VERSION="v0.8.0"
 # sigs.k8s.io/kube-network-policies (what kind runs) needs the nftables "queue"
 # expression, which this kernel lacks (CONFIG_NFT_QUEUE is not set).
 KUBE_ROUTER_VERSION="v2.1.0"
+# Ingress controller: Traefik, built from the wrapper module k8s/traefik (Traefik's
+# go.mod has replace lines). v3.6.12: every module it needs is served by the Go
+# module proxy here; v3.7's ACME DNS providers need versions the proxy refuses.
+TRAEFIK_VERSION="v3.6.12"
 
 # Debian packages the node needs (apt-get installs the missing ones).
 NODE_PACKAGES=(containerd runc containernetworking-plugins iptables nftables conntrack ipset iproute2 openssl procps curl util-linux)
@@ -29,6 +33,7 @@ NODE_PACKAGES=(containerd runc containernetworking-plugins iptables nftables con
 PAUSE_IMAGE="localhost/fastloans/pause:3.10-local"
 COREDNS_IMAGE="localhost/fastloans/coredns:${COREDNS_VERSION}"
 METRICS_SERVER_IMAGE="localhost/fastloans/metrics-server:${METRICS_SERVER_VERSION}"
+TRAEFIK_IMAGE="localhost/fastloans/traefik:${TRAEFIK_VERSION}"
 # The smoke test's workload (k8s/gomod/probe): an HTTP server and client checks.
 PROBE_IMAGE="localhost/fastloans/probe:local"
 
@@ -54,6 +59,11 @@ APISERVER_PORT="6443"
 NODEPORT_RANGE="30000-32767"
 MAX_PODS="110"
 STORAGE_CLASS="fastloans-hostpath"
+# The ingress controller: its namespace, IngressClass and the NodePort of its
+# web entry point (the host reaches the Ingress at http://NODE_IP:INGRESS_NODEPORT).
+INGRESS_NAMESPACE="fastloans-ingress"
+INGRESS_CLASS="traefik"
+INGRESS_NODEPORT="30080"
 
 # Where things go.
 FASTLOANS_CACHE="${FASTLOANS_CACHE:-$HOME/.cache/fastloans}"

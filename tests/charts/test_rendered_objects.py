@@ -474,3 +474,20 @@ def test_gateway_keeps_serving_until_its_endpoint_is_gone(render) -> None:
             assert "lifecycle" not in container, name
     off = named(render(set_values=("components.gateway.preStopSleepSeconds=0",)), "Deployment", f"{FULL}-gateway")
     assert "lifecycle" not in off["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_helm_test_goes_through_the_ingress_when_told_where_it_is(render) -> None:
+    """business-path gets INGRESS_URL and the first ingress host only with the Ingress on and ingress.testUrl set;
+    otherwise it submits through the gateway Service (GATEWAY_URL)."""
+
+    def business_env(*set_values: str) -> dict[str, dict]:
+        pod = named(render(set_values=set_values), "Pod", f"{FULL}-test-business-path")
+        return env_of(pod["spec"]["containers"][0])
+
+    url = "ingress.testUrl=http://traefik.ingress.svc"
+    routed = business_env("ingress.enabled=true", "ingress.hosts[0]=loans.test", url)
+    assert routed["INGRESS_URL"]["value"] == "http://traefik.ingress.svc"
+    assert routed["INGRESS_HOST"]["value"] == "loans.test"
+    assert routed["GATEWAY_URL"]["value"] == f"http://{FULL}-gateway:8000"
+    for unrouted in (business_env("ingress.enabled=true"), business_env(url)):
+        assert "INGRESS_URL" not in unrouted and "INGRESS_HOST" not in unrouted

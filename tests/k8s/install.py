@@ -51,6 +51,57 @@ def load_images() -> dict[str, str]:
     return refs
 
 
+def ingress_values() -> Path:
+    """A values file routing the release through the cluster's ingress controller (k8s/cluster.sh env):
+    its IngressClass, its namespace admitted to the gateway, and where helm test pods reach it."""
+    env = cluster_env()
+    values = {
+        "ingress": {
+            "enabled": True,
+            "className": env["FASTLOANS_K8S_INGRESS_CLASS"],
+            "testUrl": env["FASTLOANS_K8S_INGRESS_URL"],
+        },
+        "networkPolicy": {
+            "ingressNamespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": env["FASTLOANS_K8S_INGRESS_NAMESPACE"]}
+            }
+        },
+    }
+    path = Path(env["KUBECONFIG"]).parent / "ingress-values.json"
+    path.write_text(json.dumps(values, indent=2) + "\n")
+    return path
+
+
+def ingress_host(ns: Namespace) -> str:
+    """The first host of the release's Ingress."""
+    return ns.get("ingress", f"{FULL}-gateway")["spec"]["rules"][0]["host"]
+
+
+def check_ingress_from_the_host(ns: Namespace) -> None:
+    """A client outside the cluster reaches the gateway through the Ingress (the controller's NodePort): the web
+    page and the API (401 without a key, the gateway's problem+json); a host the Ingress does not name is refused."""
+    import httpx
+
+    from fastloans.contracts import APPLICATIONS_PATH
+    from fastloans_gateway.problems import PROBLEM_JSON
+
+    base = cluster_env()["FASTLOANS_K8S_INGRESS_NODE_URL"]
+    host = ingress_host(ns)
+
+    def page():
+        answer = httpx.get(f"{base}/", headers={"Host": host}, timeout=10)
+        return answer if answer.status_code == 200 else None
+
+    answer = wait_for(f"the web page through the Ingress at {base} (Host {host})", page, 60, 1)
+    assert answer.headers["content-type"].startswith("text/html"), answer.headers
+    unknown = f"{base}{APPLICATIONS_PATH}/00000000-0000-0000-0000-000000000000"
+    api = httpx.get(unknown, headers={"Host": host}, timeout=10)
+    assert api.status_code == 401 and api.headers["content-type"].startswith(PROBLEM_JSON), (api, api.text)
+    elsewhere = httpx.get(f"{base}/", headers={"Host": "not-routed.invalid"}, timeout=10)
+    assert elsewhere.status_code == 404, (elsewhere, elsewhere.text[:200])
+    say(f"the Ingress answers the host at {base} for {host}: page 200, API 401 without a key, other hosts 404")
+
+
 def install(ns: Namespace, values: list[Path], *extra: str) -> float:
     """helm install --wait; the seconds it took."""
     args = ["install", RELEASE, str(CHART), "--wait", "--timeout", INSTALL_TIMEOUT]

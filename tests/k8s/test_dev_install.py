@@ -27,7 +27,7 @@ def test_images_loaded_into_the_node() -> None:
 @pytest.mark.timeout(1200)
 def test_install_waits_until_ready(ns) -> None:
     """helm install --wait --timeout 10m of the dev values succeeds in a restricted namespace."""
-    install.install(ns, VALUES)
+    install.install(ns, [*VALUES, install.ingress_values()])
 
 
 def test_every_workload_is_ready(ns) -> None:
@@ -45,8 +45,14 @@ def test_replica_streams_from_the_primary(ns) -> None:
     install.check_replication(ns, standbys=1, synchronous=False)
 
 
+def test_the_ingress_answers_clients_outside_the_cluster(ns) -> None:
+    """Through Traefik's NodePort with the Ingress's host: the page and the API; another host: 404."""
+    install.check_ingress_from_the_host(ns)
+
+
 @pytest.mark.timeout(1200)
 def test_helm_test_walks_the_business_path(ns) -> None:
-    """helm test: key, submit through the gateway Service, decision read from the replica, topics, /metrics."""
+    """helm test: key, submit through the Ingress, decision read from the replica, topics, /metrics."""
     output = install.helm_test(ns)
     assert "business-path: passed" in output and "platform: passed" in output, output[-3000:]
+    assert "through the Ingress" in output, output[-3000:]

@@ -36,7 +36,7 @@ def ns(namespace_for):
 @pytest.mark.timeout(1200)
 def test_install_waits_until_ready(ns) -> None:
     """helm install --wait --timeout 10m of the production-like values succeeds in a restricted namespace."""
-    install.install(ns, VALUES)
+    install.install(ns, [*VALUES, install.ingress_values()])
 
 
 def test_every_workload_is_ready_with_several_replicas(ns) -> None:
@@ -60,7 +60,8 @@ def test_both_standbys_replicate_synchronously(ns) -> None:
 
 @pytest.mark.timeout(1200)
 def test_helm_test_walks_the_business_path(ns) -> None:
-    """helm test: key, submit, decision read from a standby, topics with RF 3 and min ISR 2, /metrics."""
+    """helm test: key, submit through the Ingress, decision read from a standby, topics (RF 3, min ISR 2), /metrics."""
     output = install.helm_test(ns)
     assert "business-path: passed" in output and "platform: passed" in output, output[-3000:]
+    assert "through the Ingress" in output, output[-3000:]
     assert "min.insync.replicas=2 on every topic" in output, output[-3000:]

@@ -44,6 +44,7 @@ class Load:
     base_url: str
     api_key: str
     rate: float = 25.0
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request (e.g. the Ingress's Host)
     phase: str = "warm-up"
     acknowledged: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (phase, monotonic time)
     failures: list[Failure] = field(default_factory=list)
@@ -121,7 +122,9 @@ class Load:
         tasks: set[asyncio.Task] = set()
         interval = 1.0 / self.rate
         next_at = time.monotonic()
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=REQUEST_TIMEOUT, limits=limits) as client:
+        async with httpx.AsyncClient(
+            base_url=self.base_url, headers=self.headers, timeout=REQUEST_TIMEOUT, limits=limits
+        ) as client:
             while not self._stop.is_set():
                 if len(tasks) < MAX_IN_FLIGHT:
                     task = asyncio.create_task(self._submit(client, self.phase))
@@ -169,11 +172,13 @@ class Load:
         self.given_up.append((phase, kind))
 
 
-def get_decided(base_url: str, api_key: str, ident: str, timeout: float = 60.0) -> dict:
+def get_decided(
+    base_url: str, api_key: str, ident: str, timeout: float = 60.0, headers: dict[str, str] | None = None
+) -> dict:
     """GET an application until it is decided (long-polling ?wait=); its body."""
     end = time.monotonic() + timeout
     body: dict = {}
-    with httpx.Client(base_url=base_url, timeout=15.0) as client:
+    with httpx.Client(base_url=base_url, headers=headers, timeout=15.0) as client:
         while time.monotonic() < end:
             try:
                 response = client.get(

@@ -1,8 +1,8 @@
 """Operating a release under a steady client load: helm upgrade, pods deleted, a consumer scaled, the HPA.
 
-One install (the dev values, the data on persistent volumes, the gateway on a NodePort: see
-operations-values.yaml beside this file) serves every scenario, in order, while tests/k8s/load.py submits
-applications from the host through the gateway's NodePort. The last test stops the load and checks in the
+One install (the dev values, the data on persistent volumes: see operations-values.yaml beside this file)
+serves every scenario, in order, while tests/k8s/load.py submits applications from the host as a client does:
+through the Ingress (the cluster's Traefik, at its NodePort). The last test stops the load and checks in the
 primary that every acknowledged application is decided exactly once.
 """
 
@@ -40,10 +40,11 @@ FLOWING_TIMEOUT = 180.0  # a fault's recovery: a new application acknowledged an
 
 @dataclass
 class Release:
-    """The installed release: its namespace, the gateway's address from the host, an API key."""
+    """The installed release: its namespace, the Ingress's address from the host and its Host, an API key."""
 
     ns: Namespace
     base_url: str
+    headers: dict[str, str]
     api_key: str
     policy_version: str
 
@@ -56,33 +57,6 @@ def policy_version_of(text: str) -> str:
 def seed_policy() -> str:
     """The chart's default policy (files/policy.yaml)."""
     return (CHART / "files" / "policy.yaml").read_text()
-
-
-def admit_the_host(ns: Namespace) -> None:
-    """A NetworkPolicy admitting the test's client (the host, through the NodePort) to the gateway's API port.
-
-    In production the ingress controller is the only client the chart admits; here the host plays that part.
-    """
-    env = cluster_env()
-    policy = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": "load-client"},
-        "spec": {
-            "podSelector": {"matchLabels": {"app.kubernetes.io/component": "gateway"}},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {
-                    "from": [
-                        {"ipBlock": {"cidr": f"{env['FASTLOANS_K8S_HOST_IP']}/32"}},
-                        {"ipBlock": {"cidr": f"{env['FASTLOANS_K8S_POD_GATEWAY']}/32"}},
-                    ],
-                    "ports": [{"port": "http", "protocol": "TCP"}],
-                }
-            ],
-        },
-    }
-    ns.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(policy))
 
 
 def create_api_key(ns: Namespace, tenant: str) -> str:
@@ -108,22 +82,21 @@ def create_api_key(ns: Namespace, tenant: str) -> str:
 
 @pytest.fixture(scope="module")
 def release(namespace_for) -> Release:
-    """The operations install, with the host admitted to the gateway and an API key."""
+    """The operations install, reached through the cluster's ingress controller, and an API key."""
     ns = namespace_for("fastloans-ops")
     install.load_images()
-    install.install(ns, VALUES)
-    admit_the_host(ns)
-    node_port = ns.get("service", f"{FULL}-gateway")["spec"]["ports"][0]["nodePort"]
-    base_url = f"http://{cluster_env()['FASTLOANS_K8S_NODE_IP']}:{node_port}"
+    install.install(ns, [*VALUES, install.ingress_values()])
+    base_url = cluster_env()["FASTLOANS_K8S_INGRESS_NODE_URL"]
+    host = install.ingress_host(ns)
     key = create_api_key(ns, "operations")
-    say(f"gateway at {base_url} (NodePort), API key created")
-    return Release(ns, base_url, key, policy_version_of(seed_policy()))
+    say(f"gateway through the Ingress at {base_url} (Host {host}), API key created")
+    return Release(ns, base_url, {"Host": host}, key, policy_version_of(seed_policy()))
 
 
 @pytest.fixture(scope="module")
 def load(release: Release) -> Iterator[Load]:
     """The steady load for the whole module (stopped by the last test, or at the end)."""
-    running = Load(release.base_url, release.api_key, rate=RATE).start()
+    running = Load(release.base_url, release.api_key, rate=RATE, headers=release.headers).start()
     started = time.monotonic()
     wait_for("the first acknowledged application", lambda: running.acknowledged or running._error, 60, 0.5)
     say(f"load: {RATE:.0f} applications/s, first acknowledged after {time.monotonic() - started:.1f} s")
@@ -136,6 +109,48 @@ def load(release: Release) -> Iterator[Load]:
     lines += [f"{f.at:.1f} {f.phase} {f.kind} {f.detail}" for f in running.failures]
     report.write_text("\n".join(lines) + "\n")
     say(f"load: {running.summary()} (by phase, and every failure: {report})")
+
+
+@pytest.fixture(autouse=True)
+def container_restarts(release: Release) -> Iterator[None]:
+    """After each scenario, every container that restarted during it: why it ended (OOMKilled, an exit code, a
+    failed liveness probe in the events) and its previous log, kept under test-output/k8s/ before a later
+    scenario deletes the pod and the log with it."""
+    ns = release.ns
+
+    def counts() -> dict[tuple[str, str], dict]:
+        found = {}
+        for pod in ns.get("pods")["items"]:
+            for status in pod["status"].get("containerStatuses", []):
+                found[(pod["metadata"]["name"], status["name"])] = status
+        return found
+
+    before = {key: status["restartCount"] for key, status in counts().items()}
+    yield
+    where = OUTPUT / "operations-restarts"
+    for (pod, container), status in counts().items():
+        if status["restartCount"] <= before.get((pod, container), 0):
+            continue
+        ended = status.get("lastState", {}).get("terminated", {})
+        where.mkdir(parents=True, exist_ok=True)
+        log = where / f"{pod}.{container}.{status['restartCount']}.previous.log"
+        log.write_text(ns.kubectl("logs", pod, "-c", container, "--previous", check=False).stdout)
+        events = ns.kubectl(
+            "get",
+            "events",
+            "--field-selector",
+            f"involvedObject.name={pod}",
+            "-o",
+            "custom-columns=AT:.lastTimestamp,REASON:.reason,MESSAGE:.message",
+            check=False,
+        ).stdout
+        (where / f"{pod}.events.txt").write_text(events)
+        say(
+            f"RESTARTED {pod}/{container} (restarts {status['restartCount']}): {ended.get('reason')} exit "
+            f"{ended.get('exitCode')} {ended.get('startedAt')} -> {ended.get('finishedAt')}; previous log {log}"
+        )
+        for line in events.splitlines()[-6:]:
+            say(f"  event: {line}")
 
 
 def pods_of(ns: Namespace, component: str) -> list[dict]:
@@ -159,7 +174,7 @@ def wait_flowing(release: Release, load: Load, since: float, what: str) -> float
         FLOWING_TIMEOUT,
         0.5,
     )
-    get_decided(release.base_url, release.api_key, ident, timeout=FLOWING_TIMEOUT)
+    get_decided(release.base_url, release.api_key, ident, timeout=FLOWING_TIMEOUT, headers=release.headers)
     return time.monotonic() - since
 
 
@@ -203,7 +218,7 @@ def delete_pod_and_recover(release: Release, load: Load, component: str, pod: st
 def upgrade(release: Release, policy_file: Path) -> float:
     """helm upgrade to the new image tag and policy; the seconds it took."""
     args = ["upgrade", RELEASE, str(CHART), "--wait", "--timeout", install.INSTALL_TIMEOUT]
-    for path in VALUES:
+    for path in [*VALUES, install.ingress_values()]:
         args += ["--values", str(path)]
     args += ["--set", f"image.tag={NEW_TAG}", "--set-file", f"policy.content={policy_file}"]
     started = time.monotonic()
@@ -260,7 +275,7 @@ def test_new_applications_are_decided_by_the_new_policy_version(release: Release
     since = time.monotonic()
     wait_for("10 applications after the upgrade", lambda: len(load.acknowledged_after(since)) >= 10, 60, 0.5)
     versions = {
-        get_decided(release.base_url, release.api_key, ident)["policy_version"]
+        get_decided(release.base_url, release.api_key, ident, headers=release.headers)["policy_version"]
         for ident in load.acknowledged_after(since)[:10]
     }
     say(f"decided after the upgrade by policy {sorted(versions)}")

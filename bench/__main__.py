@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--idempotency-keys",
         action="store_true",
         help="give every POST its own Idempotency-Key (and let the generator send one again after no answer); "
-        "such submissions take the gateway's unbatched path, one transaction each",
+        "the gateway's batches then claim the keys in the transaction that stores the rows",
     )
     parser.add_argument("--web-concurrency", type=int, default=None, help="gateway worker processes (own stack)")
     parser.add_argument(

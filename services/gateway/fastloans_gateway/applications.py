@@ -28,7 +28,7 @@ from fastloans.kafka import is_transient
 from fastloans.reviews import Action
 from fastloans.settings import Settings
 from fastloans_gateway import outbox, webhook_endpoints
-from fastloans_gateway.metrics import LONG_POLL_READS
+from fastloans_gateway.metrics import LONG_POLL_READS, SUBMIT_BATCHES_RETRIED
 from fastloans_gateway.outbox import FACT_FIELDS, OutboxRow
 from fastloans_gateway.schemas import CENT, render_application
 from fastloans_gateway.waiting import RECHECK_SECONDS, DecisionWaiters
@@ -108,15 +108,24 @@ SUBMIT_COLUMNS = (
     "employment_status",
     "submitted_at",
 )
-# Claims the key, or takes it over once expired; returns nothing when a live record holds it.
-CLAIM_KEY = (
-    "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status_code, response) "
-    "VALUES ($1, $2, $3, 0, '{}') ON CONFLICT (tenant_id, key) DO UPDATE "
-    "SET request_hash = EXCLUDED.request_hash, status_code = 0, response = '{}', created_at = now() "
-    "WHERE idempotency_keys.created_at < now() - $4::interval RETURNING true"
+# Claims a batch's keys, each with the answer a retry will get back, or takes over those that expired; returns
+# the keys it claimed, and nothing for a key a live record holds (that row stays locked until the transaction
+# ends, so the READ_KEYS after it sees the holder's committed answer). The arrays come sorted by (tenant, key):
+# two gateway processes claiming overlapping keys lock them in one order and cannot deadlock.
+CLAIM_KEYS = """
+INSERT INTO idempotency_keys AS held (tenant_id, key, request_hash, status_code, response)
+SELECT tenant_id, key, request_hash, $4::int, response
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $5::jsonb[]) AS t(tenant_id, key, request_hash, response)
+    ON CONFLICT (tenant_id, key) DO UPDATE
+   SET request_hash = EXCLUDED.request_hash, status_code = EXCLUDED.status_code, response = EXCLUDED.response,
+       created_at = now()
+ WHERE held.created_at < now() - $6::interval
+RETURNING tenant_id, key
+"""
+READ_KEYS = (
+    "SELECT tenant_id, key, request_hash, status_code, response FROM idempotency_keys "
+    "WHERE (tenant_id, key) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))"
 )
-READ_KEY = "SELECT request_hash, status_code, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2"
-RECORD_KEY = "UPDATE idempotency_keys SET status_code = $3, response = $4::jsonb WHERE tenant_id = $1 AND key = $2"
 # Expired keys, deleted now and then (by the relay, which runs one loop per deployment rather than per process).
 DELETE_EXPIRED_KEYS = "DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval"
 
@@ -148,10 +157,76 @@ def new_application(tenant_id: uuid.UUID, body: dict[str, Any]) -> dict[str, Any
 Submission = tuple[dict[str, Any], OutboxRow]  # the application, its outbox row
 
 
+@dataclass(frozen=True, slots=True)
+class Key:
+    """A submission's Idempotency-Key: whose it is, the request's fingerprint, and the answer a retry gets back."""
+
+    tenant_id: uuid.UUID
+    key: str
+    fingerprint: str
+    response: str  # the 202's body, JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """The record of an earlier submission holding a key: its request's fingerprint and its answer."""
+
+    fingerprint: str
+    status: int
+    response: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Pending:
+    submission: Submission
+    key: Key | None
+    done: asyncio.Future[Held | None]
+
+
 async def _insert(conn: asyncpg.Connection, submissions: list[Submission]) -> None:
     columns = [[application[name] for application, _ in submissions] for name in SUBMIT_COLUMNS]
     rows = [list(values) for values in zip(*(row for _, row in submissions), strict=True)]
     await conn.execute(SUBMIT, *columns, *rows)
+
+
+async def _store(conn: asyncpg.Connection, batch: list[_Pending]) -> list[Held | None]:
+    """Store a batch; for each submission, None once it is stored, or the record holding its key."""
+    keys = sorted((item.key for item in batch if item.key), key=lambda k: (k.tenant_id, k.key))
+    if not keys:
+        await _insert(conn, [item.submission for item in batch])  # one statement, atomic without a transaction
+        return [None] * len(batch)
+    async with conn.transaction():
+        claimed = {
+            (r["tenant_id"], r["key"])
+            for r in await conn.fetch(
+                CLAIM_KEYS,
+                [k.tenant_id for k in keys],
+                [k.key for k in keys],
+                [k.fingerprint for k in keys],
+                ACCEPTED,
+                [k.response for k in keys],
+                IDEMPOTENCY_TTL,
+            )
+        }
+        taken = [k for k in keys if (k.tenant_id, k.key) not in claimed]
+        held: dict[tuple[uuid.UUID, str], Held] = {}
+        if taken:
+            rows = await conn.fetch(READ_KEYS, [k.tenant_id for k in taken], [k.key for k in taken])
+            held = {
+                (r["tenant_id"], r["key"]): Held(r["request_hash"], r["status_code"], json_value(r["response"]))
+                for r in rows
+            }
+        # A key this batch did not claim has a record (its row is locked): a missing one fails the batch.
+        outcomes = [
+            held[item.key.tenant_id, item.key.key]
+            if item.key and (item.key.tenant_id, item.key.key) not in claimed
+            else None
+            for item in batch
+        ]
+        stored = [item.submission for item, outcome in zip(batch, outcomes, strict=True) if outcome is None]
+        if stored:
+            await _insert(conn, stored)
+    return outcomes
 
 
 class SubmitBatcher:
@@ -163,6 +238,11 @@ class SubmitBatcher:
     round trips, statements and commits. Each request still gets its 202 only
     after its own rows are committed. If a batch fails for a reason other than an outage, its
     submissions are retried one by one, so one bad row fails only its own request.
+
+    Submissions with an Idempotency-Key join the same batches: the batch claims its keys, each with the
+    answer a retry gets back, in the transaction that stores its rows. A submission whose key a live record
+    holds stores nothing and is answered with that record. A key a batch already carries waits for the next
+    batch, which finds it held: a quick retry of a request in flight gets the first request's answer.
     """
 
     def __init__(self, db: Database, *, max_batch: int = 200, linger: float = 0.0) -> None:
@@ -170,16 +250,34 @@ class SubmitBatcher:
         self.max_batch = max_batch
         self.linger = linger
         self._last_start = 0.0
-        self._queue: list[tuple[Submission, asyncio.Future[None]]] = []
+        self._queue: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def store(self, submission: Submission) -> None:
-        """Return once `submission` is committed (raise if it could not be)."""
-        done = asyncio.get_running_loop().create_future()
-        self._queue.append((submission, done))
+    async def store(self, submission: Submission, key: Key | None = None) -> Held | None:
+        """Return None once `submission` is committed, or the record holding its key, which stored nothing
+        (raise if it could not be stored)."""
+        done: asyncio.Future[Held | None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(submission, key, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        await done  # a cancelled request cancels only its wait: the batch goes on without it
+        return await done  # a cancelled request cancels only its wait: the batch goes on without it
+
+    def _next_batch(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        later: list[_Pending] = []
+        keys: set[tuple[uuid.UUID, str]] = set()
+        for position, item in enumerate(self._queue):
+            if len(batch) == self.max_batch:
+                later.extend(self._queue[position:])
+                break
+            if item.key:
+                if (item.key.tenant_id, item.key.key) in keys:
+                    later.append(item)  # one claim per key and statement; this one goes next time
+                    continue
+                keys.add((item.key.tenant_id, item.key.key))
+            batch.append(item)
+        self._queue = later
+        return batch
 
     async def _flush(self) -> None:
         while self._queue:
@@ -187,34 +285,37 @@ class SubmitBatcher:
             if wait > 0:
                 await asyncio.sleep(wait)  # the requests arriving meanwhile join this batch
             self._last_start = time.monotonic()
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            batch = self._next_batch()
             try:
                 async with self.db.connection() as conn:
-                    await _insert(conn, [submission for submission, _ in batch])
+                    outcomes = await _store(conn, batch)
             except Exception as error:
                 if len(batch) == 1 or is_transient(error):
-                    _settle(batch, error)
+                    _fail(batch, error)
                     continue
+                SUBMIT_BATCHES_RETRIED.inc()
                 for item in batch:
                     try:
                         async with self.db.connection() as conn:
-                            await _insert(conn, [item[0]])
+                            (outcome,) = await _store(conn, [item])
                     except Exception as single:
-                        _settle([item], single)
+                        _fail([item], single)
                     else:
-                        _settle([item], None)
+                        _settle(item, outcome)
                 continue
-            _settle(batch, None)
+            for item, outcome in zip(batch, outcomes, strict=True):
+                _settle(item, outcome)
 
 
-def _settle(batch: list[tuple[Submission, asyncio.Future[None]]], error: BaseException | None) -> None:
-    for _, done in batch:
-        if done.done():
-            continue
-        if error is None:
-            done.set_result(None)
-        else:
-            done.set_exception(error)
+def _settle(item: _Pending, outcome: Held | None) -> None:
+    if not item.done.done():
+        item.done.set_result(outcome)
+
+
+def _fail(batch: list[_Pending], error: BaseException) -> None:
+    for item in batch:
+        if not item.done.done():
+            item.done.set_exception(error)
 
 
 class Applications:
@@ -245,10 +346,11 @@ class Applications:
     ) -> Submitted:
         """Store a new application and its outbox row atomically, then wake the relay (`Overloaded` past the bounds).
 
-        Without an Idempotency-Key the rows go through the batcher (shared statements); with one, in a
-        transaction of their own with the key, and a retry with the same body gets the first outcome back
-        while a different body raises `IdempotencyConflict`. `submitted_at` is the gateway's clock at
-        acceptance, so the outbox event can be encoded before the one statement that stores both rows.
+        The rows go through the batcher, which shares statements between concurrent submissions. With an
+        Idempotency-Key the batch also claims the key in the transaction that stores the rows: a retry with the
+        same body gets the first outcome back, while a different body raises `IdempotencyConflict`.
+        `submitted_at` is the gateway's clock at acceptance, so the outbox event is encoded before the statement
+        that stores both rows.
         """
         with self.admission.admitted():
             return await self._submit(tenant_id, body, idempotency_key, trace)
@@ -259,21 +361,17 @@ class Applications:
         application = new_application(tenant_id, body)
         submission = (application, outbox.submitted_row(self.settings, application, trace))
         shown = render_application(application)
-        if not idempotency_key:
-            await self.batcher.store(submission)
+        key = None
+        if idempotency_key:
+            key = Key(tenant_id, idempotency_key, request_fingerprint(body), orjson.dumps(shown).decode())
+        first = await self.batcher.store(submission, key)
+        if first is None:
             self.notify()
             return Submitted(ACCEPTED, shown, replayed=False)
-        fingerprint = request_fingerprint(body)
-        async with self.db.connection() as conn, conn.transaction():
-            if not await conn.fetchval(CLAIM_KEY, tenant_id, idempotency_key, fingerprint, IDEMPOTENCY_TTL):
-                first = await conn.fetchrow(READ_KEY, tenant_id, idempotency_key)
-                if first["request_hash"] != fingerprint:
-                    raise IdempotencyConflict
-                return Submitted(first["status_code"], json_value(first["response"]), replayed=True)
-            await _insert(conn, [submission])
-            await conn.execute(RECORD_KEY, tenant_id, idempotency_key, ACCEPTED, orjson.dumps(shown).decode())
-        self.notify()
-        return Submitted(ACCEPTED, shown, replayed=False)
+        assert key is not None  # only a submission with a key finds it held
+        if first.fingerprint != key.fingerprint:
+            raise IdempotencyConflict
+        return Submitted(first.status, first.response, replayed=True)
 
     async def get(
         self, *, tenant_id: uuid.UUID, application_id: uuid.UUID, wait: float = 0.0

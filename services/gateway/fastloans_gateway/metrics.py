@@ -43,6 +43,11 @@ LONG_POLL_READS = Counter(
     "fastloans_long_poll_reads_total",
     "Reads of a pending application on the primary by waiting GET requests (?wait=): one, then one per announcement.",
 )
+SUBMIT_BATCHES_RETRIED = Counter(
+    "fastloans_submit_batches_retried_total",
+    "Batches of submissions that failed for a reason other than an outage (a bad row, a deadlock) and were stored "
+    "again one submission at a time.",
+)
 ADMISSION_REFUSED = Counter(
     "fastloans_admission_refused_total",
     "Submissions and revisions answered 503 by admission control, by bound (in_flight, outbox_backlog, loop_lag).",

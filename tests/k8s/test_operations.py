@@ -8,6 +8,8 @@ primary that every acknowledged application is decided exactly once.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,7 +23,7 @@ from fastloans import services
 from fastloans.db.schema import DECIDERS
 
 from . import install
-from .conftest import CHART, FULL, OUTPUT, RELEASE, Namespace, cluster_env, run, say, wait_for
+from .conftest import CHART, FULL, OUTPUT, RELEASE, ROOT, Namespace, cluster_env, run, say, wait_for
 from .load import Load, get_decided
 
 pytestmark = pytest.mark.k8s
@@ -215,6 +217,42 @@ def delete_pod_and_recover(release: Release, load: Load, component: str, pod: st
     return ready_after, ready_after + flowing_after
 
 
+@contextlib.contextmanager
+def kept_logs(ns: Namespace, where: Path, components: tuple[str, ...]) -> Iterator[None]:
+    """Follow the logs of the components' pods while the block runs (pods a roll replaces take their logs with
+    them), then add those of the pods running at its end: under `where`, one file per component."""
+    where.mkdir(parents=True, exist_ok=True)
+    followers = []
+    for component in components:
+        selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}"
+        args = ["kubectl", "-n", ns.name, "logs", "-l", selector, "--all-containers", "--prefix", "--timestamps"]
+        out = (where / f"{component}.log").open("w")
+        process = subprocess.Popen(
+            [*args, "-f", "--max-log-requests", "20"], cwd=ROOT, env=cluster_env(), stdout=out, stderr=out
+        )
+        followers.append((process, out, args))
+    try:
+        yield
+    finally:
+        for process, out, args in followers:
+            process.terminate()
+            process.wait(10)
+            out.write("---- the pods running at the end ----\n")
+            out.flush()
+            subprocess.run(args, cwd=ROOT, env=cluster_env(), stdout=out, stderr=out, timeout=60, check=False)
+            out.close()
+
+
+def outage_lines(where: Path) -> list[str]:
+    """The log lines of 503s for an unavailable dependency (with the error's type), and PostgreSQL's errors."""
+    found = []
+    for path in sorted(where.glob("*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if "dependency unavailable" in line or " FATAL: " in line or " ERROR: " in line:
+                found.append(f"{path.name}: {line[:400]}")
+    return found
+
+
 def upgrade(release: Release, policy_file: Path) -> float:
     """helm upgrade to the new image tag and policy; the seconds it took."""
     args = ["upgrade", RELEASE, str(CHART), "--wait", "--timeout", install.INSTALL_TIMEOUT]
@@ -244,12 +282,14 @@ def test_upgrade_rolls_every_deployment_with_no_failed_request(release: Release,
     new_version = f"{release.policy_version}-ops"
     policy = seed_policy().replace(f"version: {release.policy_version}\n", f"version: {new_version}\n", 1)
     assert policy_version_of(policy) == new_version
+    logs = OUTPUT / "operations-upgrade"
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as policy_file:
         policy_file.write(policy)
         policy_file.flush()
         load.phase = "upgrade"
         say(f"helm upgrade under load: image tag {NEW_TAG}, policy version {new_version}")
-        took = upgrade(release, Path(policy_file.name))
+        with kept_logs(ns, logs, ("gateway", "postgresql-primary")):
+            took = upgrade(release, Path(policy_file.name))
     release.policy_version = new_version
 
     def rolled():
@@ -266,7 +306,10 @@ def test_upgrade_rolls_every_deployment_with_no_failed_request(release: Release,
         assert all(image.endswith(f":{NEW_TAG}") for image in images), (short, images)
         say(f"  {short}: ReplicaSet {sorted(old[short])} -> {sorted(now[short])}, {len(pods)} pod(s) on {images}")
     failed = load.failures_in("upgrade")
-    assert not failed, f"{len(failed)} failed requests during the roll, first: {failed[:5]}"
+    causes = outage_lines(logs)
+    for line in causes[:20]:
+        say(f"  during the roll: {line}")
+    assert not failed, f"{len(failed)} failed requests during the roll, first: {failed[:5]}; logs in {logs}"
     assert load.acknowledged_in("upgrade"), "no application acknowledged during the upgrade"
 
 

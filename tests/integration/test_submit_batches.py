@@ -248,6 +248,7 @@ async def test_two_processes_claiming_the_same_keys_in_opposite_orders_store_eac
             await claim.rollback()
         try:
             outcomes = await asyncio.wait_for(burst, timeout=30)
+            assert waiting >= 2, "the two batches never both waited for the held key: the interleaving was not forced"
         finally:
             await other_db.dispose()
     assert sum(outcome is None for outcome in outcomes) == 40  # each key stored by one of the two

@@ -27,6 +27,7 @@ from fastloans_gateway.api.routes import reviews as review_routes
 from fastloans_gateway.api.routes import webhooks as webhook_routes
 from fastloans_gateway.applications import Applications, SubmitBatcher
 from fastloans_gateway.auth import Authenticator
+from fastloans_gateway.hotpath import HotRoutes
 from fastloans_gateway.metrics import declare_routes
 from fastloans_gateway.middleware import EdgeMiddleware
 from fastloans_gateway.notices.service import Notices
@@ -122,7 +123,10 @@ def add_routers(app: FastAPI, settings: GatewaySettings) -> None:
 
 
 def add_middleware(app: FastAPI, settings: GatewaySettings) -> None:
-    """Ops-port separation, CORS when configured, and the edge (outermost: it sees every answer)."""
+    """The hot routes (innermost), ops-port separation, CORS when configured, and the edge (outermost: it sees
+    every answer)."""
+    if settings.hot_path:
+        app.add_middleware(HotRoutes, exception_handlers=app.exception_handlers)
     # /healthz, /readyz and /metrics answer only on the ops port, the API only on the public one.
     app.add_middleware(
         OpsPortMiddleware, ops_port=settings.ops_port, public_port=settings.http_port, ops_paths=ops.OPS_PATHS
@@ -152,6 +156,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         redoc_url=None,
         # No trailing-slash redirects: Starlette builds their Location from the Host header. A wrong path is a 404.
         redirect_slashes=False,
+        # FastAPI's own OpenTelemetry hooks: off, as the gateway traces with Elastic APM. On, every request
+        # asks the global OpenTelemetry providers whether they are configured (about 10% of a routed request).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.trace_parent = lambda: None

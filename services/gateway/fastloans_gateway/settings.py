@@ -32,6 +32,9 @@ class GatewaySettings(Settings):
     # How long the first of a batch of submissions waits for others to share its insert.
     submit_linger_ms: float = Field(0.0, ge=0, le=100, validation_alias="SUBMIT_LINGER_MS")
 
+    # Submit and get-by-id dispatched without the router (fastloans_gateway.hotpath); false: through the router.
+    hot_path: bool = Field(True, validation_alias="GATEWAY_HOT_PATH")
+
     # Admission control (fastloans_gateway.admission): past any bound a submission or revision is answered
     # 503 with Retry-After before anything is stored. Per process; 0 turns a bound off.
     admission_max_in_flight: int = Field(256, ge=0, le=1_000_000, validation_alias="ADMISSION_MAX_IN_FLIGHT")

@@ -28,7 +28,7 @@ from fastloans.kafka import is_transient
 from fastloans.reviews import Action
 from fastloans.settings import Settings
 from fastloans_gateway import outbox, webhook_endpoints
-from fastloans_gateway.metrics import LONG_POLL_READS, SUBMIT_BATCHES_RETRIED
+from fastloans_gateway.metrics import LONG_POLL_READS, READ_BATCH_SIZE, SUBMIT_BATCHES_RETRIED
 from fastloans_gateway.outbox import FACT_FIELDS, OutboxRow
 from fastloans_gateway.schemas import CENT, render_application
 from fastloans_gateway.waiting import RECHECK_SECONDS, DecisionWaiters
@@ -307,6 +307,75 @@ class SubmitBatcher:
                 _settle(item, outcome)
 
 
+# One statement for every read a batch carries; the tenant of each row is checked against the reader's below.
+FETCH_BATCH = f"SELECT {COLUMNS} FROM loan_applications WHERE id = ANY($1::uuid[]) AND status <> 'withdrawn'"
+
+
+@dataclass(frozen=True)
+class _Read:
+    tenant_id: uuid.UUID
+    application_id: uuid.UUID
+    done: asyncio.Future[asyncpg.Record | None]
+
+
+def matching(reads: list[_Read], rows: list[asyncpg.Record]) -> list[asyncpg.Record | None]:
+    """Each read's row: the one with its id, if that row belongs to the reader's tenant (else None)."""
+    by_id = {row["id"]: row for row in rows}
+    answers: list[asyncpg.Record | None] = []
+    for read in reads:
+        row = by_id.get(read.application_id)
+        answers.append(row if row is not None and row["tenant_id"] == read.tenant_id else None)
+    return answers
+
+
+class ReadBatcher:
+    """Reads concurrent GETs of single applications together: the reads that arrive while one statement is in
+    flight share the next, on the replica or on the primary (a queue for each).
+
+    A read after a quiet spell goes at once, alone; under load a statement carries many, which saves the gateway
+    a round trip, a checkout and a statement per read (asyncpg's per-statement work was about a third of the
+    gateway's CPU per GET, `docs/performance.md`), and the database a statement per read. A failed statement
+    fails every read it carried with its error (an outage is answered 503 by the API).
+    """
+
+    def __init__(self, db: Database, *, max_batch: int = 200) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._queues: dict[bool, list[_Read]] = {False: [], True: []}
+        self._flushers: dict[bool, asyncio.Task[None]] = {}
+
+    async def fetch(
+        self, tenant_id: uuid.UUID, application_id: uuid.UUID, *, primary: bool = False
+    ) -> asyncpg.Record | None:
+        """The live application `application_id` of `tenant_id`, or None (withdrawn, absent or another's)."""
+        done: asyncio.Future[asyncpg.Record | None] = asyncio.get_running_loop().create_future()
+        self._queues[primary].append(_Read(tenant_id, application_id, done))
+        flusher = self._flushers.get(primary)
+        if flusher is None or flusher.done():
+            self._flushers[primary] = asyncio.create_task(self._flush(primary))
+        return await done  # a cancelled request cancels only its wait
+
+    async def _flush(self, primary: bool) -> None:
+        queue = self._queues[primary]
+        while queue:
+            batch = queue[: self.max_batch]
+            del queue[: self.max_batch]
+            try:
+                async with self.db.connection(read=not primary) as conn:
+                    rows = await conn.fetch(FETCH_BATCH, list({read.application_id for read in batch}))
+            except BaseException as error:
+                for read in batch:
+                    if not read.done.done():
+                        read.done.set_exception(error)
+                if not isinstance(error, Exception):
+                    raise
+                continue
+            READ_BATCH_SIZE.observe(len(batch))
+            for read, row in zip(batch, matching(batch, rows), strict=True):
+                if not read.done.done():
+                    read.done.set_result(row)
+
+
 def _settle(item: _Pending, outcome: Held | None) -> None:
     if not item.done.done():
         item.done.set_result(outcome)
@@ -335,6 +404,7 @@ class Applications:
         self.db = db
         self.settings = settings
         self.batcher = batcher
+        self.reads = ReadBatcher(db)
         self.waiters = waiters
         # Past its bounds a submission or revision raises `Overloaded` before anything is stored.
         self.admission = admission
@@ -409,12 +479,7 @@ class Applications:
     async def _fetch(
         self, tenant_id: uuid.UUID, application_id: uuid.UUID, *, primary: bool = False
     ) -> asyncpg.Record | None:
-        async with self.db.connection(read=not primary) as conn:
-            return await conn.fetchrow(
-                f"SELECT {COLUMNS} FROM loan_applications WHERE id = $1 AND tenant_id = $2 AND status <> 'withdrawn'",
-                application_id,
-                tenant_id,
-            )
+        return await self.reads.fetch(tenant_id, application_id, primary=primary)
 
     async def revise(
         self, *, tenant_id: uuid.UUID, application_id: uuid.UUID, changes: dict[str, Any], trace: dict[str, str]

@@ -48,6 +48,11 @@ SUBMIT_BATCHES_RETRIED = Counter(
     "Batches of submissions that failed for a reason other than an outage (a bad row, a deadlock) and were stored "
     "again one submission at a time.",
 )
+READ_BATCH_SIZE = Histogram(
+    "fastloans_read_batch_size",
+    "Reads of single applications (GET by id) that shared one statement.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200),
+)
 ADMISSION_REFUSED = Counter(
     "fastloans_admission_refused_total",
     "Submissions and revisions answered 503 by admission control, by bound (in_flight, outbox_backlog, loop_lag).",

@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--search-start", type=int, default=500, help="first rate of the sustained-rate search")
     parser.add_argument("--search-step", type=int, default=250, help="rate step of the search")
     parser.add_argument("--search-max", type=int, default=4000, help="highest rate the search tries")
-    parser.add_argument("--get-rate", type=int, default=3000, help="open-loop rate of the GET-by-id phase")
+    parser.add_argument("--get-rate", type=int, default=2500, help="open-loop rate of the GET-by-id phase")
     parser.add_argument(
         "--overload-rate", type=int, default=None, help="rate of the overload phase (default: twice the sustained rate)"
     )

@@ -35,6 +35,8 @@ PROGRESS_SECONDS = 1.0
 # to have (the gateway's default is 75 s; ingress-nginx's upstream one is 60 s).
 IDLE_EXPIRY = 30.0
 IDEMPOTENCY_MARK = f"\r\n{IDEMPOTENCY_KEY_HEADER}:".lower().encode()
+# The cause recorded for a request that waited REQUEST_TIMEOUT for a free connection and was never sent.
+NEVER_SENT = "GaveUpWaiting"
 
 
 @dataclass
@@ -246,7 +248,7 @@ class _Run:
             while (item := await queue.get()) is not None:
                 index, request, due = item
                 if time.monotonic() - due > REQUEST_TIMEOUT:
-                    _count(self.outcome.causes, "GaveUpWaiting")
+                    _count(self.outcome.causes, NEVER_SENT)
                     self._record(index, 0, time.monotonic() - due, b"")
                     continue
                 await self._one(index, request, due)

@@ -17,6 +17,7 @@ from typing import Any
 import ecs_logging
 import pytest
 
+from fastloans import logs
 from fastloans.logs import ECS_VERSION, EcsFormatter, configure_logging
 
 EXCLUDED = ["log.original", "process", "log.origin", "process.thread.name"]
@@ -379,7 +380,9 @@ def restored_logging():
     saved = list(root.handlers), root.level
     noisy = {name: logging.getLogger(name).level for name in ("aiokafka", "kafka", "uvicorn.access", "sqlalchemy")}
     noisy["asyncio"] = logging.getLogger("asyncio").level
+    gathered = logging.logProcesses, logging.logMultiprocessing
     yield
+    logging.logProcesses, logging.logMultiprocessing = gathered
     for handler in list(root.handlers):
         root.removeHandler(handler)
     for handler in saved[0]:
@@ -399,6 +402,8 @@ def test_configured_logging_writes_service_fields_on_every_line(
         configure_logging(service="fastloans-approval", level="INFO", environment="staging")
     logging.getLogger("fastloans.approval").info("decided", extra={"labels.application_id": "a1"})
     logging.getLogger("aiokafka").info("chatter")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1
     document = json.loads(lines[0])
@@ -409,16 +414,22 @@ def test_configured_logging_writes_service_fields_on_every_line(
 
 
 class _CountingStream(io.StringIO):
-    """Records how often the handler flushed it."""
+    """Records how often the handler wrote to it and flushed it (each would be a system call on a
+    stream that writes through, as stdout does under PYTHONUNBUFFERED)."""
 
     flushes = 0
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
 
     def flush(self) -> None:
         self.flushes += 1
         super().flush()
 
 
-def test_info_lines_are_flushed_by_the_timer_and_warnings_at_once(
+def test_info_lines_are_written_together_by_the_timer_and_warnings_at_once(
     monkeypatch: pytest.MonkeyPatch, restored_logging: None
 ) -> None:
     stream = _CountingStream()
@@ -427,16 +438,42 @@ def test_info_lines_are_flushed_by_the_timer_and_warnings_at_once(
         warnings.simplefilter("ignore", DeprecationWarning)
         configure_logging(service="fastloans-risk", level="INFO")
     log = logging.getLogger("fastloans.pipeline")
-    before = stream.flushes
+    assert log.makeRecord(log.name, logging.INFO, "", 0, "m", (), None).process is None  # no getpid() per line
+    before = stream.writes, stream.flushes
     for _ in range(50):
         log.info("message processed")
-    written = stream.flushes - before
+    writes, flushes = stream.writes - before[0], stream.flushes - before[1]
+    # Not one write or flush per line: at most a timer tick happened meanwhile.
+    assert writes <= 1 and flushes <= 2
     log.warning("transient failure; retrying the batch")
-    assert stream.flushes - before >= written + 1
-    assert written <= 2  # not one flush per line: at most a timer tick happened meanwhile
-    assert len(stream.getvalue().splitlines()) == 51
+    assert stream.writes - before[0] == writes + 1  # the warning and every line held, in one write
+    assert stream.flushes - before[1] >= flushes + 1
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 51 and all(json.loads(line)["log.level"] for line in lines)
+    log.info("message processed")
     deadline = time.monotonic() + 5
-    flushed = stream.flushes
-    while stream.flushes == flushed and time.monotonic() < deadline:
+    while len(stream.getvalue().splitlines()) == 51 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert stream.flushes > flushed  # the background flush keeps running
+    assert len(stream.getvalue().splitlines()) == 52  # the background flush keeps running
+
+
+def test_lines_held_are_bounded_and_written_at_close(
+    monkeypatch: pytest.MonkeyPatch, restored_logging: None, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(logs, "FLUSH_INTERVAL_SECONDS", 3600.0)
+    monkeypatch.setattr(logs, "MAX_PENDING_LINES", 10)
+    stream = _CountingStream()
+    handler = logs.BatchedStreamHandler(stream)
+    handler.setFormatter(EcsFormatter(service_name="fastloans-risk"))
+    record = logging.LogRecord("fastloans.pipeline", logging.INFO, "", 0, "message processed", (), None)
+    for _ in range(25):
+        handler.handle(record)
+    assert stream.writes == 2 and len(stream.getvalue().splitlines()) == 20  # two writes of ten, five held
+    handler.flush()
+    assert len(stream.getvalue().splitlines()) == 25
+    path = tmp_path / "service.log"
+    file_handler = logs.BatchedFileHandler(path, encoding="utf-8")
+    file_handler.setFormatter(EcsFormatter(service_name="fastloans-risk"))
+    file_handler.handle(record)
+    file_handler.close()
+    assert len(path.read_text().splitlines()) == 1

@@ -15,13 +15,18 @@ from bench.loadgen import NEVER_SENT
 from bench.runner import Runner
 from bench.workload import accepted_ids
 from fastloans_dev.devstack.system import log
+from fastloans_gateway.settings import GatewaySettings
 
 ACCEPTED, REFUSED = "202", "503"
-# How many connections the phase may open: twice the gateway's default bound of submissions in flight
-# (ADMISSION_MAX_IN_FLIGHT, 256), so that admission control and not the generator limits what reaches the
-# gateway, and within its default connection cap (HTTP_MAX_CONNECTIONS, 1,024). With the 128 of the other phases,
-# 2,500/s offered against answers taking 73 ms left most requests queued in the generator, never sent.
-CONNECTIONS = 512
+
+
+def connections() -> int:
+    """How many connections the phase may open: twice the gateway's default bound of submissions in flight
+    (ADMISSION_MAX_IN_FLIGHT), so that admission control and not the generator limits what reaches the gateway,
+    and within its default connection cap (HTTP_MAX_CONNECTIONS). With the 128 of the other phases, 2,500/s
+    offered against answers taking 73 ms left most requests queued in the generator, never sent."""
+    defaults = GatewaySettings.model_fields
+    return min(2 * defaults["admission_max_in_flight"].default, defaults["http_max_connections"].default)
 
 
 def classify(statuses: dict[str, int]) -> dict[str, int]:
@@ -47,7 +52,7 @@ async def overload(runner: Runner, rate: int, seconds: float) -> dict[str, Any]:
         runner._posts(int(rate * seconds)),
         rate=rate,
         seconds=seconds,
-        connections=max(CONNECTIONS, runner.plan.connections),
+        connections=max(connections(), runner.plan.connections),
     )
     runner.accepted += accepted_ids(outcome)
     stopped = time.monotonic()

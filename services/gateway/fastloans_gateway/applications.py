@@ -11,11 +11,11 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import orjson
@@ -43,6 +43,9 @@ COLUMNS = (
 )
 # What an Idempotency-Key's record holds once its submission is stored: the status and body a retry gets back.
 ACCEPTED = 202
+
+
+T = TypeVar("T")
 
 
 class ApplicationError(Exception):
@@ -291,7 +294,7 @@ class SubmitBatcher:
                     outcomes = await _store(conn, batch)
             except Exception as error:
                 if len(batch) == 1 or is_transient(error):
-                    _fail(batch, error)
+                    _fail((item.done for item in batch), error)
                     continue
                 SUBMIT_BATCHES_RETRIED.inc()
                 for item in batch:
@@ -299,12 +302,12 @@ class SubmitBatcher:
                         async with self.db.connection() as conn:
                             (outcome,) = await _store(conn, [item])
                     except Exception as single:
-                        _fail([item], single)
+                        _fail([item.done], single)
                     else:
-                        _settle(item, outcome)
+                        _settle(item.done, outcome)
                 continue
             for item, outcome in zip(batch, outcomes, strict=True):
-                _settle(item, outcome)
+                _settle(item.done, outcome)
 
 
 # One statement for every read a batch carries; the tenant of each row is checked against the reader's below.
@@ -364,27 +367,26 @@ class ReadBatcher:
                 async with self.db.connection(read=not primary) as conn:
                     rows = await conn.fetch(FETCH_BATCH, list({read.application_id for read in batch}))
             except BaseException as error:
-                for read in batch:
-                    if not read.done.done():
-                        read.done.set_exception(error)
+                _fail((read.done for read in batch), error)
                 if not isinstance(error, Exception):
                     raise
                 continue
             READ_BATCH_SIZE.observe(len(batch))
             for read, row in zip(batch, matching(batch, rows), strict=True):
-                if not read.done.done():
-                    read.done.set_result(row)
+                _settle(read.done, row)
 
 
-def _settle(item: _Pending, outcome: Held | None) -> None:
-    if not item.done.done():
-        item.done.set_result(outcome)
+def _settle(done: asyncio.Future[T], value: T) -> None:
+    """Answer a waiting request (unless it stopped waiting)."""
+    if not done.done():
+        done.set_result(value)
 
 
-def _fail(batch: list[_Pending], error: BaseException) -> None:
-    for item in batch:
-        if not item.done.done():
-            item.done.set_exception(error)
+def _fail(waiting: Iterable[asyncio.Future[Any]], error: BaseException) -> None:
+    """Fail every waiting request of a batch with its error."""
+    for done in waiting:
+        if not done.done():
+            done.set_exception(error)
 
 
 class Applications:
